@@ -1,0 +1,215 @@
+/*
+ * status.c — the block of shared memory where the worker reports what it is
+ * doing and where SQL backends leave it requests, plus the SQL functions that
+ * read and write it.
+ */
+#include "voipbin.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+VoipbinShared *voipbin_shared = NULL;
+
+static bool wake_at_commit = false;
+static bool xact_callback_registered = false;
+
+Size
+voipbin_shmem_size(void)
+{
+	return MAXALIGN(sizeof(VoipbinShared));
+}
+
+void
+voipbin_shmem_init(void)
+{
+	bool		found;
+
+	voipbin_shared = ShmemInitStruct("voipbin", voipbin_shmem_size(), &found);
+	if (!found)
+	{
+		memset(voipbin_shared, 0, sizeof(VoipbinShared));
+		SpinLockInit(&voipbin_shared->mutex);
+		voipbin_shared->state = VB_STATE_DISABLED;
+		pg_atomic_init_u32(&voipbin_shared->subscriptions_changed, 0);
+		pg_atomic_init_u32(&voipbin_shared->reconnect_requested, 0);
+		pg_atomic_init_u64(&voipbin_shared->frames_received, 0);
+		pg_atomic_init_u64(&voipbin_shared->events_stored, 0);
+		pg_atomic_init_u64(&voipbin_shared->duplicates, 0);
+		pg_atomic_init_u64(&voipbin_shared->dead_letters, 0);
+		pg_atomic_init_u64(&voipbin_shared->reconnects, 0);
+		pg_atomic_init_u64(&voipbin_shared->buffered_bytes, 0);
+	}
+}
+
+const char *
+voipbin_state_name(VoipbinState state)
+{
+	switch (state)
+	{
+		case VB_STATE_DISABLED:
+			return "disabled";
+		case VB_STATE_CONNECTING:
+			return "connecting";
+		case VB_STATE_CONNECTED:
+			return "connected";
+		case VB_STATE_BACKOFF:
+			return "backoff";
+		case VB_STATE_UNAUTHORIZED:
+			return "unauthorized";
+		case VB_STATE_STANDBY:
+			return "standby";
+	}
+	return "unknown";
+}
+
+/* Sets the state; a non-NULL error replaces last_error. */
+void
+voipbin_set_state(VoipbinState state, const char *error)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&voipbin_shared->mutex);
+	if (state == VB_STATE_CONNECTED && voipbin_shared->state != VB_STATE_CONNECTED)
+		voipbin_shared->connected_since = now;
+	else if (state != VB_STATE_CONNECTED)
+		voipbin_shared->connected_since = 0;
+	voipbin_shared->state = state;
+	if (error)
+		strlcpy(voipbin_shared->last_error, error, VB_ERROR_LEN);
+	SpinLockRelease(&voipbin_shared->mutex);
+}
+
+void
+voipbin_set_error(const char *error)
+{
+	SpinLockAcquire(&voipbin_shared->mutex);
+	strlcpy(voipbin_shared->last_error, error ? error : "", VB_ERROR_LEN);
+	SpinLockRelease(&voipbin_shared->mutex);
+}
+
+void
+voipbin_wake_worker(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&voipbin_shared->mutex);
+	latch = voipbin_shared->worker_latch;
+	SpinLockRelease(&voipbin_shared->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
+static void
+require_shared(void)
+{
+	if (voipbin_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("voipbin is not loaded via shared_preload_libraries"),
+				 errhint("Add voipbin to shared_preload_libraries and restart the server.")));
+}
+
+/* The worker re-reads voipbin_subscriptions only once the change is committed. */
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit && voipbin_shared)
+			{
+				pg_atomic_write_u32(&voipbin_shared->subscriptions_changed, 1);
+				voipbin_wake_worker();
+			}
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Statement trigger on voipbin_subscriptions: any change wakes the worker at commit. */
+PG_FUNCTION_INFO_V1(voipbin_subscriptions_changed);
+Datum
+voipbin_subscriptions_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("voipbin_subscriptions_changed() must be called as a trigger")));
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+	return PointerGetDatum(NULL);
+}
+
+PG_FUNCTION_INFO_V1(voipbin_reconnect);
+Datum
+voipbin_reconnect(PG_FUNCTION_ARGS)
+{
+	require_shared();
+	pg_atomic_write_u32(&voipbin_shared->reconnect_requested, 1);
+	voipbin_wake_worker();
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(voipbin_status);
+Datum
+voipbin_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[11];
+	bool		nulls[11];
+	VoipbinState state;
+	TimestampTz connected_since,
+				last_frame_at;
+	pid_t		pid;
+	char		last_error[VB_ERROR_LEN];
+
+	require_shared();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	tupdesc = BlessTupleDesc(tupdesc);
+
+	SpinLockAcquire(&voipbin_shared->mutex);
+	state = voipbin_shared->state;
+	connected_since = voipbin_shared->connected_since;
+	last_frame_at = voipbin_shared->last_frame_at;
+	pid = voipbin_shared->worker_pid;
+	strlcpy(last_error, voipbin_shared->last_error, VB_ERROR_LEN);
+	SpinLockRelease(&voipbin_shared->mutex);
+
+	memset(nulls, 0, sizeof(nulls));
+	values[0] = CStringGetTextDatum(voipbin_state_name(state));
+	values[1] = TimestampTzGetDatum(connected_since);
+	nulls[1] = connected_since == 0;
+	values[2] = TimestampTzGetDatum(last_frame_at);
+	nulls[2] = last_frame_at == 0;
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->frames_received));
+	values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->events_stored));
+	values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->duplicates));
+	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->dead_letters));
+	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->reconnects));
+	values[8] = CStringGetTextDatum(last_error);
+	nulls[8] = last_error[0] == '\0';
+	values[9] = Int32GetDatum((int32) pid);
+	nulls[9] = pid == 0;
+	values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->buffered_bytes));
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}

@@ -1,0 +1,113 @@
+/*
+ * voipbin.h — what the files of the extension share: settings, the shared
+ * status block, and the entry points one file offers another.
+ */
+#ifndef VOIPBIN_H
+#define VOIPBIN_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+/* ---- settings (voipbin.c) ---- */
+extern char *voipbin_database;
+extern char *voipbin_api_url;
+extern char *voipbin_token;
+extern char *voipbin_token_file;
+extern char *voipbin_ca_file;
+extern int	voipbin_reconnect_min_delay_ms;
+extern int	voipbin_reconnect_max_delay_ms;
+extern int	voipbin_idle_timeout_s;
+extern int	voipbin_event_retention_s;
+extern int	voipbin_buffer_limit_kb;
+extern int	voipbin_http_timeout_ms;
+
+/* ---- shared status (status.c) ---- */
+typedef enum VoipbinState
+{
+	VB_STATE_DISABLED,
+	VB_STATE_CONNECTING,
+	VB_STATE_CONNECTED,
+	VB_STATE_BACKOFF,
+	VB_STATE_UNAUTHORIZED,
+	VB_STATE_STANDBY
+} VoipbinState;
+
+#define VB_ERROR_LEN 512
+
+typedef struct VoipbinShared
+{
+	slock_t		mutex;			/* guards the non-atomic fields */
+	pid_t		worker_pid;
+	Latch	   *worker_latch;
+	VoipbinState state;
+	TimestampTz connected_since;
+	TimestampTz last_frame_at;
+	char		last_error[VB_ERROR_LEN];
+	pg_atomic_uint32 subscriptions_changed;
+	pg_atomic_uint32 reconnect_requested;
+	pg_atomic_uint64 frames_received;
+	pg_atomic_uint64 events_stored;
+	pg_atomic_uint64 duplicates;
+	pg_atomic_uint64 dead_letters;
+	pg_atomic_uint64 reconnects;
+	pg_atomic_uint64 buffered_bytes;	/* received, not yet stored */
+} VoipbinShared;
+
+extern VoipbinShared *voipbin_shared;
+
+extern Size voipbin_shmem_size(void);
+extern void voipbin_shmem_init(void);
+extern void voipbin_set_state(VoipbinState state, const char *error);
+extern void voipbin_set_error(const char *error);
+extern const char *voipbin_state_name(VoipbinState state);
+extern void voipbin_wake_worker(void);
+
+/* ---- topics (topic.c) ---- */
+extern char *topic_normalize(const char *topic, const char *own_customer_id,
+							 const char **error, const char **hint);
+
+/* ---- frames (frame.c) ---- */
+typedef struct FrameEvent
+{
+	char	   *event_type;
+	char	   *resource;		/* NULL for "unknown" */
+	bool		has_resource_id;
+	pg_uuid_t	resource_id;
+	bool		has_customer_id;
+	pg_uuid_t	customer_id;
+	Jsonb	   *data;
+} FrameEvent;
+
+extern void frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out);
+extern const char *frame_infer_type(JsonbContainer *obj);
+
+/* ---- endpoint and credential (endpoint.c) ---- */
+typedef enum CredentialKind
+{
+	CRED_NONE,
+	CRED_ACCESSKEY,
+	CRED_JWT
+} CredentialKind;
+
+typedef struct Endpoint
+{
+	bool		tls;
+	char	   *host;
+	int			port;
+	char	   *base_path;		/* "/v1.0", no trailing slash */
+} Endpoint;
+
+extern bool endpoint_parse(const char *api_url, Endpoint *ep, const char **error);
+extern char *credential_load(CredentialKind *kind, char **error);
+extern char *redact_secret(const char *text, const char *secret);
+
+/* ---- the worker (worker.c, store.c, subscriptions.c) ---- */
+extern PGDLLEXPORT void voipbin_worker_main(Datum arg);
+
+#endif

@@ -1,0 +1,936 @@
+#!/usr/bin/python3
+"""A fake VoIPBIN API server for the extension's tests.
+
+It imitates what docs/voipbin-protocol.md (read from VoIPBIN's server code)
+says the real api-manager does, including the unfriendly parts a client has to
+survive: an invalid topic drops the TCP connection without a close frame,
+only a Pong extends the 60 s read deadline, there are no acks, 2/3-part
+subscriptions get every event twice, and PUT /customer blanks omitted fields.
+
+Two listeners on 127.0.0.1, both on ephemeral ports:
+  * the API (TLS with --cert/--key), base path /v1.0: GET/PUT /customer,
+    GET /me and the WebSocket GET /ws;
+  * a plain-HTTP control port (/control/...) through which a test publishes
+    events, sends hand-made frames, drops or freezes connections, injects
+    failures and reads back everything the client did.
+Once both listen, one line `{"api_port": N, "control_port": M}` goes to stdout.
+
+Control API (JSON in, JSON out; POST unless noted):
+  /control/publish {"event_type", "data", "shape": raw|wrapped|event_type,
+                    "count", "topics"?, "frame"?, "extra"?, "flush"?}
+                   or {"events": [{...}, ...], "flush"?}
+                   -> {"delivered": frames queued, "dropped": over the 2000 buffer}
+  /control/send    {"text"} | {"b64", "binary"} | {"fragments": [str]} |
+                   {"fragments_b64": [b64]} | {"close_code", "close_reason"},
+                   optional "conn", "fragment_delay", "flush"   -> {"sent": n}
+  /control/drop    {"conn"?}                       -> {"sent": n}
+  /control/freeze  {"on": bool}                    -> {"frozen": bool}
+  /control/config  {any DEFAULT_CONFIG key}        -> {"config": {...}}
+  /control/reset   {"drop"?: false, "clear"?: true} -> {"config": {...}}
+  /control/customer {fields to overwrite}          -> {"customer": {...}}
+  /control/state   (GET or POST)                   -> see c_state()
+
+Credentials are never logged: log lines carry the path without query string
+and the kind of credential only.
+
+Run: /usr/bin/python3 test/fake_voipbin.py --cert server.pem --key server.key
+Needs only the stdlib and aiohttp 3.8 (Debian's python3-aiohttp).
+"""
+import argparse
+import asyncio
+import base64
+import json
+import re
+import secrets
+import signal
+import ssl
+import struct
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from aiohttp import WSMsgType, web
+
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+DEFAULT_CUSTOMER_ID = "7d2f3c1a-5b6e-4f80-9a1b-2c3d4e5f6a7b"
+# The JWT identity is treated as a CustomerAdmin agent; agent_id:<this> topics
+# are the only agent_id topics it may use.
+DEFAULT_AGENT_ID = "a6d1e3b0-4c2f-4e7a-8b9c-0d1e2f3a4b5c"
+DEFAULT_ACCESSKEY = "vb_FakeAccessKey0123456789abcdef-_X"
+# A real-looking HS256 agent token (claims: agent, expire, type); only string
+# equality matters here.
+DEFAULT_JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJhZ2VudCI6eyJpZCI6ImE2ZDFlM2IwLTRjMmYtNGU3YS04YjljLTBkMWUyZjNhNGI1YyIs"
+    "ImN1c3RvbWVyX2lkIjoiN2QyZjNjMWEtNWI2ZS00ZjgwLTlhMWItMmMzZDRlNWY2YTdiIiwi"
+    "dXNlcm5hbWUiOiJmYWtlLWFkbWluQGV4YW1wbGUuY29tIiwicGVybWlzc2lvbiI6MzJ9LCJl"
+    "eHBpcmUiOiIyMDk5LTAxLTAxVDAwOjAwOjAwLjAwMDAwMFoiLCJ0eXBlIjoiYWdlbnQifQ."
+    "-i6cH8H1LCyBsz8tJ4Ck4PY88VQy3iaEW6ZstPJXZFo"
+)
+DEFAULT_WEBHOOK_SECRET = "FakeWebhookSecret_0123456789abcd"
+
+# The real server buffers this many messages per connection and silently
+# drops the overflow (pubsubhandler subscriberBufferSize).
+SUBSCRIBER_BUFFER = 2000
+HISTORY_CAP = 10000
+
+# The 7 fields PUT /customer always overwrites, and the omitempty ones of GET.
+PUT_FIELDS = ("name", "detail", "email", "phone_number", "address",
+              "webhook_method", "webhook_uri")
+OMITEMPTY = PUT_FIELDS + ("webhook_secret",)
+
+JSON_CT = "application/json; charset=utf-8"
+
+# HTTP status -> (envelope status, default reason, message), after
+# bin-common-handler HTTPStatusFor and the server's error_translate.go.
+ERRORS = {
+    400: ("INVALID_ARGUMENT", "INVALID_ARGUMENT", "The request is invalid."),
+    401: ("UNAUTHENTICATED", "INVALID_CREDENTIALS", "The provided credentials are invalid."),
+    402: ("PAYMENT_REQUIRED", "PAYMENT_REQUIRED", "Payment is required."),
+    403: ("PERMISSION_DENIED", "PERMISSION_DENIED", "Permission denied."),
+    404: ("NOT_FOUND", "RESOURCE_NOT_FOUND", "The resource was not found."),
+    409: ("FAILED_PRECONDITION", "FAILED_PRECONDITION", "The request conflicts with the current state."),
+    429: ("RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED", "Too many requests. Retry later."),
+    500: ("INTERNAL", "INTERNAL_ERROR", "An internal error occurred."),
+    503: ("UNAVAILABLE", "SERVICE_UNAVAILABLE", "The service is unavailable."),
+}
+MESSAGES = {
+    "AUTHENTICATION_REQUIRED": "Authentication is required.",
+    "INVALID_CREDENTIALS": "The provided credentials are invalid.",
+    "ACCOUNT_FROZEN": "This account is frozen. Contact support.",
+    "INVALID_JSON_BODY": "The request body is not valid JSON.",
+    "ROUTE_NOT_FOUND": "The requested route does not exist.",
+    "AGENT_AUTH_REQUIRED": "This endpoint requires an agent login.",
+}
+
+DEFAULT_CONFIG = {
+    "ws_reject_status": None,   # answer every WS handshake with this error
+    "ws_reject_reason": None,   # override the envelope reason of ws_reject_status
+    "ws_retry_after": None,     # Retry-After of a 429 handshake (else rest_retry_after, else 1)
+    "ws_hang": False,           # accept TCP+TLS, never answer the upgrade request
+    "ws_delay": 0,              # seconds before answering the upgrade request
+    "rest_status": None,        # every REST endpoint answers this error
+    "rest_reason": None,
+    "rest_retry_after": None,   # Retry-After of a 429 ("" = leave the header out)
+    "rest_hang": False,         # REST requests never get an answer
+    "rest_delay": 0,            # seconds before any REST answer
+    "rest_body": None,          # REST answers 200 with this raw body
+    "rest_content_type": JSON_CT,
+    "ping_interval": 10.0,      # set from the CLI; apply to new connections
+    "pong_timeout": 60.0,
+}
+
+_UUID36 = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID32 = re.compile(r"[0-9a-fA-F]{32}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+LOG = sys.stderr
+
+
+def log(msg):
+    LOG.write("%s fake_voipbin: %s\n" % (
+        datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), msg))
+    LOG.flush()
+
+
+def now_rfc3339():
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def compact(obj):
+    # Go's json.Marshal output: no spaces.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def go_uuid(text):
+    """uuid.FromStringOrNil of gofrs: canonical, 32-hex, or either in braces."""
+    s = text
+    if len(s) in (34, 38) and s[0] == "{" and s[-1] == "}":
+        s = s[1:-1]
+    if _UUID36.fullmatch(s) or _UUID32.fullmatch(s):
+        return uuid.UUID(s)
+    return None
+
+
+def go_field(obj, name):
+    """encoding/json matches struct fields case-insensitively; the last key wins."""
+    val = None
+    for k, v in obj.items():
+        if k.lower() == name:
+            val = v
+    return val
+
+
+def ws_frame(opcode, payload, fin=True):
+    """One unmasked (server-side) WebSocket frame."""
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", b0, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, 127, n)
+    return head + payload
+
+
+PING_FRAME = ws_frame(0x9, b"")
+
+
+class Conn:
+    """One accepted WebSocket connection and everything recorded about it."""
+
+    def __init__(self, cid, ws, request, auth, source, query_keys, cfg):
+        self.id = cid
+        self.ws = ws
+        self.transport = request.transport
+        self.auth = auth
+        self.auth_source = source
+        self.query_keys = query_keys
+        self.topics = []
+        self.frames_from_client = []
+        self.pongs = 0
+        self.pings_sent = 0
+        self.frames_sent = 0
+        self.dropped = 0
+        self.pending = 0            # queued or being written
+        self.connected_at = time.time()
+        self.closed_at = None
+        self.close_reason = None
+        self.ping_interval = float(cfg["ping_interval"])
+        self.pong_timeout = float(cfg["pong_timeout"])
+        # gorilla: SetReadDeadline(now+pongWait) once; only the pong handler moves it.
+        self.deadline = time.monotonic() + self.pong_timeout
+        self.queue = asyncio.Queue(maxsize=SUBSCRIBER_BUFFER)
+        self.tasks = []
+
+    def kill(self, reason):
+        """Close the TCP connection without a close frame, as gorilla's ws.Close() does."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
+
+    def write_raw(self, data):
+        if self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
+
+    def enqueue(self, item):
+        try:
+            self.queue.put_nowait(item)
+            self.pending += 1
+            return True
+        except asyncio.QueueFull:
+            self.dropped += 1
+            return False
+
+    def to_json(self):
+        return {
+            "id": self.id, "auth": self.auth, "auth_source": self.auth_source,
+            "query_keys": self.query_keys, "topics": list(self.topics),
+            "frames_from_client": list(self.frames_from_client),
+            "pongs": self.pongs, "pings_sent": self.pings_sent,
+            "frames_sent": self.frames_sent, "queued": self.pending,
+            "dropped": self.dropped, "connected_at": self.connected_at,
+            "closed_at": self.closed_at, "close_reason": self.close_reason,
+        }
+
+
+class Fake:
+    def __init__(self, args):
+        self.customer_id = args.customer_id.lower()
+        self.customer_uuid = uuid.UUID(self.customer_id)
+        self.agent_id = DEFAULT_AGENT_ID
+        self.agent_uuid = uuid.UUID(self.agent_id)
+        self.accesskey = args.accesskey
+        self.jwt = args.jwt
+        self.base_config = dict(DEFAULT_CONFIG, ping_interval=args.ping_interval,
+                                pong_timeout=args.pong_timeout)
+        self.config = dict(self.base_config)
+        created = now_rfc3339()
+        self.customer = {
+            "id": self.customer_id,
+            "name": "Fake Customer", "detail": "fake VoIPBIN customer for tests",
+            "email": "admin@example.com", "phone_number": "+15551234567",
+            "address": "1 Test Street, Testville",
+            "webhook_method": "POST", "webhook_uri": "https://webhooks.example.com/voipbin",
+            "billing_account_id": "1b7c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d",
+            "metadata": {"rtp_debug": False}, "email_verified": True,
+            "status": "active", "identity_verification_status": "verified",
+            "tm_deletion_scheduled": None, "tm_create": created, "tm_update": created,
+            "tm_delete": None, "webhook_secret": DEFAULT_WEBHOOK_SECRET,
+        }
+        self.conns = {}            # id -> Conn, open connections
+        self.closed = []
+        self.next_conn_id = 1
+        self.handshakes = []
+        self.puts = []
+        self.rest_requests = []
+        self.published = 0
+        self.not_frozen = asyncio.Event()
+        self.not_frozen.set()
+        # Hanging requests wait on this; reset/shutdown releases them.
+        self.release = asyncio.Event()
+
+    @property
+    def frozen(self):
+        return not self.not_frozen.is_set()
+
+    # ------------------------------------------------------------ helpers
+
+    def customer_view(self, with_secret=True):
+        out = {}
+        for k, v in self.customer.items():
+            if k in OMITEMPTY and v in ("", None):
+                continue
+            if k == "webhook_secret" and not with_secret:
+                continue
+            out[k] = v
+        return out
+
+    @staticmethod
+    def record(lst, item):
+        lst.append(item)
+        del lst[:-HISTORY_CAP]
+
+    def authenticate(self, request):
+        """Return (kind, source, error_reason); order as middleware/authenticate.go."""
+        token, source = None, None
+        if request.cookies.get("token"):
+            token, source = request.cookies["token"], "cookie:token"
+        elif request.query.get("token"):
+            token, source = request.query["token"], "query:token"
+        else:
+            # Go: strings.Split(h, "Bearer ")[1]; an empty value counts as absent.
+            parts = request.headers.get("Authorization", "").split("Bearer ")
+            if len(parts) >= 2 and parts[1]:
+                token, source = parts[1], "header:bearer"
+        if token is not None:
+            # Anything in a token slot is parsed as a JWT, so an access key
+            # there is simply an invalid token.
+            return "jwt", source, None if token == self.jwt else "INVALID_CREDENTIALS"
+        key, source = None, None
+        if request.cookies.get("accesskey"):
+            key, source = request.cookies["accesskey"], "cookie:accesskey"
+        elif request.query.get("accesskey"):
+            key, source = request.query["accesskey"], "query:accesskey"
+        if key is not None:
+            return "accesskey", source, None if key == self.accesskey else "INVALID_CREDENTIALS"
+        return None, None, "AUTHENTICATION_REQUIRED"
+
+    def error_response(self, request, status, reason=None, retry_after=None, ws=False):
+        env_status, default_reason, message = ERRORS.get(
+            status, ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT",
+                     "HTTP_%d" % status, "Error %d." % status))
+        if ws and status == 403 and reason is None:
+            reason = "ACCOUNT_FROZEN"   # the 403 a WS handshake can really get
+        reason = reason or default_reason
+        err = {"status": env_status, "reason": reason, "domain": "api-manager",
+               "message": MESSAGES.get(reason, message),
+               "request_id": request["request_id"]}
+        headers = {}
+        if status == 429:
+            err["details"] = [{"limited_by": "customer"}]
+            ra = "1" if retry_after is None else str(retry_after)
+            if ra:
+                headers["Retry-After"] = ra
+        elif reason == "ACCOUNT_FROZEN":
+            err["details"] = [{"deletion_scheduled_at": None, "deletion_effective_at": None,
+                               "recovery_endpoint": "DELETE /auth/unregister"}]
+        return web.Response(status=status, text=compact({"error": err}),
+                            content_type="application/json", charset="utf-8",
+                            headers=headers)
+
+    async def hang(self, request):
+        """Never answer; once released, drop the connection without a response."""
+        await self.release.wait()
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)     # goes nowhere: the transport is gone
+
+    # ------------------------------------------------------------ topics
+
+    def topic_valid(self, topic, auth):
+        """validateTopics of pkg/websockhandler/etc.go for an admin-level identity."""
+        parts = topic.split(":")
+        if len(parts) < 2:
+            return False
+        sid = go_uuid(parts[1])
+        if sid is None or sid.int == 0:
+            return False
+        if parts[0] == "customer_id":
+            return sid == self.customer_uuid
+        if parts[0] == "agent_id":
+            # An access key has no agent id; the JWT is our one agent.
+            return auth == "jwt" and sid == self.agent_uuid
+        return False
+
+    def event_topics(self, event_type, data):
+        """createTopics of subscribehandler/webhookmanager.go: old then new format."""
+        resource = event_type.split("_", 1)[0]
+        cust = str(data.get("customer_id") or self.customer_id)
+        rid = str(data.get("id") or NIL_UUID)
+        owner = data.get("owner_id")
+        owner = str(owner) if owner and owner != NIL_UUID else None
+        if resource == "aimessage":
+            old = ["customer_id:%s:aicall:%s" % (cust, data.get("aicall_id") or NIL_UUID)]
+        elif resource in ("chat", "chatmessage", "chatparticipant"):
+            chat = data.get("chat_id") or rid
+            old = ["customer_id:%s:chat:%s" % (cust, chat)]
+            if owner:
+                old.append("agent_id:%s:chat:%s" % (owner, chat))
+        elif event_type in ("webchat_message_created", "webchat_session_ended"):
+            old = ["customer_id:%s:webchat_session:%s" % (cust, data.get("session_id") or rid)]
+        else:
+            old = ["customer_id:%s:%s:%s" % (cust, resource, rid)]
+            if owner:
+                old.append("agent_id:%s:%s:%s" % (owner, resource, rid))
+        new = ["customer_id:%s:%s:%s:%s" % (cust, resource, event_type, rid)]
+        if owner:
+            new.append("agent_id:%s:%s:%s:%s" % (owner, resource, event_type, rid))
+        return old + new
+
+    async def publish_one(self, ev, stalled):
+        event_type = ev.get("event_type")
+        data = ev.get("data")
+        shape = ev.get("shape", "raw")
+        if not isinstance(event_type, str) or not event_type:
+            raise ValueError("event_type must be a non-empty string")
+        if not isinstance(data, dict):
+            raise ValueError("data must be an object")
+        if "frame" in ev:
+            body = ev["frame"]          # exact text, e.g. to vary formatting
+        elif shape == "raw":
+            body = compact(data)
+        elif shape == "wrapped":
+            body = compact(dict({"type": event_type, "data": data}, **ev.get("extra", {})))
+        elif shape == "event_type":
+            body = compact(dict({"event_type": event_type, "data": data}, **ev.get("extra", {})))
+        else:
+            raise ValueError("shape must be raw, wrapped or event_type")
+        topics = ev.get("topics") or self.event_topics(event_type, data)
+        delivered = dropped = 0
+        for _ in range(int(ev.get("count", 1))):
+            self.published += 1
+            # One copy per published topic that matches any prefix of the
+            # connection, as the server publishes each topic separately.
+            for topic in topics:
+                for conn in list(self.conns.values()):
+                    if not any(topic.startswith(p) for p in conn.topics):
+                        continue
+                    if conn.queue.full() and conn.id not in stalled:
+                        if not await self.make_room(conn):
+                            stalled.add(conn.id)
+                    if conn.enqueue(("text", body)):
+                        delivered += 1
+                    else:
+                        dropped += 1
+        log("publish %s shape=%s topics=%d delivered=%d dropped=%d"
+            % (event_type, shape, len(topics), delivered, dropped))
+        return delivered, dropped
+
+    async def flush(self, timeout):
+        """Wait until every open connection has written all it has queued, so
+        that a test can e.g. drop the connection right after a publish."""
+        deadline = time.monotonic() + timeout
+        while any(c.pending and c.close_reason is None for c in self.conns.values()):
+            if time.monotonic() > deadline or self.frozen:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    async def make_room(self, conn, stall=1.0):
+        """Wait while a full buffer still drains (a bulk publish reaches a client
+        that reads as fast as it can); give up after `stall` s without progress,
+        so a client that does not read loses the overflow, like on the real server."""
+        last, since = conn.queue.qsize(), time.monotonic()
+        while conn.queue.full() and conn.close_reason is None:
+            await asyncio.sleep(0.005)
+            if conn.queue.qsize() < last:
+                last, since = conn.queue.qsize(), time.monotonic()
+            elif time.monotonic() - since > stall:
+                return False
+        return True
+
+    # ------------------------------------------------------------ WebSocket
+
+    async def handle_ws(self, request):
+        auth, source, err = self.authenticate(request)
+        hs = {"at": time.time(), "status": None, "auth": auth, "auth_source": source,
+              "reason": None, "conn": None}
+        self.record(self.handshakes, hs)
+        cfg = self.config
+        if cfg["ws_delay"]:
+            await asyncio.sleep(float(cfg["ws_delay"]))
+        if cfg["ws_hang"]:
+            hs["hung"] = True
+            log("ws handshake hangs (auth=%s)" % auth)
+            return await self.hang(request)
+        if cfg["ws_reject_status"]:
+            status = int(cfg["ws_reject_status"])
+            retry = cfg["ws_retry_after"] if cfg["ws_retry_after"] is not None else cfg["rest_retry_after"]
+            resp = self.error_response(request, status, cfg["ws_reject_reason"], retry, ws=True)
+            hs["status"], hs["reason"] = status, "configured"
+            log("ws handshake -> %d (configured) auth=%s" % (status, auth))
+            return resp
+        if err:
+            hs["status"], hs["reason"] = 401, err
+            log("ws handshake -> 401 %s auth=%s" % (err, auth))
+            return self.error_response(request, 401, err)
+
+        # autoping=False: pongs must reach us (they move the deadline) and
+        # aiohttp's own ping handling must not. compress=False: no
+        # permessage-deflate, like the real upgrader. No read limit either.
+        ws = web.WebSocketResponse(autoping=False, autoclose=True, compress=False,
+                                   max_msg_size=0)
+        ws.headers["X-Request-Id"] = request["request_id"]
+        if not ws.can_prepare(request).ok:
+            # gorilla's Upgrade() answers a non-WebSocket GET like this.
+            hs["status"], hs["reason"] = 400, "not_websocket"
+            return web.Response(status=400, text="Bad Request\n",
+                                headers={"Sec-Websocket-Version": "13"})
+        await ws.prepare(request)
+        conn = Conn(self.next_conn_id, ws, request, auth, source,
+                    sorted(request.query.keys()), cfg)
+        self.next_conn_id += 1
+        self.conns[conn.id] = conn
+        hs["status"], hs["conn"] = 101, conn.id
+        log("ws conn %d open auth=%s via %s" % (conn.id, auth, source))
+        if self.frozen:
+            conn.transport.pause_reading()
+        conn.tasks = [asyncio.ensure_future(self.keepalive(conn)),
+                      asyncio.ensure_future(self.writer(conn))]
+        try:
+            await self.read_loop(conn)
+        finally:
+            for t in conn.tasks:
+                t.cancel()
+            conn.kill(conn.close_reason or "connection_lost")
+            conn.closed_at = time.time()
+            self.conns.pop(conn.id, None)
+            self.record(self.closed, conn)
+            log("ws conn %d closed: %s" % (conn.id, conn.close_reason))
+        return ws
+
+    async def read_loop(self, conn):
+        ws = conn.ws
+        while True:
+            msg = await ws.receive()
+            if msg.type in (WSMsgType.CLOSED, WSMsgType.CLOSING, WSMsgType.ERROR):
+                return                  # transport gone (or killed by us)
+            # Frames already buffered when a freeze started wait for the thaw too.
+            await self.not_frozen.wait()
+            if conn.close_reason is not None:
+                return
+            if msg.type == WSMsgType.TEXT:
+                self.record(conn.frames_from_client, msg.data)
+                self.handle_client_text(conn, msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                conn.kill("binary")     # receive.go: "wrong message type"
+            elif msg.type == WSMsgType.PING:
+                # gorilla's default ping handler answers, without touching the deadline.
+                conn.write_raw(ws_frame(0xA, msg.data or b""))
+            elif msg.type == WSMsgType.PONG:
+                conn.pongs += 1
+                conn.deadline = time.monotonic() + conn.pong_timeout
+            elif msg.type == WSMsgType.CLOSE:
+                conn.close_reason = conn.close_reason or "client_closed"
+                return
+
+    def handle_client_text(self, conn, text):
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            log("ws conn %d: invalid JSON ignored" % conn.id)
+            return
+        # json.Unmarshal into hook.Hook{Type string; Topics []string}; any
+        # type mismatch makes the server log and ignore the whole message.
+        if obj is None:
+            obj = {}
+        typ = go_field(obj, "type") if isinstance(obj, dict) else 0
+        topics = go_field(obj, "topics") if isinstance(obj, dict) else 0
+        if (not isinstance(obj, dict) or not isinstance(typ, (str, type(None)))
+                or not isinstance(topics, (list, type(None)))
+                or not all(isinstance(t, (str, type(None))) for t in topics or [])):
+            log("ws conn %d: message not a hook, ignored" % conn.id)
+            return
+        typ = typ or ""
+        topics = [t or "" for t in topics or []]
+        # All topics are validated before the type is even looked at.
+        if not all(self.topic_valid(t, conn.auth) for t in topics):
+            log("ws conn %d: invalid topic in %s, dropping" % (conn.id, topics))
+            conn.kill("invalid_topic")
+            return
+        if typ == "subscribe":
+            for t in topics:
+                if t not in conn.topics:
+                    conn.topics.append(t)
+            log("ws conn %d subscribe %s" % (conn.id, topics))
+        elif typ == "unsubscribe":
+            for t in topics:
+                if t in conn.topics:
+                    conn.topics.remove(t)
+            log("ws conn %d unsubscribe %s" % (conn.id, topics))
+        else:
+            log("ws conn %d: type %r ignored" % (conn.id, typ))
+
+    async def keepalive(self, conn):
+        """gorilla pinger plus read deadline: ping every interval, abort past the deadline."""
+        next_ping = time.monotonic() + conn.ping_interval
+        while conn.close_reason is None:
+            wake = min(next_ping, conn.deadline)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            if self.frozen:
+                await self.not_frozen.wait()
+                next_ping = time.monotonic() + conn.ping_interval
+                continue
+            now = time.monotonic()
+            if now >= conn.deadline:
+                log("ws conn %d: no pong within %.1fs" % (conn.id, conn.pong_timeout))
+                conn.kill("pong_timeout")
+                return
+            if now >= next_ping:
+                if conn.write_raw(PING_FRAME):
+                    conn.pings_sent += 1
+                next_ping = now + conn.ping_interval
+
+    async def writer(self, conn):
+        """Per-connection sender: keeps frames in order and holds them while frozen."""
+        try:
+            while True:
+                kind, payload = await conn.queue.get()
+                await self.not_frozen.wait()
+                if conn.close_reason is not None or conn.transport.is_closing():
+                    return
+                if kind == "text":
+                    await conn.ws.send_str(payload)
+                else:                   # ("raw", [(frame_bytes, delay_after), ...])
+                    for frame, delay in payload:
+                        if not conn.write_raw(frame):
+                            return
+                        if delay:
+                            await asyncio.sleep(delay)
+                conn.frames_sent += 1
+                conn.pending -= 1
+        except (ConnectionError, RuntimeError):
+            conn.kill("write_error")
+
+    def set_frozen(self, on):
+        if on == self.frozen:
+            return
+        if on:
+            self.not_frozen.clear()
+            for c in self.conns.values():
+                if not c.transport.is_closing():
+                    c.transport.pause_reading()
+        else:
+            now = time.monotonic()
+            for c in self.conns.values():
+                # Time spent frozen must not count against the client.
+                c.deadline = max(c.deadline, now + c.pong_timeout)
+                if not c.transport.is_closing():
+                    c.transport.resume_reading()
+            self.not_frozen.set()
+        log("freeze %s" % ("on" if on else "off"))
+
+    def targets(self, body):
+        if body.get("conn") is not None:
+            c = self.conns.get(int(body["conn"]))
+            return [c] if c else []
+        return list(self.conns.values())
+
+    # ------------------------------------------------------------ REST
+
+    async def rest_gate(self, request):
+        """Configured failures and authentication; returns (auth, error response)."""
+        auth, source, err = self.authenticate(request)
+        entry = {"at": time.time(), "method": request.method, "path": request.path,
+                 "auth": auth, "auth_source": source,
+                 "content_type": request.headers.get("Content-Type"), "status": None}
+        request["entry"] = entry
+        self.record(self.rest_requests, entry)
+        cfg = self.config
+        if cfg["rest_delay"]:
+            await asyncio.sleep(float(cfg["rest_delay"]))
+        if cfg["rest_hang"]:
+            entry["hung"] = True
+            return auth, await self.hang(request)
+        if cfg["rest_status"]:
+            return auth, self.error_response(request, int(cfg["rest_status"]),
+                                             cfg["rest_reason"], cfg["rest_retry_after"])
+        if cfg["rest_body"] is not None:
+            return auth, web.Response(status=200, body=str(cfg["rest_body"]).encode(),
+                                      headers={"Content-Type": cfg["rest_content_type"]})
+        if err:
+            return auth, self.error_response(request, 401, err)
+        return auth, None
+
+    async def get_customer(self, request):
+        _, resp = await self.rest_gate(request)
+        # (aiohttp responses are mappings, hence falsy: compare with None)
+        return resp if resp is not None else self.json(self.customer_view())
+
+    async def put_customer(self, request):
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        raw = await request.read()
+        try:
+            body = json.loads(raw.decode("utf-8", "replace"))
+        except ValueError:
+            return self.error_response(request, 400, "INVALID_JSON_BODY")
+        if body is None:
+            body = {}
+        if not isinstance(body, dict) or not all(
+                isinstance(go_field(body, f), (str, type(None))) for f in PUT_FIELDS):
+            return self.error_response(request, 400, "INVALID_JSON_BODY")
+        self.record(self.puts, body)
+        # UpdateBasicInfo writes all 7 columns: what is omitted becomes "".
+        for f in PUT_FIELDS:
+            self.customer[f] = go_field(body, f) or ""
+        self.customer["tm_update"] = now_rfc3339()
+        log("customer updated (%d fields given)" % sum(1 for f in PUT_FIELDS if go_field(body, f)))
+        return self.json(self.customer_view(with_secret=False))
+
+    async def get_me(self, request):
+        auth, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        if auth != "jwt":
+            return self.error_response(request, 403, "AGENT_AUTH_REQUIRED")
+        return self.json({"id": self.agent_id, "customer_id": self.customer_id,
+                          "username": "fake-admin@example.com", "permission": 32})
+
+    @staticmethod
+    def json(obj, status=200):
+        return web.Response(status=status, text=compact(obj),
+                            content_type="application/json", charset="utf-8")
+
+    @web.middleware
+    async def api_middleware(self, request, handler):
+        rid = request.headers.get("X-Request-Id", "")
+        if not _REQUEST_ID.fullmatch(rid):
+            rid = "req_" + secrets.token_hex(12)
+        request["request_id"] = rid
+        try:
+            resp = await handler(request)
+        except web.HTTPException as exc:
+            # gin has no 405: an unknown method+path is a 404 route error.
+            resp = self.error_response(request, 404, "ROUTE_NOT_FOUND") \
+                if exc.status in (404, 405) else self.error_response(request, exc.status)
+        if not resp.prepared:
+            resp.headers["X-Request-Id"] = rid
+        if "entry" in request:
+            request["entry"]["status"] = resp.status
+        if "entry" in request:   # REST only; the WS handler logs its own lines
+            log("%s %s -> %d auth=%s" % (request.method, request.path, resp.status,
+                                         request["entry"]["auth"]))
+        elif request.path != "/v1.0/ws":
+            log("%s %s -> %d" % (request.method, request.path, resp.status))
+        return resp
+
+    # ------------------------------------------------------------ control
+
+    async def c_publish(self, body):
+        events = body["events"] if "events" in body else [body]
+        delivered = dropped = 0
+        stalled = set()
+        for i, ev in enumerate(events):
+            d, x = await self.publish_one(ev, stalled)
+            delivered += d
+            dropped += x
+            if i % 64 == 63:
+                await asyncio.sleep(0)      # let the writers run during bulk publishes
+        if body.get("flush"):
+            await self.flush(float(body.get("flush_timeout", 5)))
+        return {"delivered": delivered, "dropped": dropped}
+
+    async def c_send(self, body):
+        binary = bool(body.get("binary"))
+        opcode = 0x2 if binary else 0x1
+        delay = float(body.get("fragment_delay", 0))
+        if "fragments" in body or "fragments_b64" in body:
+            parts = ([p.encode() for p in body["fragments"]] if "fragments" in body
+                     else [base64.b64decode(p) for p in body["fragments_b64"]])
+            if not parts:
+                raise ValueError("no fragments")
+            # First frame carries the opcode, the rest are continuations (0x0);
+            # only the last has FIN. aiohttp cannot write these itself.
+            frames = [(ws_frame(opcode if i == 0 else 0x0, p, fin=(i == len(parts) - 1)),
+                       delay if i < len(parts) - 1 else 0) for i, p in enumerate(parts)]
+        elif "b64" in body:
+            frames = [(ws_frame(opcode, base64.b64decode(body["b64"])), 0)]
+        elif "text" in body:
+            frames = [(ws_frame(opcode, body["text"].encode()), 0)]
+        elif "close_code" in body:
+            # What a proxy might do; VoIPBIN itself never sends a close frame.
+            payload = struct.pack("!H", int(body["close_code"])) + body.get("close_reason", "").encode()
+            sent = 0
+            for c in self.targets(body):
+                if c.write_raw(ws_frame(0x8, payload)):
+                    sent += 1
+                c.kill("server_close")
+            return {"sent": sent}
+        else:
+            raise ValueError("need text, b64, fragments, fragments_b64 or close_code")
+        sent = sum(1 for c in self.targets(body) if c.enqueue(("raw", frames)))
+        log("send %d frame(s) to %d connection(s)" % (len(frames), sent))
+        if body.get("flush"):
+            await self.flush(float(body.get("flush_timeout", 5)))
+        return {"sent": sent}
+
+    async def c_drop(self, body):
+        targets = self.targets(body)
+        for c in targets:
+            c.kill("dropped")
+        log("drop %d connection(s)" % len(targets))
+        return {"sent": len(targets)}
+
+    async def c_freeze(self, body):
+        self.set_frozen(bool(body.get("on", True)))
+        return {"frozen": self.frozen}
+
+    async def c_config(self, body):
+        unknown = sorted(set(body) - set(DEFAULT_CONFIG))
+        if unknown:
+            raise ValueError("unknown config keys: %s" % ", ".join(unknown))
+        self.config.update(body)
+        log("config %s" % sorted(body))
+        return {"config": self.config}
+
+    async def c_reset(self, body):
+        """Defaults back, thaw, release hangs; history cleared unless clear=false."""
+        self.config = dict(self.base_config)
+        self.set_frozen(False)
+        self.release.set()
+        self.release = asyncio.Event()
+        if body.get("drop"):
+            for c in list(self.conns.values()):
+                c.kill("dropped")
+        if body.get("clear", True):
+            self.handshakes.clear()
+            self.puts.clear()
+            self.rest_requests.clear()
+            self.closed.clear()
+        log("reset")
+        return {"config": self.config}
+
+    async def c_customer(self, body):
+        self.customer.update(body)
+        return {"customer": self.customer_view()}
+
+    async def c_state(self, body):
+        return {
+            "customer_id": self.customer_id, "agent_id": self.agent_id,
+            "frozen": self.frozen, "config": self.config,
+            "connections": [c.to_json() for c in self.conns.values()],
+            "closed": [c.to_json() for c in self.closed],
+            "connections_total": self.next_conn_id - 1,
+            "handshakes": self.handshakes, "puts": self.puts,
+            "rest_requests": self.rest_requests, "published": self.published,
+            "customer": self.customer_view(),
+        }
+
+    @web.middleware
+    async def control_middleware(self, request, handler):
+        # Unknown control paths/methods answer JSON too.
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            return web.json_response({"error": exc.reason}, status=exc.status)
+
+    def control_route(self, fn):
+        async def handler(request):
+            try:
+                body = await request.json() if request.can_read_body else {}
+                if not isinstance(body, dict):
+                    raise ValueError("body must be a JSON object")
+                return web.json_response(await fn(body))
+            except (ValueError, KeyError, TypeError) as exc:
+                return web.json_response({"error": "%s: %s" % (type(exc).__name__, exc)},
+                                         status=400)
+        return handler
+
+    def apps(self):
+        api = web.Application(middlewares=[self.api_middleware])
+        api.router.add_get("/v1.0/ws", self.handle_ws)
+        api.router.add_get("/v1.0/customer", self.get_customer)
+        api.router.add_put("/v1.0/customer", self.put_customer)
+        api.router.add_get("/v1.0/me", self.get_me)
+        ctl = web.Application(client_max_size=512 * 1024 * 1024,   # bulk publishes
+                              middlewares=[self.control_middleware])
+        for name, fn in (("publish", self.c_publish), ("send", self.c_send),
+                         ("drop", self.c_drop), ("freeze", self.c_freeze),
+                         ("config", self.c_config), ("reset", self.c_reset),
+                         ("customer", self.c_customer), ("state", self.c_state)):
+            ctl.router.add_post("/control/" + name, self.control_route(fn))
+        ctl.router.add_get("/control/state", self.control_route(self.c_state))
+        return api, ctl
+
+
+async def main(args):
+    fake = Fake(args)
+    sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    sslctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    sslctx.load_cert_chain(args.cert, args.key)
+    sslctx.set_alpn_protocols(["http/1.1"])
+    api_app, ctl_app = fake.apps()
+    # access_log=None: aiohttp's access log would print query strings, i.e. credentials.
+    api_runner = web.AppRunner(api_app, access_log=None, handle_signals=False)
+    ctl_runner = web.AppRunner(ctl_app, access_log=None, handle_signals=False)
+    await api_runner.setup()
+    await ctl_runner.setup()
+    api_site = web.TCPSite(api_runner, args.host, args.api_port, ssl_context=sslctx,
+                           shutdown_timeout=1.0)
+    ctl_site = web.TCPSite(ctl_runner, args.host, args.control_port, shutdown_timeout=1.0)
+    await api_site.start()
+    await ctl_site.start()
+    ports = {"api_port": api_runner.addresses[0][1], "control_port": ctl_runner.addresses[0][1]}
+    log("listening api=%d (TLS) control=%d" % (ports["api_port"], ports["control_port"]))
+    sys.stdout.write(json.dumps(ports) + "\n")
+    sys.stdout.flush()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log("stopping")
+    for c in list(fake.conns.values()):
+        c.kill("server_shutdown")
+    fake.release.set()
+    fake.set_frozen(False)
+    await ctl_runner.cleanup()
+    await api_runner.cleanup()
+    log("stopped")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cert", required=True, help="server certificate (PEM)")
+    p.add_argument("--key", required=True, help="server key (PEM)")
+    p.add_argument("--customer-id", default=DEFAULT_CUSTOMER_ID)
+    p.add_argument("--accesskey", default=DEFAULT_ACCESSKEY)
+    p.add_argument("--jwt", default=DEFAULT_JWT)
+    p.add_argument("--ping-interval", type=float, default=10.0)
+    p.add_argument("--pong-timeout", type=float, default=60.0)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--api-port", type=int, default=0)
+    p.add_argument("--control-port", type=int, default=0)
+    p.add_argument("--log", help="append log lines here (default: stderr)")
+    args = p.parse_args(argv)
+    uuid.UUID(args.customer_id)     # fail early on a typo
+    return args
+
+
+if __name__ == "__main__":
+    ARGS = parse_args()
+    if ARGS.log:
+        LOG = open(ARGS.log, "a", buffering=1)
+    try:
+        asyncio.run(main(ARGS))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, everything voipbin needs to build and to be
+# tested.  Does nothing when all of it is already there.
+set -euo pipefail
+packages=(
+    build-essential pkg-config openssl
+    postgresql-15 postgresql-server-dev-15
+    libwebsockets-dev libcurl4-openssl-dev libssl-dev
+    python3-aiohttp python3-pytest python3-psycopg2
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

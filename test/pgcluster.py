@@ -1,0 +1,195 @@
+"""A throwaway PostgreSQL cluster for the integration tests.
+
+Postgres refuses to run as root, so the cluster lives in a directory owned by
+the `postgres` OS user and every server-side command runs through `runuser`.
+Clients connect over the cluster's own Unix socket directory.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import psycopg2
+import psycopg2.extensions
+
+PG_BIN = subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
+RUN_AS = "postgres"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Polls predicate() until it returns a truthy value, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s (last: %r)"
+                                 % (timeout, what, last))
+        time.sleep(interval)
+
+
+class Cluster:
+    def __init__(self, conf, dbname="voipbin_test"):
+        self.dir = tempfile.mkdtemp(prefix="voipbin-pg-")
+        os.chmod(self.dir, 0o755)
+        self.data = os.path.join(self.dir, "data")
+        self.sock = os.path.join(self.dir, "sock")
+        self.log = os.path.join(self.dir, "postgres.log")
+        os.mkdir(self.sock)
+        shutil.chown(self.dir, RUN_AS, RUN_AS)
+        shutil.chown(self.sock, RUN_AS, RUN_AS)
+        self.port = _free_port()
+        self.dbname = dbname
+        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+                  "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
+        base = {
+            "listen_addresses": "''",
+            "unix_socket_directories": "'%s'" % self.sock,
+            "port": str(self.port),
+            "shared_preload_libraries": "'voipbin'",
+            "voipbin.database": "'%s'" % dbname,
+            "fsync": "off",
+            "log_min_messages": "info",
+            "log_line_prefix": "'%m [%p] %b '",
+        }
+        base.update(conf)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            for k, v in base.items():
+                f.write("%s = %s\n" % (k, v))
+
+    def _run(self, prog, *args, check=True, timeout=60):
+        cmd = ["runuser", "-u", RUN_AS, "--", os.path.join(PG_BIN, prog)] + list(args)
+        return subprocess.run(cmd, check=check, timeout=timeout,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def start(self):
+        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start")
+        if not self.query_one("SELECT 1 FROM pg_database WHERE datname = %s",
+                              (self.dbname,), dbname="postgres"):
+            self.execute("CREATE DATABASE %s" % self.dbname, dbname="postgres")
+
+    def stop(self, mode="fast"):
+        return self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop",
+                         check=False)
+
+    def restart(self):
+        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-m", "fast", "-w", "-t", "60",
+                  "restart")
+
+    def destroy(self):
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def connect(self, dbname=None, autocommit=True, user="postgres"):
+        conn = psycopg2.connect(host=self.sock, port=self.port, user=user,
+                                dbname=dbname or self.dbname)
+        conn.autocommit = autocommit
+        return conn
+
+    def execute(self, sql, params=None, dbname=None, user="postgres"):
+        conn = self.connect(dbname, user=user)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+        finally:
+            conn.close()
+
+    def query(self, sql, params=None, dbname=None, user="postgres"):
+        conn = self.connect(dbname, user=user)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
+    def query_one(self, sql, params=None, dbname=None):
+        rows = self.query(sql, params, dbname)
+        return rows[0] if rows else None
+
+    def set_conf(self, **settings):
+        """ALTER SYSTEM each setting (name with '__' for '.') and reload."""
+        conn = self.connect()
+        with conn.cursor() as cur:
+            for k, v in settings.items():
+                name = k.replace("__", ".")
+                if v is None:
+                    cur.execute("ALTER SYSTEM RESET %s" % name)
+                else:
+                    cur.execute("ALTER SYSTEM SET %s = %%s" % name, (str(v),))
+            cur.execute("SELECT pg_reload_conf()")
+        conn.close()
+
+    def status(self):
+        conn = self.connect()
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("SELECT * FROM voipbin_status()")
+            row = cur.fetchone()
+        conn.close()
+        return row
+
+    def wait_status(self, predicate, timeout=15.0, what="worker status"):
+        holder = {}
+
+        def check():
+            holder["s"] = self.status()
+            return predicate(holder["s"])
+        try:
+            wait_until(check, timeout, what=what)
+        except AssertionError as e:
+            raise AssertionError("%s; status: %r" % (e, holder.get("s")))
+        return holder["s"]
+
+    def worker_pid(self):
+        row = self.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'voipbin'")
+        return row[0] if row else None
+
+    def read_log(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+class Listener:
+    """A LISTEN client on its own connection, like any user's."""
+
+    def __init__(self, cluster, *channels):
+        self.conn = cluster.connect()
+        with self.conn.cursor() as cur:
+            for ch in channels:
+                cur.execute("LISTEN %s" % ch)
+        self.received = []
+
+    def poll(self):
+        import select
+        if select.select([self.conn], [], [], 0.05)[0]:
+            self.conn.poll()
+            while self.conn.notifies:
+                n = self.conn.notifies.pop(0)
+                self.received.append((n.channel, n.payload, time.monotonic()))
+        return self.received
+
+    def wait_for(self, count, timeout=10.0, channel=None):
+        def enough():
+            got = [r for r in self.poll() if channel is None or r[0] == channel]
+            return got if len(got) >= count else None
+        return wait_until(enough, timeout, interval=0, what="%d notification(s)" % count)
+
+    def close(self):
+        self.conn.close()
+
+
+import psycopg2.extras  # noqa: E402  (RealDictCursor)

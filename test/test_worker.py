@@ -1,0 +1,245 @@
+"""The worker end to end: a real cluster, the fake VoIPBIN over TLS, a LISTEN client."""
+import json
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from conftest import point_at, reset_cluster, write_token_file
+from pgcluster import Listener, wait_until
+
+
+def call(fake, status="ringing", call_id=None, **extra):
+    data = {
+        "id": call_id or str(uuid.uuid4()),
+        "customer_id": fake.customer_id,
+        "owner_type": "agent",
+        "owner_id": "00000000-0000-0000-0000-000000000000",
+        "type": "flow",
+        "source": {"type": "tel", "target": "+15550001", "target_name": "", "name": "", "detail": ""},
+        "destination": {"type": "tel", "target": "+15550002", "target_name": "", "name": "", "detail": ""},
+        "status": status,
+        "direction": "incoming",
+        "tm_create": "2026-02-21T10:05:10.1Z",
+        "tm_update": "2026-02-21T10:05:11.2Z",
+    }
+    data.update(extra)
+    return data
+
+
+def transcript(fake, message="hello"):
+    return {
+        "id": str(uuid.uuid4()),
+        "customer_id": fake.customer_id,
+        "transcribe_id": str(uuid.uuid4()),
+        "direction": "in",
+        "message": message,
+        "tm_transcript": "0001-01-01T00:00:08.99184Z",
+        "tm_create": "2026-02-21T10:05:15.1Z",
+    }
+
+
+def subscribe(cluster, fake, topic):
+    stored = cluster.query_one("SELECT voipbin_subscribe(%s)", (topic,))[0]
+    fake.wait_topics([stored])
+    return stored
+
+
+def events(cluster):
+    return cluster.query("SELECT event_type, resource, resource_id::text, customer_id::text, data"
+                         " FROM voipbin_events ORDER BY id")
+
+
+def test_connects_with_access_key_in_query(vb, fake):
+    conn = fake.state()["connections"][0]
+    assert conn["auth"] == "accesskey"
+    assert conn["auth_source"] == "query:accesskey"
+    s = vb.status()
+    assert s["state"] == "connected" and s["connected_since"] is not None
+    assert s["worker_pid"] == vb.worker_pid()
+    row = vb.query_one("SELECT backend_type, query FROM pg_stat_activity WHERE backend_type = 'voipbin'")
+    assert row[0] == "voipbin" and "connected" in row[1]
+
+
+def test_jwt_travels_as_bearer(cluster, fake, secret_dir):
+    point_at(cluster, fake, secret_dir, credential=fake.jwt)
+    fake.wait_connections(1, timeout=15)
+    conn = fake.state()["connections"][0]
+    assert (conn["auth"], conn["auth_source"]) == ("jwt", "header:bearer")
+    reset_cluster(cluster)
+
+
+def test_events_stored_and_notified(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    listener = Listener(vb, "call_ringing", "voipbin_events")
+    data = call(fake, "ringing")
+    fake.publish("call_ringing", data)
+    got = listener.wait_for(2)
+    channels = sorted(ch for ch, _, _ in got)
+    assert channels == ["call_ringing", "voipbin_events"]
+    payload = json.loads(got[0][1])
+    row = vb.query_one("SELECT id, event_type, resource, resource_id::text, customer_id::text, data,"
+                       " source, received_at <= now() FROM voipbin_events")
+    assert row[1:5] == ("call_ringing", "call", data["id"], fake.customer_id)
+    assert row[5] == data and row[6] == "websocket" and row[7]
+    assert payload == {"id": row[0], "event_type": "call_ringing", "resource_id": data["id"],
+                       "data": data}
+    s = vb.status()
+    assert s["frames_received"] >= 1 and s["events_stored"] >= 1 and s["last_frame_at"]
+    listener.close()
+
+
+def test_three_shapes_give_the_same_row(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    for i, shape in enumerate(["raw", "wrapped", "event_type"]):
+        fake.publish("call_hangup", call(fake, "hangup", call_id="00000000-0000-4000-8000-00000000000%d" % i),
+                     shape=shape)
+    wait_until(lambda: len(events(vb)) == 3, what="three events")
+    rows = events(vb)
+    assert {r[0] for r in rows} == {"call_hangup"}
+    assert [r[2][-1] for r in rows] == ["0", "1", "2"]
+    assert all(r[4]["status"] == "hangup" and "type" in r[4] for r in rows)
+
+
+def test_duplicates_dropped_and_counted(vb, fake, topic):
+    # a 2-part prefix matches both topics VoIPBIN publishes: every event arrives twice
+    subscribe(vb, fake, "customer_id:%s" % fake.customer_id)
+    before = vb.status()
+    t = transcript(fake)
+    fake.publish("transcript_created", t)
+    fake.publish("transcript_created", t, shape="wrapped")
+    vb.wait_status(lambda s: s["frames_received"] - before["frames_received"] >= 4,
+                   what="four frames")
+    vb.wait_status(lambda s: s["events_stored"] - before["events_stored"] == 1
+                   and s["duplicates"] - before["duplicates"] == 3, what="one stored, three duplicates")
+    rows = events(vb)
+    assert len(rows) == 1 and rows[0][0] == "transcript_created" and rows[0][4] == t
+
+
+def test_live_subscribe_and_unsubscribe(vb, fake, topic):
+    t1 = subscribe(vb, fake, topic + "call:call_")
+    t2 = subscribe(vb, fake, topic + "transcript:")
+    assert fake.state()["connections"][0]["topics"] == [t1, t2]
+    assert vb.query_one("SELECT voipbin_unsubscribe(%s)", (t1,))[0] is True
+    fake.wait_state(lambda s: s["connections"][0]["topics"] == [t2], what="unsubscribed")
+    fake.publish("call_ringing", call(fake))
+    fake.publish("transcript_created", transcript(fake))
+    wait_until(lambda: len(events(vb)) == 1, what="transcript stored")
+    # one frame per topic, so the culprit of a drop is known
+    frames = [json.loads(f) for f in fake.state()["connections"][0]["frames_from_client"]]
+    assert frames == [{"type": "subscribe", "topics": [t1]}, {"type": "subscribe", "topics": [t2]},
+                      {"type": "unsubscribe", "topics": [t1]}]
+    assert [r[0] for r in events(vb)] == ["transcript_created"]
+
+
+def test_subscribe_reaches_server_within_100ms_of_commit(vb, fake, topic):
+    delays = []
+    for i in range(5):
+        t = topic + "call:%d" % i
+        conn = vb.connect()
+        with conn.cursor() as cur:
+            cur.execute("SELECT voipbin_subscribe(%s)", (t,))
+        start = time.monotonic()
+        fake.wait_state(lambda s: t in s["connections"][0]["topics"], interval=0.002,
+                        what="topic live")
+        delays.append(time.monotonic() - start)
+        conn.close()
+    delays.sort()
+    assert delays[len(delays) // 2] < 0.1, delays
+
+
+def test_topic_becomes_active_after_two_seconds(vb, fake, topic):
+    t = subscribe(vb, fake, topic + "call:")
+    assert vb.query_one("SELECT status FROM voipbin_subscriptions WHERE topic = %s", (t,))[0] == "pending"
+    wait_until(lambda: vb.query_one("SELECT status FROM voipbin_subscriptions WHERE topic = %s",
+                                    (t,))[0] == "active", timeout=5, what="active")
+
+
+def test_reconnects_and_resubscribes_after_drop(vb, fake, topic):
+    t1 = subscribe(vb, fake, topic + "call:call_")
+    t2 = subscribe(vb, fake, topic + "transcript:")
+    before = vb.status()["reconnects"]
+    fake.drop()
+    fake.wait_state(lambda s: s["connections_total"] >= 2 and s["connections"]
+                    and sorted(s["connections"][0]["topics"]) == sorted([t1, t2]),
+                    timeout=10, what="reconnected and resubscribed")
+    vb.wait_status(lambda s: s["state"] == "connected" and s["reconnects"] == before + 1)
+    fake.publish("call_ringing", call(fake))
+    wait_until(lambda: len(events(vb)) == 1, what="event after reconnect")
+
+
+def test_frozen_peer_detected(vb, fake, topic):
+    # idle_timeout is 3 s here: the worker pings, gets no pong, and hangs up
+    subscribe(vb, fake, topic + "call:call_")
+    fake.freeze(True)
+    vb.wait_status(lambda s: s["state"] != "connected", timeout=10, what="dead connection noticed")
+    assert "idle" in (vb.status()["last_error"] or "")
+    fake.freeze(False)
+    fake.wait_state(lambda s: s["connections_total"] >= 2 and s["connections"], timeout=10,
+                    what="reconnected")
+    vb.wait_status(lambda s: s["state"] == "connected")
+
+
+def test_unauthorized_then_fixed_by_reload(cluster, fake, secret_dir):
+    point_at(cluster, fake, secret_dir, credential="vb_wrongwrongwrongwrongwrongwrongwr")
+    s = cluster.wait_status(lambda s: s["state"] == "unauthorized", what="unauthorized")
+    assert "401" in s["last_error"]
+    assert "vb_wrong" not in s["last_error"]
+    # a new credential in the file takes effect on reload
+    write_token_file(secret_dir, fake.accesskey)
+    cluster.execute("SELECT pg_reload_conf()")
+    cluster.wait_status(lambda s: s["state"] == "connected", what="connected after reload")
+    reset_cluster(cluster)
+
+
+def test_token_setting_works_too(cluster, fake):
+    reset_cluster(cluster)
+    cluster.set_conf(voipbin__api_url=fake.api_url, voipbin__ca_file=fake.ca_file,
+                     voipbin__token=fake.accesskey)
+    fake.wait_connections(1, timeout=15)
+    reset_cluster(cluster)
+
+
+def test_unknown_ca_refused(cluster, fake, certs, secret_dir):
+    point_at(cluster, fake, secret_dir, ca_file=certs["other_ca"])
+    s = cluster.wait_status(lambda s: s["state"] == "backoff" and s["last_error"], what="TLS refusal")
+    assert fake.state()["connections_total"] == 0
+    reset_cluster(cluster)
+
+
+def test_no_credential_is_disabled(cluster):
+    reset_cluster(cluster)
+    s = cluster.wait_status(lambda s: s["state"] == "disabled", what="disabled")
+    assert "credential" in s["last_error"]
+
+
+def test_garbage_goes_to_dead_letters(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    pid = vb.worker_pid()
+    fake.publish("call_ringing", call(fake))
+    fake.send(text="this is not json")
+    fake.send(text="[1, 2, 3]")
+    fake.send(b64="3q2+7w==", binary=True)
+    fake.send(fragments=['{"id": "11111111-1111-1111-1111-111111111111", ', '"source": {}, "destination": {}, ',
+                         '"status": "ringing", "tm_create": "2026-01-01T00:00:00Z"}'])
+    fake.publish("call_hangup", call(fake, "hangup"))
+    wait_until(lambda: len(events(vb)) == 3, what="valid events stored")
+    dead = vb.query("SELECT raw, error FROM voipbin_dead_letters ORDER BY id")
+    assert [bytes(r[0]) for r in dead] == [b"this is not json", b"[1, 2, 3]", b"\xde\xad\xbe\xef"]
+    assert all(r[1] for r in dead)
+    assert [r[0] for r in events(vb)] == ["call_ringing", "call_created", "call_hangup"]
+    assert vb.worker_pid() == pid
+    assert vb.status()["dead_letters"] >= 3
+
+
+def test_worker_restarted_after_terminate(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    pid = vb.worker_pid()
+    vb.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    wait_until(lambda: vb.worker_pid() not in (None, pid), timeout=15, what="new worker")
+    fake.wait_state(lambda s: len(s["connections"]) == 1 and s["connections"][0]["topics"],
+                    timeout=15, what="resubscribed by the new worker")
+    fake.publish("call_ringing", call(fake))
+    wait_until(lambda: len(events(vb)) == 1, what="event stored by the new worker")
