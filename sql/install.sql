@@ -27,6 +27,7 @@ BEGIN
   WHILE NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'voipbin')
         AND clock_timestamp() < deadline LOOP
     PERFORM pg_sleep(0.05);
+    PERFORM pg_stat_clear_snapshot();
   END LOOP;
 END $$;
 SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type = 'voipbin';
@@ -34,7 +35,7 @@ SELECT state, last_error, frames_received, events_stored, worker_pid IS NOT NULL
 FROM voipbin_status();
 
 -- the extension's tables are dumped with the data
-SELECT c.relname, e.extcondition
-FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(cfg, extcondition)
+SELECT c.relname, u.cond AS dump_filter
+FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(cfg, cond)
 JOIN pg_class c ON c.oid = u.cfg
 WHERE e.extname = 'voipbin' ORDER BY 1;

@@ -7,6 +7,8 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_extension.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -140,6 +142,17 @@ wake_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+static void
+wake_worker_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_at_commit = true;
+}
+
 /* Statement trigger on voipbin_subscriptions: any change wakes the worker at commit. */
 PG_FUNCTION_INFO_V1(voipbin_subscriptions_changed);
 Datum
@@ -149,13 +162,32 @@ voipbin_subscriptions_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("voipbin_subscriptions_changed() must be called as a trigger")));
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(wake_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-	wake_at_commit = true;
+	wake_worker_at_commit();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * CREATE and DROP EXTENSION fire no trigger on voipbin_subscriptions, yet the
+ * worker must follow them (unsubscribe when the tables go, subscribe when they
+ * come back): every backend has this hook, the library being preloaded.
+ */
+static object_access_hook_type prev_object_access_hook = NULL;
+
+static void
+extension_access_hook(ObjectAccessType access, Oid classId, Oid objectId,
+					  int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (classId == ExtensionRelationId && (access == OAT_POST_CREATE || access == OAT_DROP))
+		wake_worker_at_commit();
+}
+
+void
+voipbin_install_hooks(void)
+{
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = extension_access_hook;
 }
 
 PG_FUNCTION_INFO_V1(voipbin_reconnect);
@@ -209,7 +241,8 @@ voipbin_status(PG_FUNCTION_ARGS)
 	nulls[8] = last_error[0] == '\0';
 	values[9] = Int32GetDatum((int32) pid);
 	nulls[9] = pid == 0;
-	values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->buffered_bytes));
+	values[10] = Int64GetDatum((int64) (pg_atomic_read_u64(&voipbin_shared->buffered_bytes) +
+										__atomic_load_n(&voipbin_shared->network_backlog, __ATOMIC_RELAXED)));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

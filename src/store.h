@@ -21,7 +21,8 @@ extern const char *store_extension_schema(void);
 extern void subs_reset(void);
 extern void subs_sync(void);
 extern TimestampTz subs_next_deadline(void);
-extern void subs_promote_due(TimestampTz now);
+extern bool subs_promote_due(TimestampTz now);
+extern void subs_connection_dropped(TimestampTz closed_at, const char *why);
 extern int	subs_live_count(void);
 
 #endif

@@ -32,7 +32,55 @@ typedef struct LiveTopic
 	bool		promoted;
 } LiveTopic;
 
+/*
+ * What the worker learnt about a topic across connections.  A drop right after
+ * topics were sent blames those not proven yet: one alone gets a strike (two
+ * reject it); several become suspects, each then sent alone until it survives.
+ */
+typedef struct TopicRecord
+{
+	char	   *topic;
+	int			strikes;
+	bool		suspect;
+	bool		proven;			/* a connection survived it: never to blame */
+} TopicRecord;
+
+#define REJECT_AFTER_STRIKES 2
+
 static List *live = NIL;		/* of LiveTopic *, in TopMemoryContext */
+static List *records = NIL;		/* of TopicRecord *, in TopMemoryContext */
+
+static bool suspect_in_flight(void);
+
+static TopicRecord *
+record_for(const char *topic, bool create)
+{
+	ListCell   *lc;
+	TopicRecord *r;
+	MemoryContext old;
+
+	foreach(lc, records)
+		if (strcmp(((TopicRecord *) lfirst(lc))->topic, topic) == 0)
+			return lfirst(lc);
+	if (!create)
+		return NULL;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	r = palloc0(sizeof(TopicRecord));
+	r->topic = pstrdup(topic);
+	records = lappend(records, r);
+	MemoryContextSwitchTo(old);
+	return r;
+}
+
+static void
+mark_proven(const char *topic)
+{
+	TopicRecord *r = record_for(topic, true);
+
+	r->proven = true;
+	r->suspect = false;
+	r->strikes = 0;
+}
 
 static void
 send_hook(const char *type, const char *topic)
@@ -83,7 +131,7 @@ wanted_topics(MemoryContext cxt)
 	schema = store_extension_schema();
 	if (schema)
 	{
-		char	   *sql = psprintf("SELECT topic FROM %s.voipbin_subscriptions"
+		char	   *sql = psprintf("SELECT topic, status = 'active' FROM %s.voipbin_subscriptions"
 								   " WHERE status <> 'rejected' ORDER BY created_at, topic",
 								   schema);
 
@@ -92,8 +140,12 @@ wanted_topics(MemoryContext cxt)
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			char	   *topic = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+			bool		isnull;
 
 			wanted = lappend(wanted, MemoryContextStrdup(cxt, topic));
+			/* active on an earlier connection, maybe of an earlier worker */
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
+				mark_proven(topic);
 		}
 	}
 	SPI_finish();
@@ -149,10 +201,20 @@ subs_sync(void)
 		const char *topic = lfirst(lc);
 		ListCell   *lc2;
 		bool		present = false;
+		TopicRecord *r = record_for(topic, false);
 
 		foreach(lc2, live)
 			if (strcmp(((LiveTopic *) lfirst(lc2))->topic, topic) == 0)
 				present = true;
+		if (r && r->strikes >= REJECT_AFTER_STRIKES)
+		{
+			/* subscribed again after its rejection: one more try */
+			r->strikes = REJECT_AFTER_STRIKES - 1;
+			r->suspect = true;
+		}
+		/* a suspect goes alone, so that a drop names it */
+		if (!present && r && r->suspect && suspect_in_flight())
+			continue;
 		if (!present)
 		{
 			LiveTopic  *t;
@@ -167,6 +229,86 @@ subs_sync(void)
 			elog(LOG, "voipbin: subscribed to \"%s\"", topic);
 		}
 	}
+}
+
+static bool
+suspect_in_flight(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, live)
+	{
+		LiveTopic  *t = lfirst(lc);
+		TopicRecord *r = record_for(t->topic, false);
+
+		if (!t->promoted && r && r->suspect)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The server dropped the connection at closed_at: topics sent in the two
+ * seconds before are to blame.  Alone, the topic gets a strike (two reject
+ * it); together, each becomes a suspect, sent alone from now on.
+ */
+void
+subs_connection_dropped(TimestampTz closed_at, const char *why)
+{
+	List	   *in_flight = NIL;
+	ListCell   *lc;
+
+	foreach(lc, live)
+	{
+		LiveTopic  *t = lfirst(lc);
+
+		TopicRecord *r = record_for(t->topic, false);
+
+		if (!t->promoted && TimestampTzPlusMilliseconds(t->sent_at, ACTIVE_AFTER_MS) > closed_at &&
+			!(r && r->proven))
+			in_flight = lappend(in_flight, t->topic);
+	}
+	if (list_length(in_flight) > 1)
+	{
+		foreach(lc, in_flight)
+			record_for(lfirst(lc), true)->suspect = true;
+	}
+	else if (list_length(in_flight) == 1)
+	{
+		const char *topic = linitial(in_flight);
+		TopicRecord *r = record_for(topic, true);
+
+		r->suspect = true;
+		if (++r->strikes >= REJECT_AFTER_STRIKES)
+		{
+			char	   *error = psprintf("VoIPBIN dropped the connection right after this topic was sent, %d times in a row (%s)",
+										 r->strikes, why ? why : "connection lost");
+			const char *schema;
+
+			ereport(LOG,
+					(errmsg("voipbin: topic \"%s\" rejected: VoIPBIN dropped the connection right after it was sent, twice",
+							topic)));
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			schema = store_extension_schema();
+			if (schema)
+			{
+				Oid			argtypes[2] = {TEXTOID, TEXTOID};
+				Datum		args[2] = {CStringGetTextDatum(topic), CStringGetTextDatum(error)};
+
+				SPI_execute_with_args(psprintf("UPDATE %s.voipbin_subscriptions"
+											   " SET status = 'rejected', last_error = $2"
+											   " WHERE topic = $1", schema),
+									  2, argtypes, args, NULL, false, 0);
+			}
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+	}
+	list_free(in_flight);
 }
 
 /* When the next sent topic becomes active, or 0 when none waits. */
@@ -187,13 +329,17 @@ subs_next_deadline(void)
 	return next;
 }
 
-/* Marks active the topics the connection has survived for two seconds. */
-void
+/*
+ * Marks active the topics the connection has survived for two seconds.
+ * True when a suspect was cleared, so the next one may be sent.
+ */
+bool
 subs_promote_due(TimestampTz now)
 {
 	List	   *due = NIL;
 	ListCell   *lc;
 	const char *schema;
+	bool		suspect_cleared = false;
 
 	foreach(lc, live)
 	{
@@ -203,7 +349,7 @@ subs_promote_due(TimestampTz now)
 			due = lappend(due, t);
 	}
 	if (due == NIL)
-		return;
+		return false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -230,5 +376,15 @@ subs_promote_due(TimestampTz now)
 	CommitTransactionCommand();
 
 	foreach(lc, due)
-		((LiveTopic *) lfirst(lc))->promoted = true;
+	{
+		LiveTopic  *t = lfirst(lc);
+		TopicRecord *r = record_for(t->topic, false);
+
+		t->promoted = true;
+		/* it survived: cleared, and the next suspect may go */
+		if (r && r->suspect)
+			suspect_cleared = true;
+		mark_proven(t->topic);
+	}
+	return suspect_cleared;
 }

@@ -57,6 +57,14 @@ is_resource_name(const char *s)
 	return true;
 }
 
+/* 'call', 'transcript': short for customer_id:<own customer id>:<resource>: */
+bool
+topic_is_bare_resource(const char *topic)
+{
+	return is_resource_name(topic) &&
+		strcmp(topic, "customer_id") != 0 && strcmp(topic, "agent_id") != 0;
+}
+
 /*
  * Returns the normalised topic (palloc'd), or NULL with *error and *hint set.
  * own_customer_id, when known, expands a bare resource name and must match a
@@ -90,8 +98,7 @@ topic_normalize(const char *topic, const char *own_customer_id,
 		}
 
 	/* a bare resource name: this customer's events of that resource */
-	if (is_resource_name(topic) &&
-		strcmp(topic, "customer_id") != 0 && strcmp(topic, "agent_id") != 0)
+	if (topic_is_bare_resource(topic))
 	{
 		if (own_customer_id == NULL)
 		{

@@ -143,5 +143,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = voipbin_shmem_startup;
 
+	voipbin_install_hooks();
 	register_worker();
 }

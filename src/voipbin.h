@@ -56,7 +56,8 @@ typedef struct VoipbinShared
 	pg_atomic_uint64 duplicates;
 	pg_atomic_uint64 dead_letters;
 	pg_atomic_uint64 reconnects;
-	pg_atomic_uint64 buffered_bytes;	/* received, not yet stored */
+	pg_atomic_uint64 buffered_bytes;	/* taken by the worker, not yet stored */
+	uint64		network_backlog;	/* written by the network thread (__atomic) */
 } VoipbinShared;
 
 extern VoipbinShared *voipbin_shared;
@@ -67,10 +68,12 @@ extern void voipbin_set_state(VoipbinState state, const char *error);
 extern void voipbin_set_error(const char *error);
 extern const char *voipbin_state_name(VoipbinState state);
 extern void voipbin_wake_worker(void);
+extern void voipbin_install_hooks(void);
 
 /* ---- topics (topic.c) ---- */
 extern char *topic_normalize(const char *topic, const char *own_customer_id,
 							 const char **error, const char **hint);
+extern bool topic_is_bare_resource(const char *topic);
 
 /* ---- frames (frame.c) ---- */
 typedef struct FrameEvent

@@ -38,6 +38,8 @@
 #define STANDBY_POLL_MS 1000
 #define STORE_RETRY_MS 1000
 #define PRUNE_EVERY_MS 60000
+#define STORE_SLICE_MS 200
+#define SPOOL_FILE "voipbin.spool"
 
 typedef struct Worker
 {
@@ -61,11 +63,21 @@ typedef struct Worker
 			   *pending_tail;
 	size_t		pending_bytes;
 	TimestampTz store_retry_at;
+	uint64		frames_lost;
 
 	TimestampTz next_prune;
 } Worker;
 
 static Worker w;
+
+static void topics_dropped(TimestampTz closed_at, const char *why);
+
+static TimestampTz
+unix_us_to_timestamptz(int64 us)
+{
+	return (TimestampTz) us -
+		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
+}
 
 static void
 report_activity(void)
@@ -90,7 +102,8 @@ set_state(VoipbinState state, const char *error)
 static void
 worker_exit(int code, Datum arg)
 {
-	ws_stop();
+	/* what is not stored yet goes to the spool, for the next worker */
+	ws_stop(w.pending_head);
 	SpinLockAcquire(&voipbin_shared->mutex);
 	voipbin_shared->worker_pid = 0;
 	voipbin_shared->worker_latch = NULL;
@@ -98,6 +111,7 @@ worker_exit(int code, Datum arg)
 	voipbin_shared->connected_since = 0;
 	SpinLockRelease(&voipbin_shared->mutex);
 	pg_atomic_write_u64(&voipbin_shared->buffered_bytes, 0);
+	__atomic_store_n(&voipbin_shared->network_backlog, 0, __ATOMIC_RELAXED);
 }
 
 static bool
@@ -241,9 +255,10 @@ connection_failed(int http_status, const char *why)
 static void
 on_event(WsEvent *ev)
 {
-	if (ev->conn != w.conn || w.conn == 0)
+	/* a frame is an event whatever became of its connection */
+	if (ev->kind != WS_EV_FRAME && (ev->conn != w.conn || w.conn == 0))
 	{
-		ws_event_free(ev);		/* from a connection already given up */
+		ws_event_free(ev);		/* news of a connection already given up */
 		return;
 	}
 	switch (ev->kind)
@@ -259,43 +274,87 @@ on_event(WsEvent *ev)
 			ws_event_free(ev);
 			break;
 		case WS_EV_CLOSED:
+			if (w.state == VB_STATE_CONNECTED)
+				topics_dropped(unix_us_to_timestamptz(ev->at_us), ev->data);
 			connection_failed(ev->http_status, ev->data);
 			ws_event_free(ev);
 			break;
 		case WS_EV_FRAME:
-			{
-				TimestampTz at = (TimestampTz) ev->at_us -
-					((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
-
-				pg_atomic_fetch_add_u64(&voipbin_shared->frames_received, 1);
-				SpinLockAcquire(&voipbin_shared->mutex);
-				voipbin_shared->last_frame_at = at;
-				SpinLockRelease(&voipbin_shared->mutex);
-				ev->next = NULL;
-				if (w.pending_tail)
-					w.pending_tail->next = ev;
-				else
-					w.pending_head = ev;
-				w.pending_tail = ev;
-				w.pending_bytes += ev->len;
-			}
+			pg_atomic_fetch_add_u64(&voipbin_shared->frames_received, 1);
+			SpinLockAcquire(&voipbin_shared->mutex);
+			voipbin_shared->last_frame_at = unix_us_to_timestamptz(ev->at_us);
+			SpinLockRelease(&voipbin_shared->mutex);
+			ev->next = NULL;
+			if (w.pending_tail)
+				w.pending_tail->next = ev;
+			else
+				w.pending_head = ev;
+			w.pending_tail = ev;
+			w.pending_bytes += ev->len;
 			break;
 	}
 }
 
-/* Stores pending frames, a batch per transaction, while the database takes them. */
+/*
+ * Takes what the network thread has: connection news always, frames while
+ * fewer than a batch wait here (the rest waits in the thread's queue, bounded
+ * by voipbin.buffer_limit, then in the spool).
+ */
 static void
+pull_events(void)
+{
+	do
+	{
+		WsEvent    *ev = ws_take(BATCH_MAX_BYTES - Min(w.pending_bytes, BATCH_MAX_BYTES - 1));
+
+		if (ev == NULL)
+			break;
+		while (ev)
+		{
+			WsEvent    *next = ev->next;
+
+			on_event(ev);
+			ev = next;
+		}
+	} while (w.pending_bytes < BATCH_MAX_BYTES);
+}
+
+static void
+publish_backlog(void)
+{
+	uint64		lost = ws_frames_lost();
+
+	pg_atomic_write_u64(&voipbin_shared->buffered_bytes, w.pending_bytes);
+	if (lost > w.frames_lost)
+	{
+		ereport(WARNING,
+				(errmsg("voipbin: %llu frame(s) lost: the spool file could not take them",
+						(unsigned long long) (lost - w.frames_lost)),
+				 errhint("Free disk space in the data directory, or raise voipbin.buffer_limit.")));
+		w.frames_lost = lost;
+	}
+}
+
+/*
+ * Stores pending frames, a batch per transaction, while the database takes
+ * them; gives the loop back after STORE_SLICE_MS so a long backlog does not
+ * starve subscriptions and timers.  True when frames are left.
+ */
+static bool
 store_pending(void)
 {
 	WsEvent    *batch[BATCH_MAX_FRAMES];
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_SLICE_MS);
 
 	if (w.store_retry_at && GetCurrentTimestamp() < w.store_retry_at)
-		return;
+		return true;
 	w.store_retry_at = 0;
+	pull_events();
 	while (w.pending_head)
 	{
 		int			n = 0;
 		size_t		bytes = 0;
+		uint64		spool_end = 0;
 		StoreResult r;
 
 		for (WsEvent *ev = w.pending_head; ev && n < BATCH_MAX_FRAMES; ev = ev->next)
@@ -310,26 +369,26 @@ store_pending(void)
 		{
 			/* keep them, in order, and try again shortly */
 			w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
-			return;
+			return true;
 		}
 		w.pending_head = batch[n - 1]->next;
 		if (!w.pending_head)
 			w.pending_tail = NULL;
 		w.pending_bytes -= bytes;
 		for (int i = 0; i < n; i++)
+		{
+			spool_end = Max(spool_end, batch[i]->spool_end);
 			ws_event_free(batch[i]);
-		pg_atomic_write_u64(&voipbin_shared->buffered_bytes,
-							w.pending_bytes + ws_queued_bytes());
+		}
+		if (spool_end)
+			ws_spool_done(spool_end);
 		CHECK_FOR_INTERRUPTS();
 		/* let newly arrived frames join the next batch */
-		for (WsEvent *ev = ws_take(BATCH_MAX_BYTES); ev;)
-		{
-			WsEvent    *next = ev->next;
-
-			on_event(ev);
-			ev = next;
-		}
+		pull_events();
+		if (GetCurrentTimestamp() >= until)
+			break;
 	}
+	return w.pending_head != NULL;
 }
 
 /* Runs one database step; an error is logged and the loop goes on. */
@@ -360,7 +419,26 @@ guarded(void (*step) (void), const char *what)
 static void
 promote_now(void)
 {
-	subs_promote_due(GetCurrentTimestamp());
+	/* a suspect cleared lets the next one go */
+	if (subs_promote_due(GetCurrentTimestamp()))
+		w.subs_dirty = true;
+}
+
+static TimestampTz dropped_at;
+static const char *dropped_why;
+
+static void
+topics_dropped_step(void)
+{
+	subs_connection_dropped(dropped_at, dropped_why);
+}
+
+static void
+topics_dropped(TimestampTz closed_at, const char *why)
+{
+	dropped_at = closed_at;
+	dropped_why = why;
+	guarded(topics_dropped_step, "recording a dropped connection");
 }
 
 static long
@@ -378,6 +456,7 @@ step(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout = -1;
 	TimestampTz due;
+	bool		more_frames;
 
 	if (RecoveryInProgress())
 	{
@@ -421,16 +500,9 @@ step(void)
 	}
 
 	/* frames first: they are what users wait for */
-	for (WsEvent *ev = ws_take(BATCH_MAX_BYTES); ev;)
-	{
-		WsEvent    *next = ev->next;
-
-		on_event(ev);
-		ev = next;
-	}
-	if (w.pending_head)
-		store_pending();
-	pg_atomic_write_u64(&voipbin_shared->buffered_bytes, w.pending_bytes + ws_queued_bytes());
+	ws_set_buffer_limit((size_t) voipbin_buffer_limit_kb * 1024);
+	more_frames = store_pending();
+	publish_backlog();
 
 	if (pg_atomic_exchange_u32(&voipbin_shared->subscriptions_changed, 0))
 		w.subs_dirty = true;
@@ -462,8 +534,10 @@ step(void)
 		CONSIDER(w.next_attempt);
 	if (w.state == VB_STATE_CONNECTING)
 		CONSIDER(w.connect_deadline);
-	if (w.pending_head)
+	if (more_frames)
 		CONSIDER(w.store_retry_at ? w.store_retry_at : now);
+	if (w.subs_dirty && w.state == VB_STATE_CONNECTED)
+		CONSIDER(now);
 #undef CONSIDER
 	return timeout;
 }
@@ -488,9 +562,14 @@ voipbin_worker_main(Datum arg)
 	SpinLockRelease(&voipbin_shared->mutex);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
-	wake_fd = ws_start(errbuf, sizeof(errbuf));
+	wake_fd = ws_start(psprintf("%s/%s", DataDir, SPOOL_FILE), &voipbin_shared->network_backlog,
+					   errbuf, sizeof(errbuf));
 	if (wake_fd < 0)
 		ereport(FATAL, (errmsg("voipbin: %s", errbuf)));
+	if (errbuf[0])
+		ereport(WARNING,
+				(errmsg("voipbin: %s", errbuf),
+				 errdetail("Events the database cannot take yet will be held in memory only.")));
 
 	wes = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -525,6 +604,7 @@ voipbin_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			MemoryContextSwitchTo(loop_cxt);
+			w.next_prune = 0;	/* a new retention applies at once */
 			if (load_config())
 			{
 				elog(LOG, "voipbin: credential, URL or CA changed, reconnecting");

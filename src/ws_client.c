@@ -32,6 +32,8 @@
 #include <libwebsockets.h>
 #include <openssl/ssl.h>
 
+#include "spool.h"
+
 typedef enum CmdKind
 {
 	CMD_CONNECT,
@@ -58,6 +60,10 @@ static WsEvent *ev_head,
 		   *ev_tail;
 static size_t ev_bytes;
 static struct lws_context *live_ctx;	/* for lws_cancel_service() */
+static Spool spool = {-1, -1, 0, 0, 0};
+static size_t mem_limit = SIZE_MAX;	/* frame bytes in memory before spooling */
+static uint64_t frames_lost;	/* the spool could not take them */
+static uint64_t *backlog_out;	/* where others can read our backlog, even while the worker is busy */
 static bool stopping;
 static uint32_t next_conn;
 
@@ -113,6 +119,14 @@ free_target(WsTarget *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* Called with mu held, after any change to the queue or the spool. */
+static void
+publish_backlog(void)
+{
+	if (backlog_out)
+		__atomic_store_n(backlog_out, (uint64_t) ev_bytes + spool_unread(&spool), __ATOMIC_RELAXED);
+}
+
 /* Appends an event for the main thread and wakes it. */
 static void
 emit(WsEvent *ev)
@@ -122,13 +136,26 @@ emit(WsEvent *ev)
 
 	ev->next = NULL;
 	pthread_mutex_lock(&mu);
-	if (ev_tail)
-		ev_tail->next = ev;
+	if (ev->kind == WS_EV_FRAME && spool.fd >= 0 &&
+		(spool_in_use(&spool) || ev_bytes + ev->len > mem_limit))
+	{
+		/* past the limit, and until the spool is drained: keeps arrival order */
+		if (!spool_append(&spool, ev->binary, ev->at_us, ev->data, ev->len))
+			frames_lost++;
+		ws_event_free(ev);
+		ev = NULL;
+	}
 	else
-		ev_head = ev;
-	ev_tail = ev;
-	if (ev->kind == WS_EV_FRAME)
-		ev_bytes += ev->len;
+	{
+		if (ev_tail)
+			ev_tail->next = ev;
+		else
+			ev_head = ev;
+		ev_tail = ev;
+		if (ev->kind == WS_EV_FRAME)
+			ev_bytes += ev->len;
+	}
+	publish_backlog();
 	pthread_mutex_unlock(&mu);
 	do
 		rc = write(wake_fd, &one, sizeof(one));
@@ -538,7 +565,7 @@ push_cmd(Cmd *c)
 }
 
 int
-ws_start(char *errbuf, size_t errlen)
+ws_start(const char *spool_path, uint64_t *backlog, char *errbuf, size_t errlen)
 {
 	sigset_t	all,
 				old;
@@ -551,6 +578,24 @@ ws_start(char *errbuf, size_t errlen)
 	{
 		snprintf(errbuf, errlen, "eventfd failed: %s", strerror(errno));
 		return -1;
+	}
+	backlog_out = backlog;
+	/* without a spool, frames past the limit stay in memory rather than being lost */
+	if (spool_path && !spool_open(&spool, spool_path, errbuf, errlen))
+		spool.fd = -1;
+	else
+		errbuf[0] = '\0';
+	pthread_mutex_lock(&mu);
+	publish_backlog();
+	pthread_mutex_unlock(&mu);
+	if (spool_unread(&spool) > 0)
+	{
+		uint64_t	one = 1;
+		ssize_t		rc;
+
+		/* what a previous worker left: the main thread drains it first */
+		rc = write(wake_fd, &one, sizeof(one));
+		(void) rc;
 	}
 	/* lws logs would carry URLs (with the access key): keep them silent */
 	lws_set_log_level(0, NULL);
@@ -572,8 +617,18 @@ ws_start(char *errbuf, size_t errlen)
 	return wake_fd;
 }
 
+/* Spools frames nobody will store now; a restarted worker replays them. */
+static void
+spool_leftovers(WsEvent *ev)
+{
+	for (; ev; ev = ev->next)
+		if (ev->kind == WS_EV_FRAME && ev->spool_end == 0 && spool.fd >= 0 &&
+			!spool_append(&spool, ev->binary, ev->at_us, ev->data, ev->len))
+			frames_lost++;
+}
+
 void
-ws_stop(void)
+ws_stop(WsEvent *unstored)
 {
 	if (!thread_running)
 		return;
@@ -586,6 +641,9 @@ ws_stop(void)
 	pthread_join(thread, NULL);
 	thread_running = false;
 
+	spool_leftovers(unstored);
+	spool_leftovers(ev_head);
+	spool_close(&spool);
 	while (ev_head)
 	{
 		WsEvent    *ev = ev_head;
@@ -682,9 +740,57 @@ ws_take(size_t max_bytes)
 		ev_bytes -= taken;
 	}
 	else
+	{
+		/* memory is empty: the spool holds the next frames in order */
+		WsEvent   **tail = &head;
+
 		head = NULL;
+		while (spool_unread(&spool) > 0 && (head == NULL || taken < max_bytes))
+		{
+			WsEvent    *ev = calloc(1, sizeof(WsEvent));
+
+			if (ev == NULL ||
+				!spool_read(&spool, &ev->binary, &ev->at_us, &ev->data, &ev->len, &ev->spool_end))
+			{
+				free(ev);
+				break;
+			}
+			ev->kind = WS_EV_FRAME;
+			taken += ev->len;
+			*tail = ev;
+			tail = &ev->next;
+		}
+	}
+	publish_backlog();
 	pthread_mutex_unlock(&mu);
 	return head;
+}
+
+void
+ws_spool_done(uint64_t end)
+{
+	pthread_mutex_lock(&mu);
+	spool_done(&spool, end);
+	pthread_mutex_unlock(&mu);
+}
+
+void
+ws_set_buffer_limit(size_t bytes)
+{
+	pthread_mutex_lock(&mu);
+	mem_limit = bytes;
+	pthread_mutex_unlock(&mu);
+}
+
+uint64_t
+ws_frames_lost(void)
+{
+	uint64_t	n;
+
+	pthread_mutex_lock(&mu);
+	n = frames_lost;
+	pthread_mutex_unlock(&mu);
+	return n;
 }
 
 void
@@ -703,15 +809,4 @@ ws_ack_wakeup(void)
 
 	while (read(wake_fd, &n, sizeof(n)) < 0 && errno == EINTR)
 		;
-}
-
-size_t
-ws_queued_bytes(void)
-{
-	size_t		n;
-
-	pthread_mutex_lock(&mu);
-	n = ev_bytes;
-	pthread_mutex_unlock(&mu);
-	return n;
 }

@@ -44,13 +44,32 @@ typedef struct WsEvent
 	int64_t		at_us;			/* when it happened, µs since the Unix epoch */
 	size_t		len;
 	char	   *data;			/* FRAME: the bytes; CLOSED: reason text */
+	uint64_t	spool_end;		/* FRAME read back from the spool: pass to ws_spool_done() */
 } WsEvent;
 
-/* Starts the thread; returns the eventfd to wait on, or -1 with errbuf set. */
-extern int	ws_start(char *errbuf, size_t errlen);
+/*
+ * Starts the thread; returns the eventfd to wait on, or -1 with errbuf set.
+ * Frames past the buffer limit go to the spool file at spool_path (NULL: no
+ * spool); errbuf is non-empty if it could not be opened.  The thread keeps
+ * *backlog (frame bytes in its queue and unread in the spool) up to date with
+ * atomic stores, so it can be read while the worker is busy.
+ */
+extern int	ws_start(const char *spool_path, uint64_t *backlog, char *errbuf, size_t errlen);
 
-/* Stops the thread and closes everything; safe to call twice. */
-extern void ws_stop(void);
+/*
+ * Stops the thread; frames not stored yet (the caller's unstored list and
+ * the queue) go to the spool for the next worker.  Safe to call twice.
+ */
+extern void ws_stop(WsEvent *unstored);
+
+/* Frame bytes the queue may hold in memory before it spools. */
+extern void ws_set_buffer_limit(size_t bytes);
+
+/* Spooled frames up to this offset are stored. */
+extern void ws_spool_done(uint64_t end);
+
+/* Frames lost because the spool could not take them (a full disk). */
+extern uint64_t ws_frames_lost(void);
 
 /* Drops any current connection and opens a new one; returns its number. */
 extern uint32_t ws_connect(const WsTarget *target);
@@ -70,8 +89,5 @@ extern void ws_event_free(WsEvent *ev);
 
 /* Clears the eventfd after a wake-up; call before ws_take(). */
 extern void ws_ack_wakeup(void);
-
-/* Bytes of frame data waiting in the queue. */
-extern size_t ws_queued_bytes(void);
 
 #endif

@@ -7,6 +7,7 @@ packages=(
     postgresql-15 postgresql-server-dev-15
     libwebsockets-dev libcurl4-openssl-dev libssl-dev
     python3-aiohttp python3-pytest python3-psycopg2
+    nodejs  # node --check of examples/live_transcripts.js
 )
 missing=()
 for p in "${packages[@]}"; do

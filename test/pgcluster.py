@@ -41,15 +41,8 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
 
 class Cluster:
     def __init__(self, conf, dbname="voipbin_test"):
-        self.dir = tempfile.mkdtemp(prefix="voipbin-pg-")
-        os.chmod(self.dir, 0o755)
-        self.data = os.path.join(self.dir, "data")
-        self.sock = os.path.join(self.dir, "sock")
-        self.log = os.path.join(self.dir, "postgres.log")
-        os.mkdir(self.sock)
-        shutil.chown(self.dir, RUN_AS, RUN_AS)
-        shutil.chown(self.sock, RUN_AS, RUN_AS)
-        self.port = _free_port()
+        empty = Cluster._empty()
+        self.__dict__.update(empty.__dict__)
         self.dbname = dbname
         self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
                   "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
@@ -68,6 +61,31 @@ class Cluster:
             for k, v in base.items():
                 f.write("%s = %s\n" % (k, v))
 
+    @classmethod
+    def _empty(cls):
+        c = cls.__new__(cls)
+        c.dir = tempfile.mkdtemp(prefix="voipbin-pg-")
+        os.chmod(c.dir, 0o755)
+        c.data = os.path.join(c.dir, "data")
+        c.sock = os.path.join(c.dir, "sock")
+        c.log = os.path.join(c.dir, "postgres.log")
+        os.mkdir(c.sock)
+        shutil.chown(c.dir, RUN_AS, RUN_AS)
+        shutil.chown(c.sock, RUN_AS, RUN_AS)
+        c.port = _free_port()
+        return c
+
+    def make_replica(self):
+        """A streaming replica of this (running) cluster, not started yet."""
+        r = Cluster._empty()
+        r.dbname = self.dbname
+        self._run("pg_basebackup", "-h", self.sock, "-p", str(self.port), "-U", "postgres",
+                  "-D", r.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+        with open(os.path.join(r.data, "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n" % (r.port, r.sock))
+        # the copied auto.conf still points the worker at the same fake server
+        return r
+
     def _run(self, prog, *args, check=True, timeout=60):
         cmd = ["runuser", "-u", RUN_AS, "--", os.path.join(PG_BIN, prog)] + list(args)
         return subprocess.run(cmd, check=check, timeout=timeout,
@@ -75,6 +93,8 @@ class Cluster:
 
     def start(self):
         self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start")
+        if self.query_one("SELECT pg_is_in_recovery()", dbname="postgres")[0]:
+            return
         if not self.query_one("SELECT 1 FROM pg_database WHERE datname = %s",
                               (self.dbname,), dbname="postgres"):
             self.execute("CREATE DATABASE %s" % self.dbname, dbname="postgres")

@@ -1,0 +1,38 @@
+/*
+ * rest.h — the one client of VoIPBIN's REST API (rest.c), used by the SQL
+ * functions of customer.c in the calling backend.
+ */
+#ifndef VOIPBIN_REST_H
+#define VOIPBIN_REST_H
+
+#include "voipbin.h"
+
+#include "utils/jsonb.h"
+
+/* Where a call goes and who makes it, read from the settings at call time. */
+typedef struct RestTarget
+{
+	char	   *api_url;		/* voipbin.api_url without trailing '/' */
+	char	   *credential;		/* never in a message: see rest_redact() */
+	CredentialKind kind;
+} RestTarget;
+
+/*
+ * Fills *t from voipbin.api_url and the credential.  Without a credential:
+ * false when !required, an ERROR otherwise.  A bad URL or an unreadable
+ * token file is always an ERROR.
+ */
+extern bool rest_target_load(RestTarget *t, bool required);
+
+/*
+ * One REST call: method on api_url + path, body (may be NULL) as JSON.
+ * Returns the answer's JSON (NULL for an empty 2xx body); any other outcome
+ * is an ERROR with the SQLSTATE of SPEC.md "REST errors".
+ */
+extern Jsonb *rest_call(const RestTarget *t, const char *method,
+						const char *path, Jsonb *body);
+
+/* True for an absolute http:// or https:// URL with a host (no request). */
+extern bool rest_is_http_url(const char *url);
+
+#endif
