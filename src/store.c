@@ -301,8 +301,9 @@ publish_counts(const Counts *c)
 	pg_atomic_fetch_add_u64(&voipbin_shared->dead_letters, c->dead);
 }
 
-static void
-begin_work(void)
+/* A transaction with SPI and a snapshot, as every database step of the worker needs. */
+void
+store_begin_work(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -311,8 +312,8 @@ begin_work(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 }
 
-static void
-end_work(void)
+void
+store_end_work(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
@@ -373,13 +374,13 @@ store_frames(WsEvent **frames, int n)
 
 	PG_TRY();
 	{
-		begin_work();
+		store_begin_work();
 		if (!prepare_plans())
 			result = STORE_NOT_READY;
 		else
 			for (int i = 0; i < n; i++)
 				store_one(frames[i], &counts);
-		end_work();
+		store_end_work();
 		if (result != STORE_NOT_READY)
 			result = STORE_DONE;
 	}
@@ -398,12 +399,12 @@ store_frames(WsEvent **frames, int n)
 		memset(&counts, 0, sizeof(counts));
 		PG_TRY();
 		{
-			begin_work();
+			store_begin_work();
 			if (!prepare_plans())
 				result = STORE_NOT_READY;
 			else
 				store_one_by_one(frames, n, &counts);
-			end_work();
+			store_end_work();
 			if (result != STORE_NOT_READY)
 				result = STORE_DONE;
 		}
@@ -433,52 +434,37 @@ store_frames(WsEvent **frames, int n)
 	return result;
 }
 
-/* Deletes events and dead letters past voipbin.event_retention, a batch at a time. */
+/*
+ * Deletes events and dead letters past voipbin.event_retention, a batch at a
+ * time, each batch its own transaction so no lock is held for long.  Errors
+ * propagate: the worker runs this through guarded().
+ */
 void
 store_prune(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	Interval   *keep;
+	Datum		values[1];
+	bool		more = true;
 
 	if (voipbin_event_retention_s <= 0)
 		return;
-	PG_TRY();
+	keep = palloc0(sizeof(Interval));
+	keep->time = (int64) voipbin_event_retention_s * USECS_PER_SEC;
+	values[0] = IntervalPGetDatum(keep);
+	for (int round = 0; more && round < 100; round++)
 	{
-		Interval   *keep = palloc0(sizeof(Interval));
-		Datum		values[1];
-		bool		more = true;
+		uint64		deleted = 0;
 
-		keep->time = (int64) voipbin_event_retention_s * USECS_PER_SEC;
-		values[0] = IntervalPGetDatum(keep);
-		/* each batch its own transaction, so no lock is held for long */
-		for (int round = 0; more && round < 100; round++)
+		store_begin_work();
+		if (prepare_plans())
 		{
-			uint64		deleted = 0;
-
-			begin_work();
-			if (prepare_plans())
-			{
-				SPI_execute_plan(prune_events_plan, values, NULL, false, 0);
-				deleted += SPI_processed;
-				SPI_execute_plan(prune_dead_plan, values, NULL, false, 0);
-				deleted += SPI_processed;
-			}
-			end_work();
-			more = deleted > 0;
-			CHECK_FOR_INTERRUPTS();
+			SPI_execute_plan(prune_events_plan, values, NULL, false, 0);
+			deleted += SPI_processed;
+			SPI_execute_plan(prune_dead_plan, values, NULL, false, 0);
+			deleted += SPI_processed;
 		}
+		store_end_work();
+		more = deleted > 0;
+		CHECK_FOR_INTERRUPTS();
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING, (errmsg("voipbin: pruning old events failed: %s", edata->message)));
-		FreeErrorData(edata);
-		forget_plans();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
 }

@@ -16,6 +16,8 @@ typedef enum StoreResult
 extern StoreResult store_frames(WsEvent **frames, int n);
 extern void store_prune(void);
 extern const char *store_extension_schema(void);
+extern void store_begin_work(void);
+extern void store_end_work(void);
 
 /* subscriptions.c: the topics live on the current connection */
 extern void subs_reset(void);

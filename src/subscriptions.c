@@ -124,10 +124,7 @@ wanted_topics(MemoryContext cxt)
 	List	   *wanted = NIL;
 	const char *schema;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	store_begin_work();
 	schema = store_extension_schema();
 	if (schema)
 	{
@@ -141,16 +138,16 @@ wanted_topics(MemoryContext cxt)
 		{
 			char	   *topic = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 			bool		isnull;
+			MemoryContext spi = MemoryContextSwitchTo(cxt); /* outlive SPI_finish */
 
-			wanted = lappend(wanted, MemoryContextStrdup(cxt, topic));
+			wanted = lappend(wanted, pstrdup(topic));
+			MemoryContextSwitchTo(spi);
 			/* active on an earlier connection, maybe of an earlier worker */
 			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
 				mark_proven(topic);
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	store_end_work();
 	MemoryContextSwitchTo(cxt);
 	return wanted;
 }
@@ -288,10 +285,7 @@ subs_connection_dropped(TimestampTz closed_at, const char *why)
 			ereport(LOG,
 					(errmsg("voipbin: topic \"%s\" rejected: VoIPBIN dropped the connection right after it was sent, twice",
 							topic)));
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
+			store_begin_work();
 			schema = store_extension_schema();
 			if (schema)
 			{
@@ -303,9 +297,7 @@ subs_connection_dropped(TimestampTz closed_at, const char *why)
 											   " WHERE topic = $1", schema),
 									  2, argtypes, args, NULL, false, 0);
 			}
-			SPI_finish();
-			PopActiveSnapshot();
-			CommitTransactionCommand();
+			store_end_work();
 		}
 	}
 	list_free(in_flight);
@@ -351,10 +343,7 @@ subs_promote_due(TimestampTz now)
 	if (due == NIL)
 		return false;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	store_begin_work();
 	schema = store_extension_schema();
 	if (schema)
 	{
@@ -371,9 +360,7 @@ subs_promote_due(TimestampTz now)
 									   " WHERE topic = ANY ($1) AND status = 'pending'", schema),
 							  1, argtypes, args, NULL, false, 0);
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	store_end_work();
 
 	foreach(lc, due)
 	{

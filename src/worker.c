@@ -457,6 +457,7 @@ step(void)
 	long		timeout = -1;
 	TimestampTz due;
 	bool		more_frames;
+	long		stats_ms;
 
 	if (RecoveryInProgress())
 	{
@@ -527,6 +528,9 @@ step(void)
 		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
 	}
 
+	/* the worker's inserts must reach the statistics, or autovacuum never sees them */
+	stats_ms = pgstat_report_stat(false);
+
 	/* how long until something is due */
 #define CONSIDER(t) do { long ms_ = ms_until(now, (t)); if (timeout < 0 || ms_ < timeout) timeout = ms_; } while (0)
 	CONSIDER(w.next_prune);
@@ -538,6 +542,8 @@ step(void)
 		CONSIDER(w.store_retry_at ? w.store_retry_at : now);
 	if (w.subs_dirty && w.state == VB_STATE_CONNECTED)
 		CONSIDER(now);
+	if (stats_ms > 0)
+		CONSIDER(TimestampTzPlusMilliseconds(now, stats_ms));
 #undef CONSIDER
 	return timeout;
 }

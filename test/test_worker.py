@@ -243,3 +243,18 @@ def test_worker_restarted_after_terminate(vb, fake, topic):
                     timeout=15, what="resubscribed by the new worker")
     fake.publish("call_ringing", call(fake))
     wait_until(lambda: len(events(vb)) == 1, what="event stored by the new worker")
+
+
+def test_refuses_to_load_without_shared_preload_libraries():
+    from pgcluster import Cluster
+    import psycopg2
+    c = Cluster({"shared_preload_libraries": "''"})
+    try:
+        c.start()
+        with pytest.raises(psycopg2.Error) as e:
+            c.execute("CREATE EXTENSION voipbin")
+        assert e.value.pgcode == "55000"
+        assert "shared_preload_libraries" in e.value.pgerror
+        assert "HINT" in e.value.pgerror
+    finally:
+        c.destroy()
