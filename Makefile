@@ -5,7 +5,7 @@ EXTVERSION = 1.0
 DATA = voipbin--$(EXTVERSION).sql
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/store.o src/subscriptions.o src/worker.o src/ws_client.o src/spool.o \
-       src/rest.o src/customer.o
+       src/rest.o src/customer.o src/dedupe.o
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags libwebsockets)

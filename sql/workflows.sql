@@ -11,7 +11,7 @@ CREATE FUNCTION ev(event_type text, data jsonb) RETURNS bigint LANGUAGE sql AS $
     INSERT INTO voipbin_events (event_type, resource, resource_id, customer_id, data)
     VALUES (event_type, split_part(event_type, '_', 1), (data->>'id')::uuid,
             (data->>'customer_id')::uuid, data)
-    ON CONFLICT (event_type, resource_id, md5(data::text)) DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING id
 $$;
 

@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "pgstat.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
@@ -36,6 +37,7 @@
 
 static Oid	plans_ext_oid = InvalidOid;
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr batch_plan = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
 static SPIPlanPtr prune_events_plan = NULL;
 static SPIPlanPtr prune_dead_plan = NULL;
@@ -69,7 +71,8 @@ keep_plan(const char *sql, int nargs, Oid *types)
 static void
 forget_plans(void)
 {
-	SPIPlanPtr *plans[] = {&insert_plan, &dead_letter_plan, &prune_events_plan, &prune_dead_plan};
+	SPIPlanPtr *plans[] = {&insert_plan, &batch_plan, &dead_letter_plan, &prune_events_plan,
+	&prune_dead_plan};
 
 	for (size_t i = 0; i < lengthof(plans); i++)
 		if (*plans[i])
@@ -152,9 +155,23 @@ prepare_plans(void)
 										 "INSERT INTO %s.voipbin_events"
 										 " (received_at, source, event_type, resource, resource_id, customer_id, data)"
 										 " VALUES ($1, 'websocket', $2, $3, $4, $5, $6)"
-										 " ON CONFLICT (event_type, resource_id, md5(data::text)) DO NOTHING"
-										 " RETURNING id", schema),
+										 " ON CONFLICT (event_type, resource_id, %s.voipbin_data_hash(data)) DO NOTHING"
+										 " RETURNING id", schema, schema),
 								6, types);
+	}
+	{
+		Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
+		UUIDARRAYOID, JSONBARRAYOID};
+
+		/* one statement for the whole batch: the executor starts once, not per event */
+		batch_plan = keep_plan(psprintf(
+										"INSERT INTO %s.voipbin_events"
+										" (received_at, source, event_type, resource, resource_id, customer_id, data)"
+										" SELECT r, 'websocket', e, res, rid, cid, d"
+										" FROM unnest($1, $2, $3, $4, $5, $6) AS u(r, e, res, rid, cid, d)"
+										" ON CONFLICT (event_type, resource_id, %s.voipbin_data_hash(data)) DO NOTHING"
+										" RETURNING id, event_type, resource_id, data", schema, schema),
+							   6, types);
 	}
 	{
 		Oid			types[] = {TIMESTAMPTZOID, BYTEAOID, TEXTOID};
@@ -198,27 +215,27 @@ is_channel_name(const char *s)
 
 /* Two notifications per event; they go out when the transaction commits. */
 static void
-notify_event(int64 id, const FrameEvent *fe)
+notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb *data)
 {
 	StringInfoData p;
 	int			before_data;
 
 	initStringInfo(&p);
 	appendStringInfo(&p, "{\"id\": " INT64_FORMAT ", \"event_type\": ", id);
-	escape_json(&p, fe->event_type);
+	escape_json(&p, event_type);
 	appendStringInfoString(&p, ", \"resource_id\": ");
-	if (fe->has_resource_id)
+	if (resource_id != NULL)
 	{
 		appendStringInfoChar(&p, '"');
 		appendStringInfoString(&p, DatumGetCString(DirectFunctionCall1(uuid_out,
-																	   UUIDPGetDatum(&fe->resource_id))));
+																	   UUIDPGetDatum(resource_id))));
 		appendStringInfoChar(&p, '"');
 	}
 	else
 		appendStringInfoString(&p, "null");
 	before_data = p.len;
 	appendStringInfoString(&p, ", \"data\": ");
-	JsonbToCString(&p, &fe->data->root, VARSIZE(fe->data));
+	JsonbToCString(&p, &data->root, VARSIZE(data));
 	appendStringInfoChar(&p, '}');
 	if (p.len > NOTIFY_PAYLOAD_LIMIT)
 	{
@@ -228,8 +245,8 @@ notify_event(int64 id, const FrameEvent *fe)
 		appendStringInfoString(&p, ", \"truncated\": true}");
 	}
 
-	if (is_channel_name(fe->event_type))
-		Async_Notify(fe->event_type, p.data);
+	if (is_channel_name(event_type))
+		Async_Notify(event_type, p.data);
 	Async_Notify("voipbin_events", p.data);
 	pfree(p.data);
 }
@@ -271,7 +288,7 @@ store_one(const WsEvent *ev, Counts *counts)
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		notify_event(id, &fe);
+		notify_row(id, fe.event_type, fe.has_resource_id ? &fe.resource_id : NULL, fe.data);
 	}
 	counts->stored++;
 }
@@ -319,6 +336,76 @@ store_end_work(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+}
+
+static Datum
+array_of(Datum *values, bool *nulls, int n, Oid type)
+{
+	int16		len;
+	bool		byval;
+	char		align;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(type, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, type, len, byval, align));
+}
+
+/*
+ * The whole batch in one INSERT … SELECT FROM unnest(…); the rows it returns
+ * (duplicates are not returned) are notified in insertion order.  Raises on
+ * the first frame that is no event or on any error of the insert.
+ */
+static void
+store_batch(WsEvent **frames, int n, Counts *counts)
+{
+	Datum	   *cols[6];
+	bool	   *nulls[6];
+	Datum		args[6];
+	static const Oid types[6] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID};
+	int			rc;
+
+	for (int c = 0; c < 6; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		FrameEvent *fe = palloc(sizeof(FrameEvent));
+
+		frame_classify(frames[i]->data, frames[i]->len, frames[i]->binary, fe);
+		cols[0][i] = TimestampTzGetDatum(received_at(frames[i]));
+		cols[1][i] = CStringGetTextDatum(fe->event_type);
+		cols[2][i] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
+		nulls[2][i] = fe->resource == NULL;
+		cols[3][i] = UUIDPGetDatum(&fe->resource_id);
+		nulls[3][i] = !fe->has_resource_id;
+		cols[4][i] = UUIDPGetDatum(&fe->customer_id);
+		nulls[4][i] = !fe->has_customer_id;
+		cols[5][i] = JsonbPGetDatum(fe->data);
+	}
+	for (int c = 0; c < 6; c++)
+		args[c] = array_of(cols[c], nulls[c], n, types[c]);
+
+	rc = SPI_execute_plan(batch_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "voipbin: inserting events failed: %s", SPI_result_code_string(rc));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull,
+					rid_null;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		rid = SPI_getbinval(tup, desc, 3, &rid_null);
+		Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 4, &isnull));
+
+		notify_row(id, event_type, rid_null ? NULL : DatumGetUUIDP(rid), data);
+	}
+	counts->stored += SPI_processed;
+	counts->duplicates += n - SPI_processed;
 }
 
 /* The redo: each frame in a subtransaction, failures become dead letters. */
@@ -377,9 +464,10 @@ store_frames(WsEvent **frames, int n)
 		store_begin_work();
 		if (!prepare_plans())
 			result = STORE_NOT_READY;
+		else if (n == 1)
+			store_one(frames[0], &counts);
 		else
-			for (int i = 0; i < n; i++)
-				store_one(frames[i], &counts);
+			store_batch(frames, n, &counts);
 		store_end_work();
 		if (result != STORE_NOT_READY)
 			result = STORE_DONE;

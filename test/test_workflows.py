@@ -402,6 +402,32 @@ def test_dropping_a_handler_unregisters_it(wf, fake, topic):
     assert wf.query("SELECT * FROM voipbin_dead_letters") == []
 
 
+def test_handlers_survive_pg_dump_and_restore(wf):
+    wf.execute(LOG_TABLE)
+    wf.execute(logging_handler("wf_first"))
+    wf.execute(logging_handler("wf_second"))
+    wf.execute("SELECT voipbin_on('call_hangup', 'wf_second(voipbin_events)')")
+    wf.execute("SELECT voipbin_on('call_hangup', 'wf_first(voipbin_events)')")
+    handlers = wf.query("SELECT id, event_type, handler FROM voipbin_handlers ORDER BY id")
+    dump = os.path.join(wf.dir, "wf_dump.sql")
+    wf._run("pg_dump", "-h", wf.sock, "-p", str(wf.port), "-f", dump, wf.dbname)
+    wf.execute("CREATE DATABASE wf_restored", dbname="postgres")
+    try:
+        wf._run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", wf.sock, "-p", str(wf.port),
+                "-f", dump, "wf_restored")
+        assert wf.query("SELECT id, event_type, handler FROM voipbin_handlers ORDER BY id",
+                        dbname="wf_restored") == handlers
+        # they run there, in their order, and new ones come after them
+        wf.execute("INSERT INTO voipbin_events (event_type, resource, resource_id, data)"
+                   " VALUES ('call_hangup', 'call', gen_random_uuid(), '{}')", dbname="wf_restored")
+        assert wf.query("SELECT handler FROM wf_log ORDER BY n", dbname="wf_restored") == \
+            [("wf_second",), ("wf_first",)]
+        wf.execute("SELECT voipbin_on('call_ringing', 'wf_first(voipbin_events)')", dbname="wf_restored")
+        assert wf.query_one("SELECT max(id) FROM voipbin_handlers", dbname="wf_restored")[0] > handlers[-1][0]
+    finally:
+        wf.execute("DROP DATABASE wf_restored", dbname="postgres")
+
+
 def test_handler_signature_is_checked(wf):
     with pytest.raises(psycopg2.Error) as e:
         wf.execute("SELECT voipbin_on('call_hangup', 'length(text)')")
