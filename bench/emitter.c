@@ -41,6 +41,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -610,7 +611,7 @@ job_finish(void)
 		if (!f)
 		{
 			job.state = 3;
-			snprintf(job.err, sizeof(job.err), "cannot write %s", job.out);
+			snprintf(job.err, sizeof(job.err), "cannot write %.200s", job.out);
 			return;
 		}
 		for (size_t i = 0; i < nframes; i++)
@@ -979,7 +980,7 @@ serve(const char *host, const char *cert, const char *key)
 			if (c->ssl && SSL_pending(c->ssl) > 0)
 				pending_tls = true;
 			pfd[np] = (struct pollfd) {c->fd, POLLIN, 0};
-			if (wants_write(c) || c->state == C_TLS)
+			if (wants_write(c))
 				pfd[np].events |= POLLOUT;
 			who[np++] = c;
 		}

@@ -294,6 +294,7 @@ frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
 	{
 		event_type = NULL;
 		data = root;
+		out->bare = true;
 	}
 
 	if (event_type && type_len > 0)

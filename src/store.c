@@ -19,6 +19,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -213,9 +214,14 @@ is_channel_name(const char *s)
 	return n <= 63;
 }
 
-/* Two notifications per event; they go out when the transaction commits. */
+/*
+ * Two notifications per event; they go out when the transaction commits.
+ * data_text, when given, is the payload's JSON text as received (a bare
+ * frame in a UTF-8 database), which spares converting the jsonb back.
+ */
 static void
-notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb *data)
+notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb *data,
+		   const char *data_text, size_t data_len)
 {
 	StringInfoData p;
 	int			before_data;
@@ -235,9 +241,12 @@ notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb
 		appendStringInfoString(&p, "null");
 	before_data = p.len;
 	appendStringInfoString(&p, ", \"data\": ");
-	JsonbToCString(&p, &data->root, VARSIZE(data));
+	if (data_text == NULL)
+		JsonbToCString(&p, &data->root, VARSIZE(data));
+	else if (p.len + data_len < NOTIFY_PAYLOAD_LIMIT)
+		appendBinaryStringInfo(&p, data_text, (int) data_len);
 	appendStringInfoChar(&p, '}');
-	if (p.len > NOTIFY_PAYLOAD_LIMIT)
+	if (p.len > NOTIFY_PAYLOAD_LIMIT || (data_text && p.len - before_data < (int) data_len))
 	{
 		/* the listener reads the row by id */
 		p.len = before_data;
@@ -249,6 +258,13 @@ notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb
 		Async_Notify(event_type, p.data);
 	Async_Notify("voipbin_events", p.data);
 	pfree(p.data);
+}
+
+/* The frame's text when it is exactly the event's data as JSON, else NULL. */
+static const char *
+received_text(const WsEvent *ev, const FrameEvent *fe)
+{
+	return fe->bare && GetDatabaseEncoding() == PG_UTF8 ? ev->data : NULL;
 }
 
 /* Classifies and inserts one frame; raises an ERROR for a frame that is no event. */
@@ -288,7 +304,8 @@ store_one(const WsEvent *ev, Counts *counts)
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		notify_row(id, fe.event_type, fe.has_resource_id ? &fe.resource_id : NULL, fe.data);
+		notify_row(id, fe.event_type, fe.has_resource_id ? &fe.resource_id : NULL, fe.data,
+				   received_text(ev, &fe), ev->len);
 	}
 	counts->stored++;
 }
@@ -363,6 +380,7 @@ store_batch(WsEvent **frames, int n, Counts *counts)
 	bool	   *nulls[6];
 	Datum		args[6];
 	static const Oid types[6] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID};
+	FrameEvent *fes = palloc(sizeof(FrameEvent) * n);
 	int			rc;
 
 	for (int c = 0; c < 6; c++)
@@ -372,7 +390,7 @@ store_batch(WsEvent **frames, int n, Counts *counts)
 	}
 	for (int i = 0; i < n; i++)
 	{
-		FrameEvent *fe = palloc(sizeof(FrameEvent));
+		FrameEvent *fe = &fes[i];
 
 		frame_classify(frames[i]->data, frames[i]->len, frames[i]->binary, fe);
 		cols[0][i] = TimestampTzGetDatum(received_at(frames[i]));
@@ -391,7 +409,11 @@ store_batch(WsEvent **frames, int n, Counts *counts)
 	rc = SPI_execute_plan(batch_plan, args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "voipbin: inserting events failed: %s", SPI_result_code_string(rc));
-	for (uint64 r = 0; r < SPI_processed; r++)
+	/*
+	 * The rows come back in insertion order, duplicates left out: match each
+	 * to its frame, whose received text can then be the payload.
+	 */
+	for (uint64 r = 0, i = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -401,8 +423,19 @@ store_batch(WsEvent **frames, int n, Counts *counts)
 		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
 		Datum		rid = SPI_getbinval(tup, desc, 3, &rid_null);
 		Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 4, &isnull));
+		const char *text = NULL;
 
-		notify_row(id, event_type, rid_null ? NULL : DatumGetUUIDP(rid), data);
+		for (; i < (uint64) n; i++)
+			if (strcmp(fes[i].event_type, event_type) == 0 &&
+				VARSIZE(fes[i].data) == VARSIZE(data) &&
+				memcmp(fes[i].data, data, VARSIZE(data)) == 0)
+			{
+				text = received_text(frames[i], &fes[i]);
+				i++;
+				break;
+			}
+		notify_row(id, event_type, rid_null ? NULL : DatumGetUUIDP(rid), data,
+				   text, text ? frames[i - 1]->len : 0);
 	}
 	counts->stored += SPI_processed;
 	counts->duplicates += n - SPI_processed;

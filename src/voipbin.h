@@ -85,6 +85,7 @@ typedef struct FrameEvent
 	bool		has_customer_id;
 	pg_uuid_t	customer_id;
 	Jsonb	   *data;
+	bool		bare;			/* the frame is the resource object itself */
 } FrameEvent;
 
 extern void frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out);
