@@ -58,7 +58,7 @@ static Cmd *cmd_head,
 		   *cmd_tail;
 static WsEvent *ev_head,
 		   *ev_tail;
-static size_t ev_bytes;
+static size_t ev_bytes;			/* memory the queued frames hold */
 static struct lws_context *live_ctx;	/* for lws_cancel_service() */
 static Spool spool = {-1, -1, 0, 0, 0};
 static size_t mem_limit = SIZE_MAX;	/* frame bytes in memory before spooling */
@@ -119,6 +119,13 @@ free_target(WsTarget *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* What a queued frame costs in memory: voipbin.buffer_limit bounds this, not just payloads. */
+static size_t
+frame_cost(const WsEvent *ev)
+{
+	return ev->len + 1 + sizeof(WsEvent) + 4 * sizeof(size_t);	/* two malloc headers */
+}
+
 /* Called with mu held, after any change to the queue or the spool. */
 static void
 publish_backlog(void)
@@ -137,7 +144,7 @@ emit(WsEvent *ev)
 	ev->next = NULL;
 	pthread_mutex_lock(&mu);
 	if (ev->kind == WS_EV_FRAME && spool.fd >= 0 &&
-		(spool_in_use(&spool) || ev_bytes + ev->len > mem_limit))
+		(spool_in_use(&spool) || ev_bytes + frame_cost(ev) > mem_limit))
 	{
 		/* past the limit, and until the spool is drained: keeps arrival order */
 		if (!spool_append(&spool, ev->binary, ev->at_us, ev->data, ev->len))
@@ -153,7 +160,7 @@ emit(WsEvent *ev)
 			ev_head = ev;
 		ev_tail = ev;
 		if (ev->kind == WS_EV_FRAME)
-			ev_bytes += ev->len;
+			ev_bytes += frame_cost(ev);
 	}
 	publish_backlog();
 	pthread_mutex_unlock(&mu);
@@ -203,7 +210,10 @@ deliver_message(void)
 	ev->binary = cur.rx_binary;
 	ev->at_us = now_us();
 	ev->len = cur.rx_len;
-	ev->data = cur.rx ? cur.rx : strdup("");
+	/* the reassembly buffer grew by doubling: give the slack back before queueing */
+	ev->data = cur.rx ? realloc(cur.rx, cur.rx_len + 1) : strdup("");
+	if (ev->data == NULL)
+		ev->data = cur.rx;
 	cur.rx = NULL;
 	cur.rx_len = cur.rx_cap = 0;
 	emit(ev);
@@ -718,7 +728,8 @@ ws_take(size_t max_bytes)
 {
 	WsEvent    *head,
 			   *last;
-	size_t		taken = 0;
+	size_t		taken = 0,
+				freed = 0;
 
 	pthread_mutex_lock(&mu);
 	head = ev_head;
@@ -728,7 +739,10 @@ ws_take(size_t max_bytes)
 		if (last && ev->kind == WS_EV_FRAME && taken + ev->len > max_bytes)
 			break;
 		if (ev->kind == WS_EV_FRAME)
+		{
 			taken += ev->len;
+			freed += frame_cost(ev);
+		}
 		last = ev;
 	}
 	if (last)
@@ -737,7 +751,7 @@ ws_take(size_t max_bytes)
 		if (!ev_head)
 			ev_tail = NULL;
 		last->next = NULL;
-		ev_bytes -= taken;
+		ev_bytes -= freed;
 	}
 	else
 	{
