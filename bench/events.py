@@ -36,7 +36,7 @@ _WORDS = ("hello thanks calling support account number order delivery please hol
 
 def rfc3339(dt):
     """Go's RFC3339Nano in UTC: fractional seconds with trailing zeros trimmed."""
-    s = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    s = "%04d-%02d-%02dT%02d:%02d:%02d" % (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
     frac = ("%06d" % dt.microsecond).rstrip("0")
     return s + ("." + frac if frac else "") + "Z"
 

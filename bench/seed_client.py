@@ -41,7 +41,7 @@ def main():
     cur = db.cursor()
     insert = ("INSERT INTO %s (event_type, resource, resource_id, customer_id, data)"
               " VALUES (%%s, %%s, %%s, %%s, %%s)"
-              " ON CONFLICT (event_type, resource_id, md5(data::text)) DO NOTHING"
+              " ON CONFLICT DO NOTHING"  # whatever the dedupe index is
               " RETURNING id" % args.table)
     handled = 0
     started = None
@@ -68,11 +68,18 @@ def main():
         if handled >= args.count:
             ws.close()
 
+    def on_error(ws, error):
+        # (not in the docs' example; without it websocket-client would go on
+        # after a failed INSERT and the bench would only see a timeout)
+        sys.stderr.write("seed_client: %r\n" % (error,))
+        ws.close()
+
     def on_open(ws):
         ws.send(json.dumps({"type": "subscribe", "topics": TOPICS}))
 
     ws = websocket.WebSocketApp(args.url + "?accesskey=vb_bench",
-                                on_open=on_open, on_message=on_message)
+                                on_open=on_open, on_message=on_message,
+                                on_error=on_error)
     ws.run_forever(sslopt={"ca_certs": args.ca})
     print(json.dumps({"handled": handled, "seconds": time.time() - (started or time.time())}),
           flush=True)
