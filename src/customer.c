@@ -245,12 +245,7 @@ voipbin_resolve_topic(PG_FUNCTION_ARGS)
 	const char *hint;
 	char	   *result;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("topic must not be NULL")));
-	topic = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
+	topic = topic_arg(fcinfo);
 	if (topic_is_bare_resource(topic))
 	{
 		if (!rest_target_load(&t, false))
@@ -267,10 +262,5 @@ voipbin_resolve_topic(PG_FUNCTION_ARGS)
 			rest_target_load(&t, false))
 			result = topic_normalize(result, own_customer_id(&t), &error, &hint);
 	}
-	if (result == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid topic \"%s\": %s", topic, error),
-				 errhint("%s", hint)));
-	PG_RETURN_TEXT_P(cstring_to_text(result));
+	return topic_result(topic, result, error, hint);
 }

@@ -163,30 +163,42 @@ topic_normalize(const char *topic, const char *own_customer_id,
 	return out.data;
 }
 
-/* voipbin_normalize_topic(topic text, own_customer_id uuid DEFAULT NULL) RETURNS text */
-PG_FUNCTION_INFO_V1(voipbin_normalize_topic);
-Datum
-voipbin_normalize_topic(PG_FUNCTION_ARGS)
+/* The topic argument of a SQL function, which may not be NULL. */
+char *
+topic_arg(FunctionCallInfo fcinfo)
 {
-	char	   *topic;
-	char	   *own = NULL;
-	const char *error;
-	const char *hint;
-	char	   *result;
-
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("topic must not be NULL")));
-	topic = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
-		own = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(1)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(0));
+}
 
-	result = topic_normalize(topic, own, &error, &hint);
+/* topic_normalize()'s result as SQL's, or its error as SQLSTATE 22023. */
+Datum
+topic_result(const char *topic, const char *result, const char *error, const char *hint)
+{
 	if (result == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid topic \"%s\": %s", topic, error),
 				 errhint("%s", hint)));
 	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+/* voipbin_normalize_topic(topic text, own_customer_id uuid DEFAULT NULL) RETURNS text */
+PG_FUNCTION_INFO_V1(voipbin_normalize_topic);
+Datum
+voipbin_normalize_topic(PG_FUNCTION_ARGS)
+{
+	char	   *topic = topic_arg(fcinfo);
+	char	   *own = NULL;
+	const char *error;
+	const char *hint;
+	char	   *result;
+
+	if (PG_NARGS() > 1 && !PG_ARGISNULL(1))
+		own = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(1)));
+	result = topic_normalize(topic, own, &error, &hint);
+	return topic_result(topic, result, error, hint);
 }

@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
@@ -73,6 +74,9 @@ extern void voipbin_install_hooks(void);
 /* ---- topics (topic.c) ---- */
 extern char *topic_normalize(const char *topic, const char *own_customer_id,
 							 const char **error, const char **hint);
+extern char *topic_arg(FunctionCallInfo fcinfo);
+extern Datum topic_result(const char *topic, const char *result, const char *error,
+						  const char *hint);
 extern bool topic_is_bare_resource(const char *topic);
 
 /* ---- frames (frame.c) ---- */
