@@ -178,7 +178,7 @@ kind_of(JsonbContainer *obj)
  * The event type of a bare resource object, by SPEC.md's rules in order;
  * "unknown" when nothing applies.
  */
-const char *
+static const char *
 frame_infer_type(JsonbContainer *obj)
 {
 	const char *kind;

@@ -93,7 +93,6 @@ typedef struct FrameEvent
 } FrameEvent;
 
 extern void frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out);
-extern const char *frame_infer_type(JsonbContainer *obj);
 
 /* ---- endpoint and credential (endpoint.c) ---- */
 typedef enum CredentialKind

@@ -346,10 +346,11 @@ store_pending(void)
 	WsEvent    *batch[BATCH_MAX_FRAMES];
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_SLICE_MS);
 
+	/* connection news must not wait for the database's retry timer */
+	pull_events();
 	if (w.store_retry_at && GetCurrentTimestamp() < w.store_retry_at)
 		return true;
 	w.store_retry_at = 0;
-	pull_events();
 	while (w.pending_head)
 	{
 		int			n = 0;
