@@ -1,11 +1,16 @@
 # voipbin — PGXS build.  `make && make install`, then see README.md.
 EXTENSION = voipbin
 MODULE_big = voipbin
-EXTVERSION = 1.0
-DATA = voipbin--$(EXTVERSION).sql
+EXTVERSION = 1.1
+# 1.0 is released and frozen; a fresh install runs it, then the upgrade scripts.
+DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
+
+# src/net/: code that runs off the worker's main thread.  It is compiled
+# without PostgreSQL's include path, so a PostgreSQL header there fails the build.
+NET_OBJS = src/net/ws_client.o src/net/spool.o
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
-       src/store.o src/subscriptions.o src/worker.o src/ws_client.o src/spool.o \
-       src/rest.o src/customer.o src/dedupe.o
+       src/store.o src/subscriptions.o src/worker.o \
+       src/rest.o src/customer.o src/dedupe.o src/position.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags libwebsockets)
@@ -19,8 +24,6 @@ REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# the network thread must not see PostgreSQL's headers
-src/ws_client.o: src/ws_client.c src/ws_client.h src/spool.h
-	$(CC) $(CFLAGS) $(PG_CFLAGS) $(shell pkg-config --cflags libwebsockets) -fPIC -c -o $@ $<
-src/spool.o: src/spool.c src/spool.h
-	$(CC) $(CFLAGS) $(PG_CFLAGS) -fPIC -c -o $@ $<
+NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC $(shell pkg-config --cflags libwebsockets)
+src/net/%.o: src/net/%.c $(wildcard src/net/*.h)
+	$(CC) $(NET_CFLAGS) -c -o $@ $<

@@ -47,6 +47,10 @@ voipbin_shmem_init(void)
 		pg_atomic_init_u64(&voipbin_shared->dead_letters, 0);
 		pg_atomic_init_u64(&voipbin_shared->reconnects, 0);
 		pg_atomic_init_u64(&voipbin_shared->buffered_bytes, 0);
+		pg_atomic_init_u64(&voipbin_shared->frames_lost, 0);
+		pg_atomic_init_u64(&voipbin_shared->webhook_received, 0);
+		pg_atomic_init_u64(&voipbin_shared->webhook_refused, 0);
+		strlcpy(voipbin_shared->webhook_state, "off", VB_ERROR_LEN);
 	}
 }
 
@@ -200,30 +204,44 @@ voipbin_reconnect(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * The columns of voipbin_status(), in order.  A database still at 1.0 (the
+ * library was upgraded, ALTER EXTENSION not yet run) declares a prefix of
+ * them: only as many as its declaration has are returned.
+ */
+#define STATUS_COLUMNS 16
+
 PG_FUNCTION_INFO_V1(voipbin_status);
 Datum
 voipbin_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[11];
-	bool		nulls[11];
+	Datum		values[STATUS_COLUMNS];
+	bool		nulls[STATUS_COLUMNS];
 	VoipbinState state;
 	TimestampTz connected_since,
-				last_frame_at;
+				last_frame_at,
+				last_gap_at;
 	pid_t		pid;
 	char		last_error[VB_ERROR_LEN];
+	char		webhook_state[VB_ERROR_LEN];
 
 	require_shared();
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (tupdesc->natts > STATUS_COLUMNS)
+		elog(ERROR, "voipbin_status() is declared with %d columns; this library knows %d",
+			 tupdesc->natts, STATUS_COLUMNS);
 	tupdesc = BlessTupleDesc(tupdesc);
 
 	SpinLockAcquire(&voipbin_shared->mutex);
 	state = voipbin_shared->state;
 	connected_since = voipbin_shared->connected_since;
 	last_frame_at = voipbin_shared->last_frame_at;
+	last_gap_at = voipbin_shared->last_gap_at;
 	pid = voipbin_shared->worker_pid;
 	strlcpy(last_error, voipbin_shared->last_error, VB_ERROR_LEN);
+	strlcpy(webhook_state, voipbin_shared->webhook_state, VB_ERROR_LEN);
 	SpinLockRelease(&voipbin_shared->mutex);
 
 	memset(nulls, 0, sizeof(nulls));
@@ -243,6 +261,13 @@ voipbin_status(PG_FUNCTION_ARGS)
 	nulls[9] = pid == 0;
 	values[10] = Int64GetDatum((int64) (pg_atomic_read_u64(&voipbin_shared->buffered_bytes) +
 										__atomic_load_n(&voipbin_shared->network_backlog, __ATOMIC_RELAXED)));
+	/* 1.1 */
+	values[11] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->frames_lost));
+	values[12] = CStringGetTextDatum(webhook_state);
+	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->webhook_received));
+	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->webhook_refused));
+	values[15] = TimestampTzGetDatum(last_gap_at);
+	nulls[15] = last_gap_at == 0;
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -485,7 +485,8 @@ store_one_by_one(WsEvent **frames, int n, Counts *counts)
  * logged); the caller keeps the frames and tries again later.
  */
 StoreResult
-store_frames(WsEvent **frames, int n)
+store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
+			 TimestampTz *retry_at)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile StoreResult result = STORE_FAILED;
@@ -495,12 +496,17 @@ store_frames(WsEvent **frames, int n)
 	PG_TRY();
 	{
 		store_begin_work();
-		if (!prepare_plans())
+		if (!prepare_plans() || (journal_id && position_ready() != POSITION_READY))
 			result = STORE_NOT_READY;
-		else if (n == 1)
-			store_one(frames[0], &counts);
 		else
-			store_batch(frames, n, &counts);
+		{
+			if (n == 1)
+				store_one(frames[0], &counts);
+			else
+				store_batch(frames, n, &counts);
+			if (journal_id)
+				position_save(journal_id, upto);
+		}
 		store_end_work();
 		if (result != STORE_NOT_READY)
 			result = STORE_DONE;
@@ -521,10 +527,14 @@ store_frames(WsEvent **frames, int n)
 		PG_TRY();
 		{
 			store_begin_work();
-			if (!prepare_plans())
+			if (!prepare_plans() || (journal_id && position_ready() != POSITION_READY))
 				result = STORE_NOT_READY;
 			else
+			{
 				store_one_by_one(frames, n, &counts);
+				if (journal_id)
+					position_save(journal_id, upto);
+			}
 			store_end_work();
 			if (result != STORE_NOT_READY)
 				result = STORE_DONE;
@@ -543,6 +553,7 @@ store_frames(WsEvent **frames, int n)
 			voipbin_set_error(edata->message);
 			FreeErrorData(edata);
 			result = STORE_FAILED;
+			*retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 			/* the extension may have changed under us: re-prepare next time */
 			forget_plans();
 		}

@@ -4,20 +4,42 @@
 #ifndef VOIPBIN_STORE_H
 #define VOIPBIN_STORE_H
 
-#include "ws_client.h"
+#include "net/ws_client.h"
 
 typedef enum StoreResult
 {
-	STORE_DONE,
-	STORE_NOT_READY,
-	STORE_FAILED
+	STORE_DONE,					/* each frame is an event, a counted duplicate or a dead letter */
+	STORE_NOT_READY,			/* the extension is not installed (or not at 1.1) */
+	STORE_FAILED				/* an error of the moment: keep the frames, retry at *retry_at */
 } StoreResult;
 
-extern StoreResult store_frames(WsEvent **frames, int n);
+/*
+ * Stores n frames in one transaction which also records that the journal
+ * journal_id is stored up to upto (its position past frames[n-1]), so a
+ * replay after a crash neither loses nor repeats anything.  journal_id NULL:
+ * no position to record.  On STORE_FAILED *retry_at says when to call again.
+ */
+extern StoreResult store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
+								TimestampTz *retry_at);
 extern void store_prune(void);
 extern const char *store_extension_schema(void);
 extern void store_begin_work(void);
 extern void store_end_work(void);
+
+/*
+ * position.c: voipbin_journal, how far each journal is stored.  Each needs a
+ * transaction and an SPI connection (store_begin_work()).
+ */
+typedef enum PositionState
+{
+	POSITION_READY,
+	POSITION_NO_EXTENSION,		/* not installed in this database */
+	POSITION_OLD_VERSION		/* installed at 1.0: ALTER EXTENSION voipbin UPDATE */
+} PositionState;
+
+extern PositionState position_ready(void);
+extern void position_save(const char *journal_id, uint64 upto);	/* ERROR unless ready */
+extern PositionState position_load(const char *journal_id, uint64 *upto);
 
 /* subscriptions.c: the topics live on the current connection */
 extern void subs_reset(void);

@@ -24,6 +24,32 @@ int			voipbin_event_retention_s = 7 * 86400;
 int			voipbin_buffer_limit_kb = 64 * 1024;
 int			voipbin_http_timeout_ms = 10000;
 
+/* 1.1: durability */
+char	   *voipbin_spool_directory = NULL;
+int			voipbin_spool_limit_kb = 1024 * 1024;
+int			voipbin_max_frame_size = 16 * 1024 * 1024;
+int			voipbin_store_retry_timeout_ms = 10 * 60 * 1000;
+
+/* 1.1: security */
+int			voipbin_notify_payload = VB_NOTIFY_FULL;
+char	   *voipbin_worker_role = NULL;
+
+/* 1.1: webhook receiver */
+int			voipbin_webhook_port = 0;
+char	   *voipbin_webhook_listen_addresses = NULL;
+char	   *voipbin_webhook_path = NULL;
+char	   *voipbin_webhook_secret = NULL;
+
+/* 1.1: gap repair */
+bool		voipbin_repair = true;
+double		voipbin_repair_rate = 10.0;
+
+static const struct config_enum_entry notify_payload_options[] = {
+	{"full", VB_NOTIFY_FULL, false},
+	{"id", VB_NOTIFY_ID, false},
+	{NULL, 0, false}
+};
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -105,6 +131,77 @@ define_settings(void)
 							NULL,
 							&voipbin_http_timeout_ms, 10000, 100, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	/* 1.1: durability */
+	DefineCustomStringVariable("voipbin.spool_directory",
+							   "Directory of the worker's journal of received frames.",
+							   "A relative path is under the data directory.",
+							   &voipbin_spool_directory, "voipbin_journal",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("voipbin.spool_limit",
+							"Disk the journal may hold for frames not stored yet; past it frames are counted as lost.",
+							NULL,
+							&voipbin_spool_limit_kb, 1024 * 1024, 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("voipbin.max_frame_size",
+							"Largest WebSocket message or webhook body taken whole; a larger one becomes a dead letter.",
+							NULL,
+							&voipbin_max_frame_size, 16 * 1024 * 1024, 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("voipbin.store_retry_timeout",
+							"How long a batch is retried after errors of the moment before its frames become dead letters.",
+							NULL,
+							&voipbin_store_retry_timeout_ms, 10 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	/* 1.1: security */
+	DefineCustomEnumVariable("voipbin.notify_payload",
+							 "What the NOTIFY payloads carry: the event's data (full) or only its id (id).",
+							 "LISTEN needs no privilege: with full, every role that can connect hears the data.",
+							 &voipbin_notify_payload, VB_NOTIFY_FULL, notify_payload_options,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("voipbin.worker_role",
+							   "Role the worker's session runs as; empty: the bootstrap superuser.",
+							   NULL,
+							   &voipbin_worker_role, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	/* 1.1: webhook receiver */
+	DefineCustomIntVariable("voipbin.webhook_port",
+							"TCP port of the webhook receiver; 0 turns it off.",
+							NULL,
+							&voipbin_webhook_port, 0, 0, 65535,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("voipbin.webhook_listen_addresses",
+							   "Addresses the webhook receiver listens on.",
+							   "Comma-separated host names or IP addresses; localhost by default.",
+							   &voipbin_webhook_listen_addresses, "localhost",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("voipbin.webhook_path",
+							   "URL path on which the webhook receiver takes VoIPBIN's requests.",
+							   NULL,
+							   &voipbin_webhook_path, "/voipbin/events",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("voipbin.webhook_secret",
+							   "Key of the webhooks' HMAC signature; empty: the customer's webhook_secret from VoIPBIN.",
+							   NULL,
+							   &voipbin_webhook_secret, "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	/* 1.1: gap repair */
+	DefineCustomBoolVariable("voipbin.repair",
+							 "After a reconnection, fetch over REST what the outage cost.",
+							 NULL,
+							 &voipbin_repair, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("voipbin.repair_rate",
+							 "Requests per second gap repair may make to VoIPBIN's REST API.",
+							 "VoIPBIN allows 17 per second per customer, shared with the customer's own users.",
+							 &voipbin_repair_rate, 10.0, 0.1, 17.0,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("voipbin");
 }
 

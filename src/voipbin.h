@@ -28,6 +28,26 @@ extern int	voipbin_event_retention_s;
 extern int	voipbin_buffer_limit_kb;
 extern int	voipbin_http_timeout_ms;
 
+/* 1.1 */
+typedef enum VoipbinNotifyPayload
+{
+	VB_NOTIFY_FULL,
+	VB_NOTIFY_ID
+} VoipbinNotifyPayload;
+
+extern char *voipbin_spool_directory;
+extern int	voipbin_spool_limit_kb;
+extern int	voipbin_max_frame_size;
+extern int	voipbin_store_retry_timeout_ms;
+extern int	voipbin_notify_payload;
+extern char *voipbin_worker_role;
+extern int	voipbin_webhook_port;
+extern char *voipbin_webhook_listen_addresses;
+extern char *voipbin_webhook_path;
+extern char *voipbin_webhook_secret;
+extern bool voipbin_repair;
+extern double voipbin_repair_rate;
+
 /* ---- shared status (status.c) ---- */
 typedef enum VoipbinState
 {
@@ -59,6 +79,13 @@ typedef struct VoipbinShared
 	pg_atomic_uint64 reconnects;
 	pg_atomic_uint64 buffered_bytes;	/* taken by the worker, not yet stored */
 	uint64		network_backlog;	/* written by the network thread (__atomic) */
+
+	/* 1.1 (guarded by mutex unless atomic) */
+	pg_atomic_uint64 frames_lost;	/* read, but the journal could not keep them */
+	char		webhook_state[VB_ERROR_LEN];	/* "off", "listening on …", or why not */
+	pg_atomic_uint64 webhook_received;
+	pg_atomic_uint64 webhook_refused;
+	TimestampTz last_gap_at;	/* start of the latest recorded outage */
 } VoipbinShared;
 
 extern VoipbinShared *voipbin_shared;

@@ -29,7 +29,7 @@
 #include "utils/wait_event.h"
 
 #include "store.h"
-#include "ws_client.h"
+#include "net/ws_client.h"
 
 /* One transaction takes at most this much: big enough to amortise a commit. */
 #define BATCH_MAX_FRAMES 2000
@@ -365,11 +365,12 @@ store_pending(void)
 			batch[n++] = ev;
 			bytes += ev->len;
 		}
-		r = store_frames(batch, n);
+		r = store_frames(batch, n, NULL, 0, &w.store_retry_at);
 		if (r != STORE_DONE)
 		{
 			/* keep them, in order, and try again shortly */
-			w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
+			if (r == STORE_NOT_READY)
+				w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
 			return true;
 		}
 		w.pending_head = batch[n - 1]->next;

@@ -45,6 +45,7 @@ typedef struct WsEvent
 	size_t		len;
 	char	   *data;			/* FRAME: the bytes; CLOSED: reason text */
 	uint64_t	spool_end;		/* FRAME read back from the spool: pass to ws_spool_done() */
+	uint8_t		source;			/* FRAME: a JournalSource (net/journal.h) */
 } WsEvent;
 
 /*

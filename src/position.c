@@ -1,0 +1,136 @@
+/*
+ * position.c — how far the journal is stored, kept in voipbin_journal.
+ *
+ * The row is written in the transaction that stores a batch, so a batch and
+ * the claim that it is stored commit or vanish together: after a crash the
+ * worker replays exactly what no commit covered (the model is a logical
+ * replication slot's confirmed_flush_lsn).  A database still at 1.0 has no
+ * such table; the worker then keeps the frames in the journal and says why.
+ */
+#include "voipbin.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "store.h"
+
+static SPIPlanPtr save_plan = NULL;
+static SPIPlanPtr load_plan = NULL;
+static Oid	plans_ext = InvalidOid;
+
+static void
+forget(void)
+{
+	if (save_plan)
+		SPI_freeplan(save_plan);
+	if (load_plan)
+		SPI_freeplan(load_plan);
+	save_plan = load_plan = NULL;
+	plans_ext = InvalidOid;
+}
+
+static SPIPlanPtr
+keep(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
+
+	if (plan == NULL)
+		elog(ERROR, "voipbin: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/*
+ * Plans for the installed extension's table, made again whenever the
+ * extension is (re)created or updated.  Needs a transaction and SPI.
+ */
+static PositionState
+prepare(void)
+{
+	Oid			ext = get_extension_oid("voipbin", true);
+	const char *schema;
+	int			rc;
+
+	if (ext == plans_ext && OidIsValid(ext) && save_plan)
+		return POSITION_READY;
+	forget();
+	schema = store_extension_schema();
+	if (!OidIsValid(ext) || schema == NULL)
+		return POSITION_NO_EXTENSION;
+	rc = SPI_execute(psprintf("SELECT 1 FROM pg_catalog.pg_class c"
+							  " JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+							  "  AND d.objid = c.oid AND d.deptype = 'e' AND d.refobjid = %u"
+							  " WHERE c.relname = 'voipbin_journal'", ext), true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "voipbin: looking for voipbin_journal failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return POSITION_OLD_VERSION;
+	{
+		Oid			types[] = {TEXTOID, INT8OID};
+
+		save_plan = keep(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto)"
+								  " VALUES ($1, $2)"
+								  " ON CONFLICT (journal_id) DO UPDATE"
+								  " SET stored_upto = pg_catalog.greatest(j.stored_upto, EXCLUDED.stored_upto),"
+								  "     updated_at = pg_catalog.now()", schema),
+						 2, types);
+		load_plan = keep(psprintf("SELECT stored_upto FROM %s.voipbin_journal"
+								  " WHERE journal_id = $1", schema),
+						 1, types);
+	}
+	plans_ext = ext;
+	return POSITION_READY;
+}
+
+PositionState
+position_ready(void)
+{
+	return prepare();
+}
+
+void
+position_save(const char *journal_id, uint64 upto)
+{
+	Datum		values[2];
+	int			rc;
+
+	if (prepare() != POSITION_READY)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("voipbin: the extension has no table voipbin_journal"),
+				 errhint("Run ALTER EXTENSION voipbin UPDATE.")));
+	values[0] = CStringGetTextDatum(journal_id);
+	values[1] = Int64GetDatum((int64) upto);
+	rc = SPI_execute_plan(save_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "voipbin: recording the journal position failed: %s",
+			 SPI_result_code_string(rc));
+}
+
+PositionState
+position_load(const char *journal_id, uint64 *upto)
+{
+	PositionState st = prepare();
+	Datum		values[1];
+	int			rc;
+
+	*upto = 0;
+	if (st != POSITION_READY)
+		return st;
+	values[0] = CStringGetTextDatum(journal_id);
+	rc = SPI_execute_plan(load_plan, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "voipbin: reading the journal position failed: %s",
+			 SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			*upto = (uint64) DatumGetInt64(d);
+	}
+	return POSITION_READY;
+}
