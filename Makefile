@@ -13,16 +13,36 @@ OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags libwebsockets)
+PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
 PG_CFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -pthread
 SHLIB_LINK = $(shell pkg-config --libs libwebsockets) -lssl -lcrypto -lcurl -pthread -lm
 
 REGRESS = install topics classify settings rest workflows
-REGRESS_OPTS = --temp-config=$(srcdir)/test/regress.conf
+# installcheck brings its own server, as pg_cron's does: a temporary instance
+# with the library preloaded, so it needs no cluster, only a user initdb
+# accepts (not root).  Under pg_buildext (debian/) the files are still in
+# DESTDIR, so the instance also looks there.
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=$(srcdir)/test/regress.conf
+REGRESS_PREP = regress-prep
+ifdef DESTDIR
+REGRESS_OPTS += --temp-config=tmp_check_destdir.conf
+endif
+EXTRA_CLEAN = tmp_check_destdir.conf
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+.PHONY: regress-prep
+regress-prep:
+	@if [ "$$(id -u)" = 0 ]; then \
+	    echo "make installcheck: run it as an ordinary user (initdb refuses root); test/run does that for root" >&2; \
+	    exit 1; \
+	fi
+ifdef DESTDIR
+	printf "extension_destdir = '%s'\ndynamic_library_path = '%s:\$$libdir'\n" \
+	    '$(abspath $(DESTDIR))' '$(abspath $(DESTDIR))$(pkglibdir)' > tmp_check_destdir.conf
+endif
 
 NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC $(shell pkg-config --cflags libwebsockets)
 src/net/%.o: src/net/%.c $(wildcard src/net/*.h)

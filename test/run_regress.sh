@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# pg_regress on a temporary instance with the library preloaded.  Postgres will
-# not run as root, so the instance and the outputs live in a directory the
-# postgres OS user owns; sql/ and expected/ are copied there because the
-# checkout may sit where that user cannot read.
+# pg_regress through `make installcheck`, which brings its own temporary
+# instance with the library preloaded (see the Makefile).  initdb refuses
+# root, so as root the test files are copied to a directory the postgres OS
+# user owns (the checkout may sit where that user cannot write) and the
+# target runs there as postgres.  Uses the pg_config first on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pgxs=$(pg_config --pgxs)
-pg_regress="$(dirname "$pgxs")/../test/regress/pg_regress"
-tests=$(sed -n 's/^REGRESS = //p' Makefile)
+if [ "$(id -u)" != 0 ]; then
+    exec make -s installcheck
+fi
 work=$(mktemp -d /tmp/voipbin-regress.XXXXXX)
-cp -r sql expected test/regress.conf "$work/"
+mkdir "$work/test"
+cp Makefile ./*.control "$work/"
+cp test/regress.conf "$work/test/"
+for d in sql expected input output data; do
+    [ -d "$d" ] && cp -r "$d" "$work/"
+done
 chown -R postgres: "$work"
 status=0
-runuser -u postgres -- "$pg_regress" \
-    --temp-instance="$work/tmp_check" --temp-config="$work/regress.conf" \
-    --inputdir="$work" --outputdir="$work" --bindir="$(pg_config --bindir)" \
-    --dbname=contrib_regression $tests || status=$?
+runuser -u postgres -- env PATH="$PATH" make -s -C "$work" installcheck || status=$?
 if [ $status -ne 0 ] && [ -f "$work/regression.diffs" ]; then
     cat "$work/regression.diffs"
     cp "$work/regression.diffs" . 2>/dev/null || true
