@@ -44,6 +44,19 @@ ifdef DESTDIR
 	    '$(abspath $(DESTDIR))' '$(abspath $(DESTDIR))$(pkglibdir)' > tmp_check_destdir.conf
 endif
 
+# pg_buildext (debian/) builds in build-<version>/ with VPATH: the object
+# directories must exist there.
+ifneq ($(srcdir),.)
+$(shell mkdir -p src/net)
+endif
+
 NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC $(shell pkg-config --cflags libwebsockets)
-src/net/%.o: src/net/%.c $(wildcard src/net/*.h)
+src/net/%.o: src/net/%.c $(wildcard $(srcdir)/src/net/*.h)
 	$(CC) $(NET_CFLAGS) -c -o $@ $<
+
+# The release archive PGXN takes (META.json at its top): the committed tree.
+DISTVERSION = $(EXTVERSION).0
+DISTFILE = $(EXTENSION)-$(DISTVERSION).zip
+.PHONY: dist
+dist:
+	git archive --format=zip --prefix=$(EXTENSION)-$(DISTVERSION)/ -o $(DISTFILE) HEAD
