@@ -10,6 +10,7 @@ packages=(
     git  # test_upgrade.py builds the released 1.0 from history; make dist
     debhelper postgresql-server-dev-all  # dpkg-buildpackage: dh --with pgxs, pg_buildext
     nodejs  # node --check of examples/live_transcripts.js
+    clang-14 libclang-rt-14-dev llvm-14  # test/fuzz.sh, test/sanitize.sh: libFuzzer, ASAN+UBSAN, symbolizer
 )
 missing=()
 for p in "${packages[@]}"; do
