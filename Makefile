@@ -10,7 +10,8 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 NET_OBJS = src/net/ws_client.o src/net/spool.o
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/store.o src/subscriptions.o src/worker.o \
-       src/rest.o src/customer.o src/dedupe.o src/position.o $(NET_OBJS)
+       src/rest.o src/customer.o src/dedupe.o src/position.o \
+       src/gaps.o src/repair.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)

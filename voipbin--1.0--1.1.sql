@@ -59,3 +59,32 @@ REVOKE ALL ON voipbin_journal FROM PUBLIC;
 -- ---------------------------------------------------------------------------
 -- Gap repair
 -- ---------------------------------------------------------------------------
+-- Every outage of the live stream, and every overflow of the journal, is a
+-- gap: VoIPBIN keeps no history for a WebSocket client, so what it sent
+-- meanwhile is lost unless gap repair reads it back over REST.  A row is
+-- written when the gap is known to be over (the re-subscription was sent, or
+-- the loss was counted), then updated by the repair.
+CREATE SEQUENCE voipbin_gaps_id_seq;
+CREATE TABLE voipbin_gaps (
+    id              bigint PRIMARY KEY DEFAULT nextval('voipbin_gaps_id_seq'),
+    started_at      timestamptz NOT NULL,
+    ended_at        timestamptz NOT NULL,
+    repaired_at     timestamptz,
+    events_repaired bigint NOT NULL DEFAULT 0,
+    error           text,
+    cause           text NOT NULL DEFAULT 'outage' CHECK (cause IN ('outage', 'overflow')),
+    frames_lost     bigint NOT NULL DEFAULT 0,
+    CHECK (ended_at >= started_at)
+);
+ALTER SEQUENCE voipbin_gaps_id_seq OWNED BY voipbin_gaps.id;
+CREATE INDEX voipbin_gaps_started_at ON voipbin_gaps (started_at);
+COMMENT ON TABLE voipbin_gaps IS
+    'Outages of the voipbin worker''s live stream (and journal overflows), and what gap repair fetched back';
+COMMENT ON COLUMN voipbin_gaps.started_at IS 'when the connection was lost: its last frame, or its close';
+COMMENT ON COLUMN voipbin_gaps.ended_at IS 'when the re-subscription was sent on the new connection';
+COMMENT ON COLUMN voipbin_gaps.repaired_at IS 'when gap repair finished; NULL while it runs, failed or is off';
+COMMENT ON COLUMN voipbin_gaps.events_repaired IS 'events gap repair stored (source = ''rest''), duplicates not counted';
+COMMENT ON COLUMN voipbin_gaps.error IS 'why the repair failed or was partial; NULL when it was complete';
+SELECT pg_catalog.pg_extension_config_dump('voipbin_gaps', '');
+SELECT pg_catalog.pg_extension_config_dump('voipbin_gaps_id_seq', '');
+REVOKE ALL ON voipbin_gaps FROM PUBLIC;

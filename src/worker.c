@@ -28,6 +28,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "repair.h"
 #include "store.h"
 #include "net/ws_client.h"
 
@@ -167,6 +168,8 @@ disabled_reason(void)
 static void
 drop_connection(void)
 {
+	if (w.state == VB_STATE_CONNECTED)
+		gaps_connection_lost(GetCurrentTimestamp(), "the worker reconnected");
 	if (w.conn != 0)
 		ws_disconnect();
 	w.conn = 0;
@@ -275,7 +278,10 @@ on_event(WsEvent *ev)
 			break;
 		case WS_EV_CLOSED:
 			if (w.state == VB_STATE_CONNECTED)
+			{
+				gaps_connection_lost(unix_us_to_timestamptz(ev->at_us), ev->data);
 				topics_dropped(unix_us_to_timestamptz(ev->at_us), ev->data);
+			}
 			connection_failed(ev->http_status, ev->data);
 			ws_event_free(ev);
 			break;
@@ -513,6 +519,7 @@ step(void)
 	{
 		w.subs_dirty = false;
 		guarded(subs_sync, "reading voipbin_subscriptions");
+		gaps_resubscribed();
 		report_activity();
 	}
 	now = GetCurrentTimestamp();
@@ -528,6 +535,14 @@ step(void)
 	{
 		guarded(store_prune, "pruning old events");
 		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
+	}
+
+	/* gap repair: after the live stream, never in its way */
+	{
+		long		repair_ms = repair_step();
+
+		if (repair_ms >= 0 && (timeout < 0 || repair_ms < timeout))
+			timeout = repair_ms;
 	}
 
 	/* the worker's inserts must reach the statistics, or autovacuum never sees them */
@@ -579,10 +594,12 @@ voipbin_worker_main(Datum arg)
 				(errmsg("voipbin: %s", errbuf),
 				 errdetail("Events the database cannot take yet will be held in memory only.")));
 
-	wes = CreateWaitEventSet(TopMemoryContext, 3);
+	wes = CreateWaitEventSet(TopMemoryContext, 4);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wake_fd, NULL, NULL);
+	if (repair_wait_fd() >= 0)
+		AddWaitEventToSet(wes, WL_SOCKET_READABLE, repair_wait_fd(), NULL, NULL);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -617,6 +634,7 @@ voipbin_worker_main(Datum arg)
 			{
 				elog(LOG, "voipbin: credential, URL or CA changed, reconnecting");
 				drop_connection();
+				gaps_config_changed();
 				w.next_attempt = 0;
 				w.failures = 0;
 				set_state(w.cred ? VB_STATE_BACKOFF : VB_STATE_DISABLED,
