@@ -11,7 +11,7 @@ NET_OBJS = src/net/ws_client.o src/net/spool.o
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/store.o src/subscriptions.o src/worker.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o \
-       src/gaps.o src/repair.o $(NET_OBJS)
+       src/gaps.o src/repair.o src/store_errors.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
@@ -19,7 +19,7 @@ PG_CFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -pthread
 SHLIB_LINK = $(shell pkg-config --libs libwebsockets) -lssl -lcrypto -lcurl -pthread -lm
 
-REGRESS = install topics classify settings rest workflows
+REGRESS = install topics classify settings rest workflows store_errors
 # installcheck brings its own server, as pg_cron's does: a temporary instance
 # with the library preloaded, so it needs no cluster, only a user initdb
 # accepts (not root).  Under pg_buildext (debian/) the files are still in

@@ -262,7 +262,7 @@ frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
 	if (binary)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("binary frame: VoIPBIN sends events as text frames")));
+				 errmsg(FRAME_BINARY_ERROR)));
 	if (memchr(bytes, '\0', len) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),

@@ -219,6 +219,7 @@ voipbin_status(PG_FUNCTION_ARGS)
 	Datum		values[STATUS_COLUMNS];
 	bool		nulls[STATUS_COLUMNS];
 	VoipbinState state;
+	bool		retrying;
 	TimestampTz connected_since,
 				last_frame_at,
 				last_gap_at;
@@ -236,6 +237,7 @@ voipbin_status(PG_FUNCTION_ARGS)
 
 	SpinLockAcquire(&voipbin_shared->mutex);
 	state = voipbin_shared->state;
+	retrying = voipbin_shared->store_failing_since != 0;
 	connected_since = voipbin_shared->connected_since;
 	last_frame_at = voipbin_shared->last_frame_at;
 	last_gap_at = voipbin_shared->last_gap_at;
@@ -245,7 +247,9 @@ voipbin_status(PG_FUNCTION_ARGS)
 	SpinLockRelease(&voipbin_shared->mutex);
 
 	memset(nulls, 0, sizeof(nulls));
-	values[0] = CStringGetTextDatum(voipbin_state_name(state));
+	/* the database refusing events matters more than how the socket is doing */
+	values[0] = CStringGetTextDatum(retrying && state != VB_STATE_STANDBY ? "retrying" :
+									voipbin_state_name(state));
 	values[1] = TimestampTzGetDatum(connected_since);
 	nulls[1] = connected_since == 0;
 	values[2] = TimestampTzGetDatum(last_frame_at);

@@ -2,10 +2,17 @@
  * store.c — frames into voipbin_events, NOTIFY at commit, dead letters.
  *
  * A batch of frames goes into one transaction, so throughput is bound by
- * Postgres rather than by a commit per frame.  When anything in the batch
- * fails (a frame that is no JSON object, a user's trigger that raises), the
- * batch is redone with each frame in a subtransaction of its own, and only the
- * failing frames become dead letters: nothing that arrived is dropped.
+ * Postgres rather than by a commit per frame, and the journal position goes
+ * into the same transaction, so a crash neither loses nor repeats a batch.
+ *
+ * When the batch fails, what the error says decides (store_errors.c).  An
+ * error of the moment (a deadlock, a lock timeout, a cancel, a full disk)
+ * keeps the whole batch for a retry with backoff, until
+ * voipbin.store_retry_timeout has passed; only then do its frames become
+ * dead letters, with the last error.  An error of the data (a frame that is
+ * no JSON object, a trigger or handler that raises) means some frames can
+ * never be stored: they are found by bisecting in subtransactions, become
+ * dead letters, and the rest is stored.
  */
 #include "voipbin.h"
 
@@ -20,18 +27,24 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/ipc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
+#include "net/journal.h"
 #include "store.h"
+#include "store_batch.h"
+#include "store_errors.h"
 
 /* NOTIFY payloads stay under Postgres's 8,000-byte limit with room to spare. */
 #define NOTIFY_PAYLOAD_LIMIT 7900
@@ -43,19 +56,20 @@ static SPIPlanPtr dead_letter_plan = NULL;
 static SPIPlanPtr prune_events_plan = NULL;
 static SPIPlanPtr prune_dead_plan = NULL;
 
-typedef struct Counts
-{
-	uint64		stored;
-	uint64		duplicates;
-	uint64		dead;
-} Counts;
+#define UNIX_TO_PG_EPOCH_US \
+	((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC)
 
-static TimestampTz
-received_at(const WsEvent *ev)
+TimestampTz
+store_received_at(const WsEvent *ev)
 {
 	/* µs since the Unix epoch to µs since the Postgres epoch */
-	return (TimestampTz) ev->at_us -
-		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
+	return (TimestampTz) ev->at_us - UNIX_TO_PG_EPOCH_US;
+}
+
+int64
+store_unix_us(TimestampTz t)
+{
+	return (int64) (t + UNIX_TO_PG_EPOCH_US);
 }
 
 static SPIPlanPtr
@@ -135,9 +149,13 @@ store_extension_schema(void)
 	return schema;
 }
 
-/* Plans for the installed extension; false when it is not installed. */
-static bool
-prepare_plans(void)
+/*
+ * Plans for the installed extension; false when it is not installed.  Every
+ * name is qualified: voipbin_retry_dead_letters() prepares them in a user's
+ * backend, under whatever search_path it has.
+ */
+bool
+store_plans_ready(void)
 {
 	Oid			ext = get_extension_oid("voipbin", true);
 	const char *schema;
@@ -150,37 +168,39 @@ prepare_plans(void)
 		return false;
 
 	{
-		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID};
+		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID};
 
 		insert_plan = keep_plan(psprintf(
 										 "INSERT INTO %s.voipbin_events"
 										 " (received_at, source, event_type, resource, resource_id, customer_id, data)"
-										 " VALUES ($1, 'websocket', $2, $3, $4, $5, $6)"
+										 " VALUES ($1, $2, $3, $4, $5, $6, $7)"
 										 " ON CONFLICT (event_type, resource_id, %s.voipbin_data_hash(data)) DO NOTHING"
 										 " RETURNING id", schema, schema),
-								6, types);
+								7, types);
 	}
 	{
-		Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, UUIDARRAYOID,
-		UUIDARRAYOID, JSONBARRAYOID};
+		Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID};
 
 		/* one statement for the whole batch: the executor starts once, not per event */
 		batch_plan = keep_plan(psprintf(
 										"INSERT INTO %s.voipbin_events"
 										" (received_at, source, event_type, resource, resource_id, customer_id, data)"
-										" SELECT r, 'websocket', e, res, rid, cid, d"
-										" FROM unnest($1, $2, $3, $4, $5, $6) AS u(r, e, res, rid, cid, d)"
+										" SELECT r, s, e, res, rid, cid, d"
+										" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
+										" pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
+										" pg_catalog.unnest($7)) AS u(r, s, e, res, rid, cid, d)"
 										" ON CONFLICT (event_type, resource_id, %s.voipbin_data_hash(data)) DO NOTHING"
 										" RETURNING id, event_type, resource_id, data", schema, schema),
-							   6, types);
+							   7, types);
 	}
 	{
-		Oid			types[] = {TIMESTAMPTZOID, BYTEAOID, TEXTOID};
+		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID};
 
 		dead_letter_plan = keep_plan(psprintf(
 											  "INSERT INTO %s.voipbin_dead_letters (received_at, source, raw, error)"
-											  " VALUES ($1, 'websocket', $2, $3)", schema),
-									 3, types);
+											  " VALUES ($1, $2, $3, $4)", schema),
+									 4, types);
 	}
 	{
 		Oid			types[] = {INTERVALOID};
@@ -267,72 +287,382 @@ received_text(const WsEvent *ev, const FrameEvent *fe)
 	return fe->bare && GetDatabaseEncoding() == PG_UTF8 ? ev->data : NULL;
 }
 
-/* Classifies and inserts one frame; raises an ERROR for a frame that is no event. */
-static void
-store_one(const WsEvent *ev, Counts *counts)
+static const char *
+frame_source(const StoreBatch *b, int i)
 {
-	FrameEvent	fe;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	return b->sources ? b->sources[i] : journal_source_name(b->frames[i]->source);
+}
+
+void
+store_batch_init(StoreBatch *b, WsEvent **frames, int n)
+{
+	memset(b, 0, sizeof(*b));
+	b->frames = frames;
+	b->n = n;
+	b->cxt = CurrentMemoryContext;
+	b->fes = palloc0(sizeof(FrameEvent) * n);
+	b->errors = palloc0(sizeof(char *) * n);
+}
+
+static void
+mark_dead(StoreBatch *b, int i, const char *error)
+{
+	if (b->errors[i] == NULL)
+		b->dead++;
+	b->errors[i] = MemoryContextStrdup(b->cxt, error ? error : "unknown error");
+}
+
+/*
+ * The frame's error when it is a dead letter before any attempt to store it
+ * (none yet: the journal's oversize frames will be one), else NULL.
+ */
+static const char *
+refused_before_storing(const WsEvent *ev)
+{
+	return NULL;
+}
+
+/*
+ * Classifies each frame once for all the attempts of this call: the results
+ * live in b->cxt, beyond the transaction.  A frame that is no event is caught
+ * without a subtransaction: frame_classify() only parses bytes, and takes no
+ * lock, buffer or other resource an abort would have to release.  An error
+ * of the moment (out of memory, a cancel) goes on up: the batch is retried.
+ */
+static void
+classify_one(StoreBatch *b, int i)
+{
+	WsEvent    *ev = b->frames[i];
+
+	MemoryContextSwitchTo(b->cxt);
+	PG_TRY();
+	{
+		frame_classify(ev->data, ev->len, ev->binary, &b->fes[i]);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(b->cxt);
+		edata = CopyErrorData();
+		if (store_error_kind(edata->sqlerrcode) != STORE_ERROR_DATA)
+			PG_RE_THROW();
+		FlushErrorState();
+		memset(&b->fes[i], 0, sizeof(FrameEvent));
+		mark_dead(b, i, edata->message);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+void
+store_batch_classify(StoreBatch *b)
+{
+	MemoryContext outer = CurrentMemoryContext;
+
+	if (b->classified)
+		return;
+	for (int i = 0; i < b->n; i++)
+	{
+		const char *refused;
+
+		if (b->errors[i] != NULL || b->fes[i].event_type != NULL)
+			continue;			/* done by an earlier attempt of this call */
+		refused = refused_before_storing(b->frames[i]);
+		if (refused)
+			mark_dead(b, i, refused);
+		else
+			classify_one(b, i);
+	}
+	MemoryContextSwitchTo(outer);
+	b->classified = true;
+}
+
+static Datum
+array_of(Datum *values, bool *nulls, int n, Oid type)
+{
+	int16		len;
+	bool		byval;
+	char		align;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(type, &len, &byval, &align);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, type, len, byval, align));
+}
+
+/* One event by the single-row plan: at a low rate most batches are one frame. */
+static uint64
+insert_one(StoreBatch *b, int i, bool notify)
+{
+	const WsEvent *ev = b->frames[i];
+	const FrameEvent *fe = &b->fes[i];
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
-	frame_classify(ev->data, ev->len, ev->binary, &fe);
-
-	values[0] = TimestampTzGetDatum(received_at(ev));
-	values[1] = CStringGetTextDatum(fe.event_type);
-	values[2] = fe.resource ? CStringGetTextDatum(fe.resource) : (Datum) 0;
-	if (!fe.resource)
-		nulls[2] = 'n';
-	values[3] = UUIDPGetDatum(&fe.resource_id);
-	if (!fe.has_resource_id)
+	values[0] = TimestampTzGetDatum(store_received_at(ev));
+	values[1] = CStringGetTextDatum(frame_source(b, i));
+	values[2] = CStringGetTextDatum(fe->event_type);
+	values[3] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
+	if (!fe->resource)
 		nulls[3] = 'n';
-	values[4] = UUIDPGetDatum(&fe.customer_id);
-	if (!fe.has_customer_id)
+	values[4] = UUIDPGetDatum(&fe->resource_id);
+	if (!fe->has_resource_id)
 		nulls[4] = 'n';
-	values[5] = JsonbPGetDatum(fe.data);
+	values[5] = UUIDPGetDatum(&fe->customer_id);
+	if (!fe->has_customer_id)
+		nulls[5] = 'n';
+	values[6] = JsonbPGetDatum(fe->data);
 
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "voipbin: inserting an event failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
-	{
-		counts->duplicates++;
-		return;
-	}
+		return 0;
+	if (notify)
 	{
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 													 SPI_tuptable->tupdesc, 1, &isnull));
 
-		notify_row(id, fe.event_type, fe.has_resource_id ? &fe.resource_id : NULL, fe.data,
-				   received_text(ev, &fe), ev->len);
+		notify_row(id, fe->event_type, fe->has_resource_id ? &fe->resource_id : NULL, fe->data,
+				   received_text(ev, fe), ev->len);
 	}
-	counts->stored++;
+	return 1;
+}
+
+/*
+ * The frames idx[0..m) in one INSERT … SELECT FROM unnest(…); the rows it
+ * returns (duplicates are not returned) are notified in insertion order when
+ * notify.  Returns how many rows it inserted.
+ */
+static uint64
+insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
+{
+	Datum	   *cols[7];
+	bool	   *nulls[7];
+	Datum		args[7];
+	static const Oid types[7] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID,
+	JSONBOID};
+	int			rc;
+
+	if (m == 1)
+		return insert_one(b, idx[0], notify);
+	for (int c = 0; c < 7; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * m);
+		nulls[c] = palloc0(sizeof(bool) * m);
+	}
+	for (int k = 0; k < m; k++)
+	{
+		FrameEvent *fe = &b->fes[idx[k]];
+
+		cols[0][k] = TimestampTzGetDatum(store_received_at(b->frames[idx[k]]));
+		cols[1][k] = CStringGetTextDatum(frame_source(b, idx[k]));
+		cols[2][k] = CStringGetTextDatum(fe->event_type);
+		cols[3][k] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
+		nulls[3][k] = fe->resource == NULL;
+		cols[4][k] = UUIDPGetDatum(&fe->resource_id);
+		nulls[4][k] = !fe->has_resource_id;
+		cols[5][k] = UUIDPGetDatum(&fe->customer_id);
+		nulls[5][k] = !fe->has_customer_id;
+		cols[6][k] = JsonbPGetDatum(fe->data);
+	}
+	for (int c = 0; c < 7; c++)
+		args[c] = array_of(cols[c], nulls[c], m, types[c]);
+
+	rc = SPI_execute_plan(batch_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "voipbin: inserting events failed: %s", SPI_result_code_string(rc));
+	if (!notify)
+		return SPI_processed;
+
+	/*
+	 * The rows come back in insertion order, duplicates left out: match each
+	 * to its frame, whose received text can then be the payload.
+	 */
+	for (uint64 r = 0, k = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull,
+					rid_null;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+		Datum		rid = SPI_getbinval(tup, desc, 3, &rid_null);
+		Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 4, &isnull));
+		const char *text = NULL;
+		size_t		text_len = 0;
+
+		for (; k < (uint64) m; k++)
+		{
+			FrameEvent *fe = &b->fes[idx[k]];
+
+			if (strcmp(fe->event_type, event_type) == 0 &&
+				VARSIZE(fe->data) == VARSIZE(data) &&
+				memcmp(fe->data, data, VARSIZE(data)) == 0)
+			{
+				text = received_text(b->frames[idx[k]], fe);
+				text_len = b->frames[idx[k]]->len;
+				k++;
+				break;
+			}
+		}
+		notify_row(id, event_type, rid_null ? NULL : DatumGetUUIDP(rid), data,
+				   text, text ? text_len : 0);
+	}
+	return SPI_processed;
+}
+
+/*
+ * idx[0..m) in a subtransaction.  keep: released on success, the rows and
+ * their NOTIFYs stay; otherwise it is a probe, rolled back whatever happens,
+ * so that no probe's subtransaction outlives it: the 64-entry cache of
+ * running subtransactions that every snapshot of the cluster reads never
+ * overflows.  Returns NULL, or the error when it is an error of the data; an
+ * error of the moment is raised again once the subtransaction is gone.
+ */
+static ErrorData *
+try_rows(StoreBatch *b, const int *idx, int m, bool keep)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile err = NULL;
+	volatile uint64 stored = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		stored = insert_rows(b, idx, m, keep);
+		if (keep)
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(b->cxt);
+		err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_END_TRY();
+
+	if (err != NULL && store_error_kind(err->sqlerrcode) != STORE_ERROR_DATA)
+		ReThrowError(err);
+	if (err == NULL && keep)
+	{
+		b->stored += stored;
+		b->duplicates += m - stored;
+	}
+	return err;
+}
+
+/* idx[0..m) failed with err: each half is tried, the failing ones split again. */
+static void
+split(StoreBatch *b, const int *idx, int m, ErrorData *err, bool keep)
+{
+	int			half = m / 2;
+
+	if (m == 1)
+	{
+		mark_dead(b, idx[0], err->message);
+		return;
+	}
+	for (int part = 0; part < 2; part++)
+	{
+		const int  *p = part == 0 ? idx : idx + half;
+		int			pm = part == 0 ? half : m - half;
+		ErrorData  *e;
+
+		CHECK_FOR_INTERRUPTS();
+		e = try_rows(b, p, pm, keep);
+		if (e != NULL)
+			split(b, p, pm, e, keep);
+	}
+}
+
+/* The indexes of the frames not (yet) dead letters, in order. */
+static int
+live_frames(StoreBatch *b, int *idx)
+{
+	int			m = 0;
+
+	for (int i = 0; i < b->n; i++)
+		if (b->errors[i] == NULL)
+			idx[m++] = i;
+	return m;
+}
+
+/*
+ * One bad frame among 2,000 costs about 2·log2(2000) = 22 probes and one
+ * insert of the rest.  The probes' verdicts are trusted only if that last
+ * insert succeeds: frames that fail only together (a trigger comparing
+ * rows) are then found by bisecting again, keeping what succeeds.
+ */
+void
+store_batch_resolve(StoreBatch *b, ErrorData *failure)
+{
+	int		   *idx = palloc(sizeof(int) * b->n);
+	int			m = live_frames(b, idx);
+
+	if (m == 0)
+		return;
+	if (failure == NULL && (failure = try_rows(b, idx, m, true)) == NULL)
+		return;
+	split(b, idx, m, failure, false);
+	if ((m = live_frames(b, idx)) == 0)
+		return;
+	if ((failure = try_rows(b, idx, m, true)) != NULL)
+		split(b, idx, m, failure, true);
+}
+
+/* The first attempt: the whole batch at top level, no subtransaction at all. */
+static void
+insert_plain(StoreBatch *b)
+{
+	int		   *idx = palloc(sizeof(int) * b->n);
+	int			m = live_frames(b, idx);
+	uint64		stored;
+
+	if (m == 0)
+		return;
+	stored = insert_rows(b, idx, m, true);
+	b->stored += stored;
+	b->duplicates += m - stored;
 }
 
 static void
-store_dead_letter(const WsEvent *ev, const char *error)
+insert_dead_letter(StoreBatch *b, int i)
 {
-	Datum		values[3];
+	const WsEvent *ev = b->frames[i];
+	Datum		values[4];
 	bytea	   *raw = palloc(VARHDRSZ + ev->len);
 	int			rc;
 
 	SET_VARSIZE(raw, VARHDRSZ + ev->len);
 	memcpy(VARDATA(raw), ev->data, ev->len);
-	values[0] = TimestampTzGetDatum(received_at(ev));
-	values[1] = PointerGetDatum(raw);
-	values[2] = CStringGetTextDatum(error);
+	values[0] = TimestampTzGetDatum(store_received_at(ev));
+	values[1] = CStringGetTextDatum(frame_source(b, i));
+	values[2] = PointerGetDatum(raw);
+	values[3] = CStringGetTextDatum(b->errors[i]);
 	rc = SPI_execute_plan(dead_letter_plan, values, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "voipbin: inserting a dead letter failed: %s", SPI_result_code_string(rc));
 }
 
 static void
-publish_counts(const Counts *c)
+publish_counts(const StoreBatch *b)
 {
-	pg_atomic_fetch_add_u64(&voipbin_shared->events_stored, c->stored);
-	pg_atomic_fetch_add_u64(&voipbin_shared->duplicates, c->duplicates);
-	pg_atomic_fetch_add_u64(&voipbin_shared->dead_letters, c->dead);
+	pg_atomic_fetch_add_u64(&voipbin_shared->events_stored, b->stored);
+	pg_atomic_fetch_add_u64(&voipbin_shared->duplicates, b->duplicates);
+	pg_atomic_fetch_add_u64(&voipbin_shared->dead_letters, b->dead);
 }
 
 /* A transaction with SPI and a snapshot, as every database step of the worker needs. */
@@ -355,214 +685,203 @@ store_end_work(void)
 	pgstat_report_stat(false);
 }
 
-static Datum
-array_of(Datum *values, bool *nulls, int n, Oid type)
-{
-	int16		len;
-	bool		byval;
-	char		align;
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
+/* ---- the worker's side: one transaction per attempt, retries with backoff ---- */
 
-	get_typlenbyvalalign(type, &len, &byval, &align);
-	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, type, len, byval, align));
+typedef enum StoreStep
+{
+	STEP_PLAIN,					/* the whole batch in one statement */
+	STEP_BISECT,				/* it failed for some frame's sake: find which */
+	STEP_GIVE_UP				/* retried for store_retry_timeout: all dead letters */
+} StoreStep;
+
+/* The current run of errors of the moment, across batches; reset by a success. */
+static struct
+{
+	TimestampTz failing_since;	/* 0: the last attempt succeeded */
+	int			failures;		/* consecutive failed attempts */
+	char		shown[VB_ERROR_LEN];	/* what we put into last_error */
+	bool		exit_hook;
+}			retry;
+
+static void
+show_retrying(const char *error)
+{
+	strlcpy(retry.shown, error, sizeof(retry.shown));
+	SpinLockAcquire(&voipbin_shared->mutex);
+	voipbin_shared->store_failing_since = retry.failing_since;
+	strlcpy(voipbin_shared->last_error, retry.shown, VB_ERROR_LEN);
+	SpinLockRelease(&voipbin_shared->mutex);
+}
+
+/* Ends the retrying state; last_error is cleared unless something else wrote it since. */
+static void
+show_stored(void)
+{
+	SpinLockAcquire(&voipbin_shared->mutex);
+	voipbin_shared->store_failing_since = 0;
+	if (retry.shown[0] && strcmp(voipbin_shared->last_error, retry.shown) == 0)
+		voipbin_shared->last_error[0] = '\0';
+	SpinLockRelease(&voipbin_shared->mutex);
+	retry.shown[0] = '\0';
+}
+
+static void
+retry_state_exit(int code, Datum arg)
+{
+	SpinLockAcquire(&voipbin_shared->mutex);
+	voipbin_shared->store_failing_since = 0;
+	SpinLockRelease(&voipbin_shared->mutex);
 }
 
 /*
- * The whole batch in one INSERT … SELECT FROM unnest(…); the rows it returns
- * (duplicates are not returned) are notified in insertion order.  Raises on
- * the first frame that is no event or on any error of the insert.
+ * One attempt in a transaction of its own, with the journal position: all of
+ * it commits or none.  STORE_FAILED: *err is the error, in b->cxt.
  */
-static void
-store_batch(WsEvent **frames, int n, Counts *counts)
+static StoreResult
+attempt(StoreBatch *b, StoreStep step, ErrorData *failure, const char *journal_id, uint64 upto,
+		ErrorData **err)
 {
-	Datum	   *cols[6];
-	bool	   *nulls[6];
-	Datum		args[6];
-	static const Oid types[6] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID};
-	FrameEvent *fes = palloc(sizeof(FrameEvent) * n);
-	int			rc;
+	volatile StoreResult result = STORE_DONE;
 
-	for (int c = 0; c < 6; c++)
+	b->stored = b->duplicates = 0;
+	PG_TRY();
 	{
-		cols[c] = palloc(sizeof(Datum) * n);
-		nulls[c] = palloc0(sizeof(bool) * n);
+		store_begin_work();
+		if (!store_plans_ready() || (journal_id && position_ready() != POSITION_READY))
+			result = STORE_NOT_READY;
+		else
+		{
+			store_batch_classify(b);
+			if (step == STEP_PLAIN)
+				insert_plain(b);
+			else if (step == STEP_BISECT)
+				store_batch_resolve(b, failure);
+			else
+				for (int i = 0; i < b->n; i++)
+					if (b->errors[i] == NULL)
+						mark_dead(b, i, failure->message);
+			for (int i = 0; i < b->n; i++)
+				if (b->errors[i] != NULL)
+					insert_dead_letter(b, i);
+			if (journal_id)
+				position_save(journal_id, upto);
+		}
+		store_end_work();
 	}
-	for (int i = 0; i < n; i++)
+	PG_CATCH();
 	{
-		FrameEvent *fe = &fes[i];
-
-		frame_classify(frames[i]->data, frames[i]->len, frames[i]->binary, fe);
-		cols[0][i] = TimestampTzGetDatum(received_at(frames[i]));
-		cols[1][i] = CStringGetTextDatum(fe->event_type);
-		cols[2][i] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
-		nulls[2][i] = fe->resource == NULL;
-		cols[3][i] = UUIDPGetDatum(&fe->resource_id);
-		nulls[3][i] = !fe->has_resource_id;
-		cols[4][i] = UUIDPGetDatum(&fe->customer_id);
-		nulls[4][i] = !fe->has_customer_id;
-		cols[5][i] = JsonbPGetDatum(fe->data);
+		MemoryContextSwitchTo(b->cxt);
+		*err = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		result = STORE_FAILED;
 	}
-	for (int c = 0; c < 6; c++)
-		args[c] = array_of(cols[c], nulls[c], n, types[c]);
-
-	rc = SPI_execute_plan(batch_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "voipbin: inserting events failed: %s", SPI_result_code_string(rc));
-	/*
-	 * The rows come back in insertion order, duplicates left out: match each
-	 * to its frame, whose received text can then be the payload.
-	 */
-	for (uint64 r = 0, i = 0; r < SPI_processed; r++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull,
-					rid_null;
-		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		char	   *event_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-		Datum		rid = SPI_getbinval(tup, desc, 3, &rid_null);
-		Jsonb	   *data = DatumGetJsonbP(SPI_getbinval(tup, desc, 4, &isnull));
-		const char *text = NULL;
-
-		for (; i < (uint64) n; i++)
-			if (strcmp(fes[i].event_type, event_type) == 0 &&
-				VARSIZE(fes[i].data) == VARSIZE(data) &&
-				memcmp(fes[i].data, data, VARSIZE(data)) == 0)
-			{
-				text = received_text(frames[i], &fes[i]);
-				i++;
-				break;
-			}
-		notify_row(id, event_type, rid_null ? NULL : DatumGetUUIDP(rid), data,
-				   text, text ? frames[i - 1]->len : 0);
-	}
-	counts->stored += SPI_processed;
-	counts->duplicates += n - SPI_processed;
+	PG_END_TRY();
+	MemoryContextSwitchTo(b->cxt);
+	return result;
 }
 
-/* The redo: each frame in a subtransaction, failures become dead letters. */
-static void
-store_one_by_one(WsEvent **frames, int n, Counts *counts)
+/*
+ * An error of the moment: keep the batch and say when to try again, 100 ms
+ * doubling to 10 s — unless its oldest frame has been retried for
+ * voipbin.store_retry_timeout, when its frames become dead letters with the
+ * last error.
+ */
+static StoreResult
+retry_later(StoreBatch *b, ErrorData *err, const char *journal_id, uint64 upto,
+			TimestampTz *retry_at)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz deadline;
+	int			delay;
+	char	   *msg;
 
-	for (int i = 0; i < n; i++)
+	forget_plans();				/* the extension may have changed under us */
+	if (!retry.exit_hook)
 	{
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			store_one(frames[i], counts);
-			ReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(cxt);
-			CurrentResourceOwner = owner;
-
-			store_dead_letter(frames[i], edata->message);
-			counts->dead++;
-			FreeErrorData(edata);
-		}
-		PG_END_TRY();
+		before_shmem_exit(retry_state_exit, (Datum) 0);
+		retry.exit_hook = true;
 	}
+	if (retry.failing_since == 0)
+		retry.failing_since = now;
+	retry.failures++;
+	deadline = store_retry_deadline(retry.failing_since, store_received_at(b->frames[0]),
+									voipbin_store_retry_timeout_ms);
+	if (deadline != 0 && now >= deadline)
+	{
+		ErrorData  *again = NULL;
+		StoreResult r;
+
+		ereport(WARNING,
+				(errmsg("voipbin: %d frame(s) become dead letters: storing them failed for %d ms (voipbin.store_retry_timeout)",
+						b->n, voipbin_store_retry_timeout_ms),
+				 errdetail("The last error was: %s (SQLSTATE %s)", err->message,
+						   unpack_sql_state(err->sqlerrcode)),
+				 errhint("Once the cause is fixed, voipbin_retry_dead_letters() stores them.")));
+		r = attempt(b, STEP_GIVE_UP, err, journal_id, upto, &again);
+		if (r != STORE_FAILED)
+		{
+			/* the next batch's own deadline counts from this run or its arrival */
+			show_stored();
+			if (r == STORE_DONE)
+				voipbin_set_error(psprintf("%d frame(s) became dead letters after storing them failed for %d ms: %s (SQLSTATE %s)",
+										   b->n, voipbin_store_retry_timeout_ms, err->message,
+										   unpack_sql_state(err->sqlerrcode)));
+			return r;
+		}
+		err = again;
+	}
+	delay = store_retry_delay_ms(retry.failures);
+	*retry_at = TimestampTzPlusMilliseconds(now, delay);
+	if (deadline != 0 && deadline > now)
+		*retry_at = Min(*retry_at, deadline);
+	msg = psprintf("could not store %d frame(s), retrying in %.1f s: %s (SQLSTATE %s)",
+				   b->n, (*retry_at - now) / 1000000.0, err->message,
+				   unpack_sql_state(err->sqlerrcode));
+	ereport(WARNING, (errmsg("voipbin: %s", msg)));
+	show_retrying(msg);
+	return STORE_FAILED;
 }
 
 /*
  * Stores n frames.  STORE_DONE: every frame is now an event, a counted
  * duplicate or a dead letter.  STORE_NOT_READY: the extension is not
- * installed.  STORE_FAILED: the database could not take them (the error is
- * logged); the caller keeps the frames and tries again later.
+ * installed.  STORE_FAILED: an error of the moment (logged, shown in
+ * voipbin_status()); the caller keeps the frames and calls again at *retry_at.
  */
 StoreResult
 store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 			 TimestampTz *retry_at)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile StoreResult result = STORE_FAILED;
-	volatile bool retry_one_by_one = false;
-	Counts		counts = {0};
+	StoreBatch	b;
+	ErrorData  *err = NULL;
+	StoreResult result;
 
-	PG_TRY();
+	store_batch_init(&b, frames, n);
+	result = attempt(&b, STEP_PLAIN, NULL, journal_id, upto, &err);
+	if (result == STORE_FAILED && store_error_kind(err->sqlerrcode) == STORE_ERROR_DATA)
 	{
-		store_begin_work();
-		if (!prepare_plans() || (journal_id && position_ready() != POSITION_READY))
-			result = STORE_NOT_READY;
-		else
-		{
-			if (n == 1)
-				store_one(frames[0], &counts);
-			else
-				store_batch(frames, n, &counts);
-			if (journal_id)
-				position_save(journal_id, upto);
-		}
-		store_end_work();
-		if (result != STORE_NOT_READY)
-			result = STORE_DONE;
+		ErrorData  *failure = err;
+
+		result = attempt(&b, STEP_BISECT, failure, journal_id, upto, &err);
 	}
-	PG_CATCH();
+	if (result == STORE_FAILED)
+		result = retry_later(&b, err, journal_id, upto, retry_at);
+	else
 	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		AbortCurrentTransaction();
-		retry_one_by_one = true;
+		if (retry.failing_since != 0 && result == STORE_DONE)
+			ereport(LOG,
+					(errmsg("voipbin: storing works again after %d failed attempt(s)",
+							retry.failures)));
+		retry.failing_since = 0;
+		retry.failures = 0;
+		if (retry.shown[0])
+			show_stored();
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-
-	if (retry_one_by_one)
-	{
-		memset(&counts, 0, sizeof(counts));
-		PG_TRY();
-		{
-			store_begin_work();
-			if (!prepare_plans() || (journal_id && position_ready() != POSITION_READY))
-				result = STORE_NOT_READY;
-			else
-			{
-				store_one_by_one(frames, n, &counts);
-				if (journal_id)
-					position_save(journal_id, upto);
-			}
-			store_end_work();
-			if (result != STORE_NOT_READY)
-				result = STORE_DONE;
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			ereport(WARNING,
-					(errmsg("voipbin: could not store %d received frame(s), will retry: %s",
-							n, edata->message)));
-			voipbin_set_error(edata->message);
-			FreeErrorData(edata);
-			result = STORE_FAILED;
-			*retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-			/* the extension may have changed under us: re-prepare next time */
-			forget_plans();
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(cxt);
-	}
-
 	if (result == STORE_DONE)
-		publish_counts(&counts);
+		publish_counts(&b);
+	MemoryContextSwitchTo(cxt);
 	return result;
 }
 
@@ -588,7 +907,7 @@ store_prune(void)
 		uint64		deleted = 0;
 
 		store_begin_work();
-		if (prepare_plans())
+		if (store_plans_ready())
 		{
 			SPI_execute_plan(prune_events_plan, values, NULL, false, 0);
 			deleted += SPI_processed;

@@ -86,6 +86,7 @@ typedef struct VoipbinShared
 	pg_atomic_uint64 webhook_received;
 	pg_atomic_uint64 webhook_refused;
 	TimestampTz last_gap_at;	/* start of the latest recorded outage */
+	TimestampTz store_failing_since;	/* storing fails with errors of the moment; 0: it works */
 } VoipbinShared;
 
 extern VoipbinShared *voipbin_shared;
@@ -118,6 +119,9 @@ typedef struct FrameEvent
 	Jsonb	   *data;
 	bool		bare;			/* the frame is the resource object itself */
 } FrameEvent;
+
+/* frame_classify()'s error for a binary frame: a dead letter keeps no opcode */
+#define FRAME_BINARY_ERROR "binary frame: VoIPBIN sends events as text frames"
 
 extern void frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out);
 

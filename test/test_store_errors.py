@@ -1,0 +1,217 @@
+"""Errors while storing: errors of the moment are retried until they pass (or
+until voipbin.store_retry_timeout), errors of the data dead-letter exactly the
+frames at fault, found by bisecting at the cost of a few dozen statements."""
+import json
+import time
+
+import pytest
+
+from pgcluster import wait_until
+from test_worker import call, subscribe
+
+
+def count(cluster, table="voipbin_events"):
+    return cluster.query_one("SELECT count(*) FROM %s" % table)[0]
+
+
+@pytest.fixture
+def fault(vb):
+    """A statement trigger on voipbin_events raising whatever SQLSTATE store_fault holds."""
+    vb.execute("""
+        CREATE TABLE store_fault (code text, sleep_s float8);
+        INSERT INTO store_fault VALUES (NULL, NULL);
+        CREATE FUNCTION store_fault() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE f store_fault;
+        BEGIN
+          SELECT * INTO f FROM store_fault;
+          IF f.sleep_s IS NOT NULL THEN PERFORM pg_sleep(f.sleep_s); END IF;
+          IF f.code IS NOT NULL THEN
+            RAISE EXCEPTION 'injected fault %', f.code USING ERRCODE = f.code;
+          END IF;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER store_fault BEFORE INSERT ON voipbin_events
+          FOR EACH STATEMENT EXECUTE FUNCTION store_fault();""")
+
+    def set_fault(code=None, sleep_s=None):
+        vb.execute("UPDATE store_fault SET code = %s, sleep_s = %s", (code, sleep_s))
+    yield set_fault
+    vb.execute("DROP TRIGGER store_fault ON voipbin_events; DROP FUNCTION store_fault();"
+               " DROP TABLE store_fault")
+    vb.set_conf(voipbin__store_retry_timeout=None)
+
+
+def publish_calls(fake, n, **extra):
+    fake.publish(events=[{"event_type": "call_hangup", "data": call(fake, "hangup", **extra)}
+                         for _ in range(n)])
+
+
+def test_errors_of_the_moment_are_retried_until_they_pass(vb, fake, topic, fault):
+    subscribe(vb, fake, topic + "call:call_")
+    pid = vb.worker_pid()
+    published = 0
+    # lock_not_available, deadlock, serialization failure, disk full, out of memory
+    for code in ["55P03", "40P01", "40001", "53100", "53200"]:
+        fault(code)
+        publish_calls(fake, 8)
+        published += 8
+        s = vb.wait_status(lambda s: s["state"] == "retrying" and code in (s["last_error"] or ""),
+                           what="state retrying with %s" % code)
+        assert "injected fault %s" % code in s["last_error"]
+        assert count(vb, "voipbin_dead_letters") == 0
+    assert count(vb) == 0
+    fault(None)
+    wait_until(lambda: count(vb) == published, timeout=20, what="%d events stored" % published)
+    s = vb.wait_status(lambda s: s["state"] == "connected", what="state connected again")
+    assert s["last_error"] is None
+    assert count(vb, "voipbin_dead_letters") == 0
+    assert s["dead_letters"] == 0
+    assert vb.worker_pid() == pid
+    # in arrival order, and from the WebSocket
+    assert vb.query_one("SELECT count(DISTINCT source), min(source) FROM voipbin_events") == (1, "websocket")
+    ids = [r[0] for r in vb.query("SELECT id FROM voipbin_events ORDER BY received_at, id")]
+    assert ids == sorted(ids)
+
+
+def test_cancel_of_the_worker_mid_batch_is_retried(vb, fake, topic, fault):
+    subscribe(vb, fake, topic + "call:call_")
+    pid = vb.worker_pid()
+    fault(sleep_s=60)
+    publish_calls(fake, 5)
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM pg_stat_activity"
+                                    " WHERE backend_type = 'voipbin' AND wait_event = 'PgSleep'")[0] == 1,
+               what="the worker inside a batch")
+    fault(None)
+    assert vb.query_one("SELECT pg_cancel_backend(%s)", (pid,))[0]
+    wait_until(lambda: count(vb) == 5, timeout=20, what="5 events stored after the cancel")
+    assert count(vb, "voipbin_dead_letters") == 0
+    assert vb.worker_pid() == pid
+    assert "SQLSTATE 57014" in vb.read_log()
+
+
+def test_retry_timeout_makes_dead_letters_with_the_last_error(vb, fake, topic, fault):
+    subscribe(vb, fake, topic + "call:call_")
+    vb.set_conf(voipbin__store_retry_timeout="1500ms")
+    fault("55P03")
+    started = time.monotonic()
+    publish_calls(fake, 3)
+    vb.wait_status(lambda s: s["state"] == "retrying", what="state retrying")
+    fault("40P01")
+    wait_until(lambda: count(vb, "voipbin_dead_letters") == 3, timeout=20,
+               what="3 dead letters after the timeout")
+    assert time.monotonic() - started >= 1.5
+    assert count(vb) == 0
+    rows = vb.query("SELECT error, source, convert_from(raw, 'UTF8')::jsonb->>'status'"
+                    " FROM voipbin_dead_letters ORDER BY id")
+    assert rows == [("injected fault 40P01", "websocket", "hangup")] * 3
+    s = vb.wait_status(lambda s: s["state"] == "connected", what="no longer retrying")
+    assert "dead letters" in s["last_error"] and "40P01" in s["last_error"]
+    assert s["dead_letters"] >= 3
+    # the database works again: what comes next is stored
+    fault(None)
+    publish_calls(fake, 2)
+    wait_until(lambda: count(vb) == 2, what="later events stored")
+
+
+def test_errors_of_the_data_dead_letter_only_their_frames(vb, fake, topic):
+    vb.execute("""
+        CREATE TABLE handled (call_id text);
+        CREATE FUNCTION on_hangup(e voipbin_events) RETURNS void
+          LANGUAGE plpgsql SECURITY DEFINER AS $$
+        BEGIN
+          IF e.data->>'hangup_reason' = 'busy' THEN
+            RAISE EXCEPTION 'busy calls are refused by the handler';
+          END IF;
+          INSERT INTO public.handled VALUES (e.data->>'id');
+        END $$;
+        SELECT voipbin_on('call_hangup', 'on_hangup(voipbin_events)');
+        CREATE FUNCTION check_n() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM (NEW.data->>'n')::int; RETURN NEW; END $$;
+        CREATE TRIGGER check_n BEFORE INSERT ON voipbin_events
+          FOR EACH ROW EXECUTE FUNCTION check_n();""")
+    try:
+        subscribe(vb, fake, topic + "call:call_")
+        batch = []
+        for i in range(40):
+            reason = "busy" if i == 7 else "normal"
+            n = "seventeen" if i == 23 else str(i)
+            batch.append({"event_type": "call_hangup",
+                          "data": call(fake, "hangup", hangup_reason=reason, n=n)})
+        fake.publish(events=batch)
+        wait_until(lambda: count(vb) == 38 and count(vb, "voipbin_dead_letters") == 2,
+                   timeout=20, what="38 stored, 2 dead letters")
+        dead = vb.query("SELECT error, convert_from(raw, 'UTF8')::jsonb->>'n'"
+                        " FROM voipbin_dead_letters ORDER BY id")
+        assert dead[0] == ("busy calls are refused by the handler", "7")
+        assert dead[1][1] == "seventeen" and "invalid input syntax for type integer" in dead[1][0]
+        stored = [r[0] for r in vb.query("SELECT data->>'n' FROM voipbin_events ORDER BY id")]
+        assert stored == [str(i) for i in range(40) if i not in (7, 23)]
+        # the handler ran once for each stored event: the probes left nothing behind
+        assert vb.query_one("SELECT count(*), count(DISTINCT call_id) FROM handled") == (38, 38)
+        assert vb.status()["state"] == "connected"
+    finally:
+        vb.execute("""
+            DROP TRIGGER check_n ON voipbin_events; DROP FUNCTION check_n();
+            SELECT voipbin_off('call_hangup', 'on_hangup(voipbin_events)');
+            DROP FUNCTION on_hangup(voipbin_events); DROP TABLE handled;""")
+
+
+def test_one_bad_frame_in_a_big_batch_costs_few_statements(vb, fake, topic):
+    n = 1500
+    bad = 700
+    vb.execute("""
+        CREATE SEQUENCE insert_statements;
+        CREATE TABLE stored_statements (rows bigint, lo int, hi int);
+        CREATE FUNCTION count_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM nextval('insert_statements'); RETURN NULL; END $$;
+        CREATE TRIGGER count_statement BEFORE INSERT ON voipbin_events
+          FOR EACH STATEMENT EXECUTE FUNCTION count_statement();
+        CREATE FUNCTION stored_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO stored_statements
+          SELECT count(*), min((data->>'n')::int), max((data->>'n')::int) FROM new_rows;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER stored_statement AFTER INSERT ON voipbin_events
+          REFERENCING NEW TABLE AS new_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION stored_statement();
+        CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF NEW.data->>'n' = '%d' THEN RAISE EXCEPTION 'frame %d is refused'; END IF;
+          RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_one BEFORE INSERT ON voipbin_events
+          FOR EACH ROW EXECUTE FUNCTION refuse_one();""" % (bad, bad))
+    locker = vb.connect(autocommit=False)
+    try:
+        subscribe(vb, fake, topic + "call:call_")
+        xid_before = vb.query_one("SELECT txid_current()")[0]
+        # a batch that big forms behind a lock, as after any stall of the database
+        with locker.cursor() as cur:
+            cur.execute("LOCK TABLE voipbin_events IN SHARE MODE")
+        batch = [{"event_type": "call_hangup", "data": call(fake, "hangup", n=str(i))}
+                 for i in range(n)]
+        fake.publish(events=batch)
+        size = sum(len(json.dumps(e["data"], separators=(",", ":"))) for e in batch)
+        vb.wait_status(lambda s: s["buffered_bytes"] >= 0.9 * size, timeout=30,
+                       what="all frames read, waiting for the database")
+        locker.rollback()
+        wait_until(lambda: count(vb) == n - 1, timeout=60, what="%d stored" % (n - 1))
+        assert vb.query("SELECT error FROM voipbin_dead_letters") == [("frame %d is refused" % bad,)]
+        rows, lo, hi = vb.query_one("SELECT rows, lo, hi FROM stored_statements"
+                                    " WHERE lo < %s AND hi > %s", (bad, bad))
+        assert rows >= 1000, "the bad frame's batch was small: %r" % ((rows, lo, hi),)
+        statements = vb.query_one("SELECT last_value FROM insert_statements")[0]
+        # about 2·log2(batch) probes plus a handful of batches, not one per frame
+        assert statements <= 50, statements
+        xids = vb.query_one("SELECT txid_current()")[0] - xid_before
+        assert xids <= 60, xids
+        print("bisect of %d frames: %d statements, %d xids" % (rows + 1, statements, xids))
+    finally:
+        locker.close()
+        vb.execute("""
+            DROP TRIGGER refuse_one ON voipbin_events; DROP FUNCTION refuse_one();
+            DROP TRIGGER stored_statement ON voipbin_events; DROP FUNCTION stored_statement();
+            DROP TRIGGER count_statement ON voipbin_events; DROP FUNCTION count_statement();
+            DROP TABLE stored_statements; DROP SEQUENCE insert_statements;""")
+
