@@ -322,6 +322,15 @@ def subscribe(cluster, fake, dbname):
                       ("customer_id:%s:call:" % fake.customer_id,), dbname=dbname)
 
 
+def wait_subscribed(fake, old_conns, timeout=20):
+    """A new connection (not one of old_conns, which may not be seen closed
+    yet) has subscribed the calls: events published now reach the worker."""
+    topic = "customer_id:%s:call:" % fake.customer_id
+    fake.wait_state(lambda st: any(conn["id"] not in old_conns and topic in conn["topics"]
+                                   and not conn["closed_at"] for conn in st["connections"]),
+                    timeout, what="the restarted worker subscribed")
+
+
 def crash_lines(log):
     return [line for line in log.splitlines()
             if re.search(r"terminated by signal|server process .* was terminated|"
@@ -371,8 +380,9 @@ def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
         log_from = len(c.read_log())
 
         # the new package, the server restarted, the database still at 1.0
+        old_conns = {conn["id"] for conn in fake.state()["connections"]}
         c.switch_to(PG_BIN)
-        fake.wait_topics(["customer_id:%s:call:" % fake.customer_id], timeout=15)
+        wait_subscribed(fake, old_conns)
         status = c.query("SELECT * FROM voipbin_status()", dbname=db)
         assert len(status) == 1 and len(status[0]) == 11, \
             "voipbin_status() at 1.0 should answer with 1.0's 11 columns: %r" % (status,)
