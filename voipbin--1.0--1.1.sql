@@ -48,6 +48,17 @@ COMMENT ON TABLE voipbin_journal IS
     'How far each journal of the voipbin worker is stored (internal: written by the worker)';
 REVOKE ALL ON voipbin_journal FROM PUBLIC;
 
+-- Dead letters stored again, for the user who fixed a handler or a trigger:
+-- the worker's own code, in the calling backend and transaction, with the
+-- caller's privileges (it needs INSERT on voipbin_events, SELECT, UPDATE and
+-- DELETE on voipbin_dead_letters and EXECUTE on voipbin_data_hash).  Not
+-- STRICT: NULL means all of them.
+CREATE FUNCTION voipbin_retry_dead_letters(ids bigint[] DEFAULT NULL) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'voipbin_retry_dead_letters' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION voipbin_retry_dead_letters(bigint[]) IS
+    'Stores dead letters again as the worker would (all of them when ids is NULL); returns how many became events';
+REVOKE EXECUTE ON FUNCTION voipbin_retry_dead_letters(bigint[]) FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------
 -- Security
 -- ---------------------------------------------------------------------------

@@ -3,10 +3,13 @@ until voipbin.store_retry_timeout), errors of the data dead-letter exactly the
 frames at fault, found by bisecting at the cost of a few dozen statements."""
 import json
 import time
+import uuid
 
+import psycopg2
+import psycopg2.errors
 import pytest
 
-from pgcluster import wait_until
+from pgcluster import Listener, wait_until
 from test_worker import call, subscribe
 
 
@@ -215,3 +218,127 @@ def test_one_bad_frame_in_a_big_batch_costs_few_statements(vb, fake, topic):
             DROP TRIGGER count_statement ON voipbin_events; DROP FUNCTION count_statement();
             DROP TABLE stored_statements; DROP SEQUENCE insert_statements;""")
 
+
+@pytest.fixture
+def breakable_handler(vb):
+    """A handler on call_hangup that fails while handler_broken says so, and logs its runs."""
+    vb.execute("""
+        CREATE TABLE handler_broken (broken boolean);
+        INSERT INTO handler_broken VALUES (true);
+        CREATE TABLE handled (call_id text, source text);
+        CREATE FUNCTION on_hangup(e voipbin_events) RETURNS void
+          LANGUAGE plpgsql SECURITY DEFINER AS $$
+        BEGIN
+          IF (SELECT broken FROM public.handler_broken) OR e.data->>'hangup_reason' = 'busy' THEN
+            RAISE EXCEPTION 'the handler is broken for %', e.data->>'hangup_reason';
+          END IF;
+          INSERT INTO public.handled VALUES (e.data->>'id', e.source);
+        END $$;
+        SELECT voipbin_on('call_hangup', 'on_hangup(voipbin_events)');""")
+
+    def fix(fixed=True):
+        vb.execute("UPDATE handler_broken SET broken = %s", (not fixed,))
+    yield fix
+    vb.execute("""
+        SELECT voipbin_off('call_hangup', 'on_hangup(voipbin_events)');
+        DROP FUNCTION on_hangup(voipbin_events); DROP TABLE handled, handler_broken;""")
+
+
+def test_retry_dead_letters_after_fixing_a_handler(vb, fake, topic, breakable_handler):
+    subscribe(vb, fake, topic + "call:call_")
+    reasons = ["normal", "normal", "busy", "normal"]
+    fake.publish(events=[{"event_type": "call_hangup",
+                          "data": call(fake, "hangup", hangup_reason=r, n=str(i))}
+                         for i, r in enumerate(reasons)])
+    wait_until(lambda: count(vb, "voipbin_dead_letters") == 4, what="4 dead letters")
+    assert count(vb) == 0
+    # one that came from a webhook a day ago, and one that is no JSON at all
+    webhook = call(fake, "hangup", hangup_reason="normal", n="webhook")
+    vb.execute("""
+        INSERT INTO voipbin_dead_letters (received_at, source, raw, error) VALUES
+          ('2026-01-02 03:04:05.678901+00', 'webhook', convert_to(%s, 'UTF8'), 'old error'),
+          (now(), 'rest', 'not json', 'old error')""", (json.dumps(webhook),))
+    breakable_handler(fixed=True)
+
+    listener = Listener(vb, "voipbin_events", "call_hangup")
+    try:
+        assert vb.query_one("SELECT voipbin_retry_dead_letters()")[0] == 4
+        got = listener.wait_for(4, channel="voipbin_events")
+        # stored once each, handler run once each, in the dead letters' order
+        rows = vb.query("SELECT id, source, received_at::text, data->>'n' FROM voipbin_events ORDER BY id")
+        assert [r[3] for r in rows] == ["0", "1", "3", "webhook"]
+        assert [r[1] for r in rows] == ["websocket"] * 3 + ["webhook"]
+        assert rows[3][2] == "2026-01-02 03:04:05.678901+00"
+        assert [json.loads(g[1])["id"] for g in got] == [r[0] for r in rows]
+        assert vb.query("SELECT source FROM handled ORDER BY source") == \
+            [("webhook",)] + [("websocket",)] * 3
+        listener.wait_for(4, channel="call_hangup")
+        # the others stay, with the error of this attempt
+        left = vb.query("SELECT source, convert_from(raw, 'UTF8'), error FROM voipbin_dead_letters ORDER BY id")
+        assert len(left) == 2
+        assert json.loads(left[0][1])["hangup_reason"] == "busy"
+        assert left[0][2] == "the handler is broken for busy"
+        assert left[1][:2] == ("rest", "not json") and "invalid input syntax" in left[1][2]
+        # again: nothing more is stored, nothing runs twice
+        assert vb.query_one("SELECT voipbin_retry_dead_letters()")[0] == 0
+        assert count(vb) == 4 and count(vb, "handled") == 4
+        assert len(listener.poll()) == 8
+    finally:
+        listener.close()
+
+
+def test_retry_dead_letters_by_id_in_the_callers_transaction(vb, breakable_handler):
+    def letter(n, reason="normal"):
+        return json.dumps({"id": str(uuid.uuid4()), "customer_id": str(uuid.uuid4()),
+                           "source": {}, "destination": {}, "status": "hangup",
+                           "hangup_reason": reason, "n": n,
+                           "tm_create": "2026-01-01T00:00:00Z",
+                           "tm_update": "2026-01-01T00:01:00Z"})
+    ids = [vb.query_one("INSERT INTO voipbin_dead_letters (source, raw, error)"
+                        " VALUES ('websocket', convert_to(%s, 'UTF8'), 'old') RETURNING id",
+                        (letter(str(i)),))[0] for i in range(3)]
+    # still broken: kept, with the new error
+    assert vb.query_one("SELECT voipbin_retry_dead_letters(%s)", ([ids[0]],))[0] == 0
+    assert vb.query("SELECT id, error FROM voipbin_dead_letters ORDER BY id") == \
+        [(ids[0], "the handler is broken for normal"), (ids[1], "old"), (ids[2], "old")]
+    breakable_handler(fixed=True)
+    # rolled back with the caller's transaction: nothing happened
+    conn = vb.connect(autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("SELECT voipbin_retry_dead_letters(%s)", ([ids[1], ids[2]],))
+        assert cur.fetchone()[0] == 2
+    conn.rollback()
+    conn.close()
+    assert count(vb) == 0 and count(vb, "voipbin_dead_letters") == 3 and count(vb, "handled") == 0
+    # only the ids asked for; a duplicate of a stored event is removed and counted too
+    assert vb.query_one("SELECT voipbin_retry_dead_letters(%s)", ([ids[1]],))[0] == 1
+    vb.execute("INSERT INTO voipbin_dead_letters (source, raw, error)"
+               " SELECT source, raw, 'again' FROM voipbin_dead_letters WHERE id = %s", (ids[2],))
+    vb.execute("INSERT INTO voipbin_dead_letters (source, raw, error)"
+               " SELECT 'websocket', convert_to(data::text, 'UTF8'), 'dup' FROM voipbin_events")
+    # ids[0], ids[2], its copy and the duplicate of ids[1]'s event
+    assert vb.query_one("SELECT voipbin_retry_dead_letters(NULL)")[0] == 4
+    assert count(vb) == 3 and count(vb, "voipbin_dead_letters") == 0 and count(vb, "handled") == 3
+    assert vb.query_one("SELECT voipbin_retry_dead_letters('{}')")[0] == 0
+
+
+def test_retry_dead_letters_privileges(vb):
+    vb.execute("INSERT INTO voipbin_dead_letters (raw, error) VALUES ('not json', 'old')")
+    vb.execute("DROP ROLE IF EXISTS dl_user; CREATE ROLE dl_user LOGIN")
+    try:
+        assert vb.query_one("SELECT has_function_privilege('public',"
+                            " 'voipbin_retry_dead_letters(bigint[])', 'EXECUTE')")[0] is False
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            vb.query("SELECT voipbin_retry_dead_letters()", user="dl_user")
+        vb.execute("GRANT EXECUTE ON FUNCTION voipbin_retry_dead_letters(bigint[]) TO dl_user")
+        # EXECUTE alone does not reach the tables: it runs with the caller's privileges
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            vb.query("SELECT voipbin_retry_dead_letters()", user="dl_user")
+        assert vb.query("SELECT error FROM voipbin_dead_letters") == [("old",)]
+        vb.execute("GRANT SELECT, UPDATE, DELETE ON voipbin_dead_letters TO dl_user;"
+                   " GRANT INSERT ON voipbin_events TO dl_user;"
+                   " GRANT EXECUTE ON FUNCTION voipbin_data_hash(jsonb) TO dl_user")
+        assert vb.query("SELECT voipbin_retry_dead_letters()", user="dl_user") == [(0,)]
+        assert "invalid input syntax" in vb.query_one("SELECT error FROM voipbin_dead_letters")[0]
+    finally:
+        vb.execute("DROP OWNED BY dl_user; DROP ROLE dl_user")
