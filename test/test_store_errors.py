@@ -320,6 +320,12 @@ def test_retry_dead_letters_by_id_in_the_callers_transaction(vb, breakable_handl
     assert vb.query_one("SELECT voipbin_retry_dead_letters(NULL)")[0] == 4
     assert count(vb) == 3 and count(vb, "voipbin_dead_letters") == 0 and count(vb, "handled") == 3
     assert vb.query_one("SELECT voipbin_retry_dead_letters('{}')")[0] == 0
+    # a binary frame stays one: the worker refuses it, so does the retry
+    binary_error = "binary frame: VoIPBIN sends events as text frames"
+    vb.execute("INSERT INTO voipbin_dead_letters (raw, error) VALUES ('{\"binary\": true}', %s)",
+               (binary_error,))
+    assert vb.query_one("SELECT voipbin_retry_dead_letters()")[0] == 0
+    assert vb.query("SELECT error FROM voipbin_dead_letters") == [(binary_error,)]
 
 
 def test_retry_dead_letters_privileges(vb):
