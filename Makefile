@@ -7,7 +7,7 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 
 # src/net/: code that runs off the worker's main thread.  It is compiled
 # without PostgreSQL's include path, so a PostgreSQL header there fails the build.
-NET_OBJS = src/net/ws_client.o src/net/spool.o
+NET_OBJS = src/net/ws_client.o src/net/journal.o
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/store.o src/subscriptions.o src/worker.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o \

@@ -73,7 +73,7 @@ prepare(void)
 		save_plan = keep(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto)"
 								  " VALUES ($1, $2)"
 								  " ON CONFLICT (journal_id) DO UPDATE"
-								  " SET stored_upto = pg_catalog.greatest(j.stored_upto, EXCLUDED.stored_upto),"
+								  " SET stored_upto = GREATEST(j.stored_upto, EXCLUDED.stored_upto),"
 								  "     updated_at = pg_catalog.now()", schema),
 						 2, types);
 		load_plan = keep(psprintf("SELECT stored_upto FROM %s.voipbin_journal"

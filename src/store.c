@@ -313,13 +313,17 @@ mark_dead(StoreBatch *b, int i, const char *error)
 }
 
 /*
- * The frame's error when it is a dead letter before any attempt to store it
- * (none yet: the journal's oversize frames will be one), else NULL.
+ * The frame's error when it is a dead letter before any attempt to store it,
+ * else NULL: a message past voipbin.max_frame_size, journaled with only its
+ * first bytes (storing it again would fail the same way).
  */
 static const char *
 refused_before_storing(const WsEvent *ev)
 {
-	return NULL;
+	if (ev->oversize_len == 0)
+		return NULL;
+	return psprintf("message of %llu bytes exceeds voipbin.max_frame_size (%zu bytes); its first %zu bytes are kept",
+					(unsigned long long) ev->oversize_len, ev->len, ev->len);
 }
 
 /*

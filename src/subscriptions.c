@@ -117,19 +117,56 @@ subs_live_count(void)
 	return list_length(live);
 }
 
+static bool in_string_list(List *list, const char *s);
+
+/*
+ * Forgets what was learnt about topics no longer in the table (nor live), so
+ * the records follow the table instead of every topic ever seen.  A rejected
+ * row keeps its record: subscribed again, it gets one more try, not two.
+ */
+static void
+forget_records(List *known)
+{
+	List	   *keep = NIL;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	foreach(lc, records)
+	{
+		TopicRecord *r = lfirst(lc);
+		bool		is_live = false;
+		ListCell   *lc2;
+
+		foreach(lc2, live)
+			if (strcmp(((LiveTopic *) lfirst(lc2))->topic, r->topic) == 0)
+				is_live = true;
+		if (is_live || in_string_list(known, r->topic))
+			keep = lappend(keep, r);
+		else
+		{
+			pfree(r->topic);
+			pfree(r);
+		}
+	}
+	list_free(records);
+	records = keep;
+	MemoryContextSwitchTo(old);
+}
+
 /* Topics that should be live: every row not rejected, oldest first. */
 static List *
 wanted_topics(MemoryContext cxt)
 {
 	List	   *wanted = NIL;
+	List	   *known = NIL;
 	const char *schema;
 
 	store_begin_work();
 	schema = store_extension_schema();
 	if (schema)
 	{
-		char	   *sql = psprintf("SELECT topic, status = 'active' FROM %s.voipbin_subscriptions"
-								   " WHERE status <> 'rejected' ORDER BY created_at, topic",
+		char	   *sql = psprintf("SELECT topic, status = 'active', status = 'rejected'"
+								   " FROM %s.voipbin_subscriptions ORDER BY created_at, topic",
 								   schema);
 
 		if (SPI_execute(sql, true, 0) != SPI_OK_SELECT)
@@ -138,10 +175,16 @@ wanted_topics(MemoryContext cxt)
 		{
 			char	   *topic = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 			bool		isnull;
+			bool		rejected = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+															  SPI_tuptable->tupdesc, 3, &isnull));
 			MemoryContext spi = MemoryContextSwitchTo(cxt); /* outlive SPI_finish */
 
-			wanted = lappend(wanted, pstrdup(topic));
+			known = lappend(known, pstrdup(topic));
+			if (!rejected)
+				wanted = lappend(wanted, pstrdup(topic));
 			MemoryContextSwitchTo(spi);
+			if (rejected)
+				continue;
 			/* active on an earlier connection, maybe of an earlier worker */
 			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
 				mark_proven(topic);
@@ -149,6 +192,7 @@ wanted_topics(MemoryContext cxt)
 	}
 	store_end_work();
 	MemoryContextSwitchTo(cxt);
+	forget_records(known);
 	return wanted;
 }
 

@@ -135,9 +135,9 @@ define_settings(void)
 	/* 1.1: durability */
 	DefineCustomStringVariable("voipbin.spool_directory",
 							   "Directory of the worker's journal of received frames.",
-							   "A relative path is under the data directory.",
+							   "A relative path is under the data directory.  Read when the worker starts: change it with an empty journal only.",
 							   &voipbin_spool_directory, "voipbin_journal",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("voipbin.spool_limit",
 							"Disk the journal may hold for frames not stored yet; past it frames are counted as lost.",
 							NULL,

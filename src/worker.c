@@ -30,6 +30,7 @@
 
 #include "repair.h"
 #include "store.h"
+#include "net/journal.h"
 #include "net/ws_client.h"
 
 /* One transaction takes at most this much: big enough to amortise a commit. */
@@ -40,7 +41,7 @@
 #define STORE_RETRY_MS 1000
 #define PRUNE_EVERY_MS 60000
 #define STORE_SLICE_MS 200
-#define SPOOL_FILE "voipbin.spool"
+#define NET_STOP_WAIT_MS 1000	/* a network thread stuck in DNS is left behind after this */
 
 typedef struct Worker
 {
@@ -59,12 +60,22 @@ typedef struct Worker
 	char	   *ca_file;
 	char	   *config_error;
 
-	/* frames taken from the thread and not stored yet, oldest first */
+	/* frames taken from the journal and not stored yet, oldest first */
 	WsEvent    *pending_head,
 			   *pending_tail;
 	size_t		pending_bytes;
 	TimestampTz store_retry_at;
-	uint64		frames_lost;
+
+	/*
+	 * The journal: cursor is where the next frame is read from (past the
+	 * pending ones), stored how far this worker knows it stored.  Until the
+	 * position is read from voipbin_journal nothing is read.
+	 */
+	bool		position_known;
+	bool		told_old_version;
+	uint64		cursor;
+	uint64		stored;
+	char	   *journal_problem;	/* what recovery reported: kept in last_error */
 
 	TimestampTz next_prune;
 } Worker;
@@ -72,6 +83,7 @@ typedef struct Worker
 static Worker w;
 
 static void topics_dropped(TimestampTz closed_at, const char *why);
+static void guarded(void (*step) (void), const char *what);
 
 static TimestampTz
 unix_us_to_timestamptz(int64 us)
@@ -103,8 +115,9 @@ set_state(VoipbinState state, const char *error)
 static void
 worker_exit(int code, Datum arg)
 {
-	/* what is not stored yet goes to the spool, for the next worker */
-	ws_stop(w.pending_head);
+	/* what is not stored yet is in the journal already, for the next worker */
+	ws_stop(NET_STOP_WAIT_MS);
+	journal_close();
 	SpinLockAcquire(&voipbin_shared->mutex);
 	voipbin_shared->worker_pid = 0;
 	voipbin_shared->worker_latch = NULL;
@@ -272,7 +285,7 @@ on_event(WsEvent *ev)
 			w.ever_connected = true;
 			w.failures = 0;
 			w.subs_dirty = true;
-			set_state(VB_STATE_CONNECTED, "");
+			set_state(VB_STATE_CONNECTED, w.journal_problem ? w.journal_problem : "");
 			ereport(LOG, (errmsg("voipbin: connected")));
 			ws_event_free(ev);
 			break;
@@ -286,59 +299,172 @@ on_event(WsEvent *ev)
 			ws_event_free(ev);
 			break;
 		case WS_EV_FRAME:
-			pg_atomic_fetch_add_u64(&voipbin_shared->frames_received, 1);
-			SpinLockAcquire(&voipbin_shared->mutex);
-			voipbin_shared->last_frame_at = unix_us_to_timestamptz(ev->at_us);
-			SpinLockRelease(&voipbin_shared->mutex);
-			ev->next = NULL;
-			if (w.pending_tail)
-				w.pending_tail->next = ev;
-			else
-				w.pending_head = ev;
-			w.pending_tail = ev;
-			w.pending_bytes += ev->len;
+			/* frames come through the journal, never this queue */
+			ws_event_free(ev);
 			break;
 	}
 }
 
+static void
+free_pending(void)
+{
+	while (w.pending_head)
+	{
+		WsEvent    *ev = w.pending_head;
+
+		w.pending_head = ev->next;
+		ws_event_free(ev);
+	}
+	w.pending_tail = NULL;
+	w.pending_bytes = 0;
+}
+
+static void
+take_frame(WsEvent *ev)
+{
+	pg_atomic_fetch_add_u64(&voipbin_shared->frames_received, 1);
+	SpinLockAcquire(&voipbin_shared->mutex);
+	voipbin_shared->last_frame_at = unix_us_to_timestamptz(ev->at_us);
+	SpinLockRelease(&voipbin_shared->mutex);
+	ev->next = NULL;
+	if (w.pending_tail)
+		w.pending_tail->next = ev;
+	else
+		w.pending_head = ev;
+	w.pending_tail = ev;
+	w.pending_bytes += ev->len;
+}
+
 /*
- * Takes what the network thread has: connection news always, frames while
- * fewer than a batch wait here (the rest waits in the thread's queue, bounded
- * by voipbin.buffer_limit, then in the spool).
+ * Takes connection news always, and frames from the journal while fewer
+ * than a batch wait here (the rest waits in the journal: its memory cache,
+ * bounded by voipbin.buffer_limit, then its files).
  */
 static void
 pull_events(void)
 {
-	do
+	for (WsEvent *ev = ws_take(); ev;)
 	{
-		WsEvent    *ev = ws_take(BATCH_MAX_BYTES - Min(w.pending_bytes, BATCH_MAX_BYTES - 1));
+		WsEvent    *next = ev->next;
 
+		on_event(ev);
+		ev = next;
+	}
+	if (!w.position_known)
+		return;
+	while (w.pending_bytes < BATCH_MAX_BYTES)
+	{
+		uint64		next;
+		WsEvent    *ev = journal_read(w.cursor, BATCH_MAX_BYTES - w.pending_bytes,
+									  BATCH_MAX_FRAMES, &next);
+
+		w.cursor = next;
 		if (ev == NULL)
 			break;
 		while (ev)
 		{
-			WsEvent    *next = ev->next;
+			WsEvent    *n = ev->next;
 
-			on_event(ev);
-			ev = next;
+			take_frame(ev);
+			ev = n;
 		}
-	} while (w.pending_bytes < BATCH_MAX_BYTES);
+	}
+}
+
+/*
+ * Reads how far voipbin_journal says this journal is stored, and starts
+ * reading there.  Frames wait in the journal while the extension is absent
+ * or still at 1.0.
+ */
+static void
+load_position(void)
+{
+	uint64		upto = 0;
+	PositionState st;
+
+	if (journal_id() == NULL)
+	{
+		/* memory only: nothing to replay, nothing to record */
+		w.position_known = true;
+		w.cursor = Max(w.cursor, journal_start());
+		return;
+	}
+	store_begin_work();
+	st = position_load(journal_id(), &upto);
+	store_end_work();
+	if (st == POSITION_OLD_VERSION)
+	{
+		if (!w.told_old_version)
+		{
+			ereport(WARNING,
+					(errmsg("voipbin: the extension in database \"%s\" is at version 1.0: received frames wait in the journal",
+							voipbin_database),
+					 errhint("Run ALTER EXTENSION voipbin UPDATE.")));
+			voipbin_set_error("the extension is at version 1.0: run ALTER EXTENSION voipbin UPDATE; received frames wait in the journal");
+			w.told_old_version = true;
+		}
+		return;
+	}
+	if (st != POSITION_READY)
+		return;
+	if (w.told_old_version)
+	{
+		ereport(LOG, (errmsg("voipbin: the extension is updated, storing the frames the journal holds")));
+		voipbin_set_error("");
+		w.told_old_version = false;
+	}
+	/* what was taken before is read again from where the table says */
+	free_pending();
+	w.cursor = Max(Max(upto, w.stored), journal_start());
+	w.position_known = true;
+	elog(DEBUG1, "voipbin: journal %s stored up to " UINT64_FORMAT ", reading from " UINT64_FORMAT,
+		 journal_id(), upto, w.cursor);
+}
+
+/* Logs what the journal had to say, and publishes its counters. */
+static void
+journal_news(void)
+{
+	char		line[512];
+	bool		warning;
+	uint64		count,
+				ongoing;
+	int64		first_us,
+				last_us,
+				ongoing_first;
+
+	while (journal_take_report(line, sizeof(line), &warning))
+	{
+		ereport(warning ? WARNING : LOG, (errmsg("voipbin: %s", line)));
+		if (warning)
+		{
+			voipbin_set_error(line);
+			if (w.journal_problem)
+				pfree(w.journal_problem);
+			w.journal_problem = MemoryContextStrdup(TopMemoryContext, line);
+		}
+	}
+	if (journal_take_overflow(&count, &first_us, &last_us, &ongoing, &ongoing_first))
+		ereport(WARNING,
+				(errmsg("voipbin: %llu received frame(s) lost between %s and %s: the journal could not take them",
+						(unsigned long long) count,
+						timestamptz_to_str(unix_us_to_timestamptz(first_us)),
+						timestamptz_to_str(unix_us_to_timestamptz(last_us))),
+				 errdetail("The journal holds at most voipbin.spool_limit (%d kB) of frames not stored yet, on a disk with room for them.",
+						   voipbin_spool_limit_kb),
+				 errhint("Find what keeps the worker from storing (a lock, a full disk, the extension missing), or raise voipbin.spool_limit.")));
+	if (ongoing > 0)
+		voipbin_set_error(psprintf("the journal is full: %llu frame(s) lost since %s",
+								   (unsigned long long) ongoing,
+								   timestamptz_to_str(unix_us_to_timestamptz(ongoing_first))));
 }
 
 static void
 publish_backlog(void)
 {
-	uint64		lost = ws_frames_lost();
-
+	/* the journal keeps network_backlog and frames_lost current itself */
 	pg_atomic_write_u64(&voipbin_shared->buffered_bytes, w.pending_bytes);
-	if (lost > w.frames_lost)
-	{
-		ereport(WARNING,
-				(errmsg("voipbin: %llu frame(s) lost: the spool file could not take them",
-						(unsigned long long) (lost - w.frames_lost)),
-				 errhint("Free disk space in the data directory, or raise voipbin.buffer_limit.")));
-		w.frames_lost = lost;
-	}
+	journal_news();
 }
 
 /*
@@ -357,11 +483,21 @@ store_pending(void)
 	if (w.store_retry_at && GetCurrentTimestamp() < w.store_retry_at)
 		return true;
 	w.store_retry_at = 0;
+	if (!w.position_known)
+	{
+		guarded(load_position, "reading the journal position");
+		if (!w.position_known)
+		{
+			w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
+			return true;
+		}
+		pull_events();
+	}
 	while (w.pending_head)
 	{
 		int			n = 0;
 		size_t		bytes = 0;
-		uint64		spool_end = 0;
+		uint64		upto;
 		StoreResult r;
 
 		for (WsEvent *ev = w.pending_head; ev && n < BATCH_MAX_FRAMES; ev = ev->next)
@@ -371,25 +507,27 @@ store_pending(void)
 			batch[n++] = ev;
 			bytes += ev->len;
 		}
-		r = store_frames(batch, n, NULL, 0, &w.store_retry_at);
+		upto = batch[n - 1]->jend;
+		r = store_frames(batch, n, journal_id(), upto, &w.store_retry_at);
 		if (r != STORE_DONE)
 		{
 			/* keep them, in order, and try again shortly */
 			if (r == STORE_NOT_READY)
+			{
 				w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
+				/* dropped, or back at 1.0: the position is read again once it is there */
+				w.position_known = false;
+			}
 			return true;
 		}
+		w.stored = Max(w.stored, upto);
+		journal_stored(upto);
 		w.pending_head = batch[n - 1]->next;
 		if (!w.pending_head)
 			w.pending_tail = NULL;
 		w.pending_bytes -= bytes;
 		for (int i = 0; i < n; i++)
-		{
-			spool_end = Max(spool_end, batch[i]->spool_end);
 			ws_event_free(batch[i]);
-		}
-		if (spool_end)
-			ws_spool_done(spool_end);
 		CHECK_FOR_INTERRUPTS();
 		/* let newly arrived frames join the next batch */
 		pull_events();
@@ -509,7 +647,8 @@ step(void)
 	}
 
 	/* frames first: they are what users wait for */
-	ws_set_buffer_limit((size_t) voipbin_buffer_limit_kb * 1024);
+	journal_set_limits((uint64) voipbin_spool_limit_kb * 1024, (size_t) voipbin_buffer_limit_kb * 1024);
+	ws_set_max_frame_size((size_t) voipbin_max_frame_size);
 	more_frames = store_pending();
 	publish_backlog();
 
@@ -565,10 +704,21 @@ step(void)
 	return timeout;
 }
 
+/* voipbin.spool_directory, a relative one under the data directory. */
+static char *
+journal_directory(void)
+{
+	const char *d = voipbin_spool_directory && voipbin_spool_directory[0] ?
+		voipbin_spool_directory : "voipbin_journal";
+
+	return is_absolute_path(d) ? pstrdup(d) : psprintf("%s/%s", DataDir, d);
+}
+
 void
 voipbin_worker_main(Datum arg)
 {
-	char		errbuf[256];
+	sigjmp_buf	local_sigjmp_buf;
+	char		errbuf[512];
 	int			wake_fd;
 	WaitEventSet *wes;
 	MemoryContext loop_cxt;
@@ -585,19 +735,32 @@ voipbin_worker_main(Datum arg)
 	SpinLockRelease(&voipbin_shared->mutex);
 	before_shmem_exit(worker_exit, (Datum) 0);
 
-	wake_fd = ws_start(psprintf("%s/%s", DataDir, SPOOL_FILE), &voipbin_shared->network_backlog,
-					   errbuf, sizeof(errbuf));
-	if (wake_fd < 0)
-		ereport(FATAL, (errmsg("voipbin: %s", errbuf)));
-	if (errbuf[0])
+	/* the journal first: the network thread appends to it from its first frame */
+	if (!journal_open(journal_directory(), (uint64) voipbin_spool_limit_kb * 1024,
+					  (size_t) voipbin_buffer_limit_kb * 1024, enableFsync,
+					  errbuf, sizeof(errbuf)))
+	{
 		ereport(WARNING,
 				(errmsg("voipbin: %s", errbuf),
-				 errdetail("Events the database cannot take yet will be held in memory only.")));
+				 errdetail("Received frames are held in memory only: a crash loses those not stored yet."),
+				 errhint("Check voipbin.spool_directory, then restart the worker.")));
+		voipbin_set_error(errbuf);
+	}
+	else if (errbuf[0])
+		ereport(WARNING, (errmsg("voipbin: %s", errbuf)));
+	/* pg_atomic_uint64 is a plain aligned uint64 on every platform PostgreSQL 15 builds with gcc */
+	StaticAssertStmt(sizeof(voipbin_shared->frames_lost) == sizeof(uint64), "pg_atomic_uint64 layout");
+	journal_publish_to(&voipbin_shared->network_backlog,
+					   (uint64_t *) &voipbin_shared->frames_lost);
+	wake_fd = ws_start(errbuf, sizeof(errbuf));
+	if (wake_fd < 0)
+		ereport(FATAL, (errmsg("voipbin: %s", errbuf)));
 
-	wes = CreateWaitEventSet(TopMemoryContext, 4);
+	wes = CreateWaitEventSet(TopMemoryContext, 5);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wake_fd, NULL, NULL);
+	AddWaitEventToSet(wes, WL_SOCKET_READABLE, journal_wake_fd(), NULL, NULL);
 	if (repair_wait_fd() >= 0)
 		AddWaitEventToSet(wes, WL_SOCKET_READABLE, repair_wait_fd(), NULL, NULL);
 
@@ -609,6 +772,22 @@ voipbin_worker_main(Datum arg)
 	load_config();
 	set_state(VB_STATE_DISABLED, w.cred ? NULL : disabled_reason());
 	ereport(LOG, (errmsg("voipbin: worker started for database \"%s\"", voipbin_database)));
+
+	/*
+	 * An ERROR raised outside the steps' own handlers (a cancel at the
+	 * CHECK_FOR_INTERRUPTS() below) is reported and the loop goes on: without
+	 * this it would become FATAL and restart the worker.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(TopMemoryContext);
+		RESUME_INTERRUPTS();
+	}
+	PG_exception_stack = &local_sigjmp_buf;
 
 	for (;;)
 	{
@@ -622,6 +801,7 @@ voipbin_worker_main(Datum arg)
 		(void) WaitEventSetWait(wes, timeout, &event, 1, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		ws_ack_wakeup();
+		journal_ack_wakeup();
 		CHECK_FOR_INTERRUPTS();
 
 		if (ConfigReloadPending)

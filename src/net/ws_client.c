@@ -5,8 +5,9 @@
  * so the socket must be read even while the worker waits on a lock or a slow
  * trigger.  This thread owns libwebsockets outright (one lws context per
  * connection, so a reload that changes the CA file just builds a new one),
- * copies every whole message into malloc'd memory and queues it for the
- * worker.  It uses only libc, pthreads, OpenSSL and libwebsockets: no palloc,
+ * reassembles every message (up to voipbin.max_frame_size, counting the rest)
+ * and appends it to the journal (journal.c), which queues it for the worker;
+ * connection news goes through a queue of its own here.  It uses only libc, pthreads, OpenSSL and libwebsockets: no palloc,
  * no elog, and all signals stay blocked here so the postmaster's signals
  * reach the worker's main thread.
  */
@@ -32,7 +33,7 @@
 #include <libwebsockets.h>
 #include <openssl/ssl.h>
 
-#include "spool.h"
+#include "journal.h"
 
 typedef enum CmdKind
 {
@@ -58,13 +59,10 @@ static Cmd *cmd_head,
 		   *cmd_tail;
 static WsEvent *ev_head,
 		   *ev_tail;
-static size_t ev_bytes;			/* memory the queued frames hold */
 static struct lws_context *live_ctx;	/* for lws_cancel_service() */
-static Spool spool = {-1, -1, 0, 0, 0};
-static size_t mem_limit = SIZE_MAX;	/* frame bytes in memory before spooling */
-static uint64_t frames_lost;	/* the spool could not take them */
-static uint64_t *backlog_out;	/* where others can read our backlog, even while the worker is busy */
+static size_t max_frame = 16 * 1024 * 1024;	/* voipbin.max_frame_size */
 static bool stopping;
+static bool thread_done;		/* thread_main returned (for a bounded join) */
 static uint32_t next_conn;
 
 static pthread_t thread;
@@ -85,6 +83,8 @@ typedef struct Conn
 	size_t		rx_len,
 				rx_cap;
 	bool		rx_binary;
+	uint64_t	rx_total;		/* its length so far, kept or not */
+	size_t		rx_max;			/* max_frame when it began */
 	Cmd		   *out_head,		/* text messages waiting to be written */
 			   *out_tail;
 	int64_t		last_valid_us;
@@ -119,21 +119,6 @@ free_target(WsTarget *t)
 	memset(t, 0, sizeof(*t));
 }
 
-/* What a queued frame costs in memory: voipbin.buffer_limit bounds this, not just payloads. */
-static size_t
-frame_cost(const WsEvent *ev)
-{
-	return ev->len + 1 + sizeof(WsEvent) + 4 * sizeof(size_t);	/* two malloc headers */
-}
-
-/* Called with mu held, after any change to the queue or the spool. */
-static void
-publish_backlog(void)
-{
-	if (backlog_out)
-		__atomic_store_n(backlog_out, (uint64_t) ev_bytes + spool_unread(&spool), __ATOMIC_RELAXED);
-}
-
 /* Appends an event for the main thread and wakes it. */
 static void
 emit(WsEvent *ev)
@@ -143,26 +128,11 @@ emit(WsEvent *ev)
 
 	ev->next = NULL;
 	pthread_mutex_lock(&mu);
-	if (ev->kind == WS_EV_FRAME && spool.fd >= 0 &&
-		(spool_in_use(&spool) || ev_bytes + frame_cost(ev) > mem_limit))
-	{
-		/* past the limit, and until the spool is drained: keeps arrival order */
-		if (!spool_append(&spool, ev->binary, ev->at_us, ev->data, ev->len))
-			frames_lost++;
-		ws_event_free(ev);
-		ev = NULL;
-	}
+	if (ev_tail)
+		ev_tail->next = ev;
 	else
-	{
-		if (ev_tail)
-			ev_tail->next = ev;
-		else
-			ev_head = ev;
-		ev_tail = ev;
-		if (ev->kind == WS_EV_FRAME)
-			ev_bytes += frame_cost(ev);
-	}
-	publish_backlog();
+		ev_head = ev;
+	ev_tail = ev;
 	pthread_mutex_unlock(&mu);
 	do
 		rc = write(wake_fd, &one, sizeof(one));
@@ -197,31 +167,40 @@ report_closed(int http_status, const char *why)
 	emit_simple(WS_EV_CLOSED, cur.conn, http_status, why);
 }
 
-/* Hands the reassembled message over; the queue takes the buffer. */
+/*
+ * Journals the reassembled message (which takes the buffer) before anything
+ * else happens to it.  One past max_frame_size is journaled as OVERSIZE with
+ * the bytes kept: the worker turns it into a dead letter naming its size.
+ */
 static void
 deliver_message(void)
 {
-	WsEvent    *ev = calloc(1, sizeof(WsEvent));
+	char	   *data;
+	unsigned	flags = cur.rx_binary ? JOURNAL_BINARY : 0;
 
-	if (!ev)
-		return;
-	ev->kind = WS_EV_FRAME;
-	ev->conn = cur.conn;
-	ev->binary = cur.rx_binary;
-	ev->at_us = now_us();
-	ev->len = cur.rx_len;
 	/* the reassembly buffer grew by doubling: give the slack back before queueing */
-	ev->data = cur.rx ? realloc(cur.rx, cur.rx_len + 1) : strdup("");
-	if (ev->data == NULL)
-		ev->data = cur.rx;
+	data = cur.rx ? realloc(cur.rx, cur.rx_len + 1) : strdup("");
+	if (data == NULL)
+		data = cur.rx;
+	if (cur.rx_total > cur.rx_len)
+		flags |= JOURNAL_OVERSIZE;
 	cur.rx = NULL;
+	if (data)
+		journal_submit_owned(JOURNAL_SRC_WEBSOCKET, flags, now_us(), data, cur.rx_len,
+							 cur.rx_total);
 	cur.rx_len = cur.rx_cap = 0;
-	emit(ev);
+	cur.rx_total = 0;
 }
 
+/* Keeps the message's bytes up to rx_max; counts the rest without keeping it. */
 static bool
 rx_append(const void *in, size_t len)
 {
+	cur.rx_total += len;
+	if (cur.rx_len + len > cur.rx_max)
+		len = cur.rx_max > cur.rx_len ? cur.rx_max - cur.rx_len : 0;
+	if (len == 0)
+		return true;
 	if (cur.rx_len + len + 1 > cur.rx_cap)
 	{
 		size_t		cap = cur.rx_cap ? cur.rx_cap : 4096;
@@ -311,7 +290,11 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 			if (lws_is_first_fragment(wsi))
 			{
 				cur.rx_len = 0;
+				cur.rx_total = 0;
 				cur.rx_binary = lws_frame_is_binary(wsi);
+				pthread_mutex_lock(&mu);
+				cur.rx_max = max_frame;
+				pthread_mutex_unlock(&mu);
 			}
 			if (!rx_append(in, len))
 			{
@@ -551,6 +534,10 @@ thread_main(void *arg)
 		if (stop)
 		{
 			close_current("shutting down");
+			pthread_mutex_lock(&mu);
+			thread_done = true;
+			pthread_cond_broadcast(&cv);
+			pthread_mutex_unlock(&mu);
 			return NULL;
 		}
 		if (cur.ctx && lws_service(cur.ctx, 0) < 0)
@@ -575,12 +562,13 @@ push_cmd(Cmd *c)
 }
 
 int
-ws_start(const char *spool_path, uint64_t *backlog, char *errbuf, size_t errlen)
+ws_start(char *errbuf, size_t errlen)
 {
 	sigset_t	all,
 				old;
 	int			rc;
 
+	errbuf[0] = '\0';
 	if (thread_running)
 		return wake_fd;
 	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -589,27 +577,10 @@ ws_start(const char *spool_path, uint64_t *backlog, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "eventfd failed: %s", strerror(errno));
 		return -1;
 	}
-	backlog_out = backlog;
-	/* without a spool, frames past the limit stay in memory rather than being lost */
-	if (spool_path && !spool_open(&spool, spool_path, errbuf, errlen))
-		spool.fd = -1;
-	else
-		errbuf[0] = '\0';
-	pthread_mutex_lock(&mu);
-	publish_backlog();
-	pthread_mutex_unlock(&mu);
-	if (spool_unread(&spool) > 0)
-	{
-		uint64_t	one = 1;
-		ssize_t		rc;
-
-		/* what a previous worker left: the main thread drains it first */
-		rc = write(wake_fd, &one, sizeof(one));
-		(void) rc;
-	}
 	/* lws logs would carry URLs (with the access key): keep them silent */
 	lws_set_log_level(0, NULL);
 	stopping = false;
+	thread_done = false;
 
 	/* the thread inherits this mask: every signal belongs to the main thread */
 	sigfillset(&all);
@@ -627,33 +598,43 @@ ws_start(const char *spool_path, uint64_t *backlog, char *errbuf, size_t errlen)
 	return wake_fd;
 }
 
-/* Spools frames nobody will store now; a restarted worker replays them. */
-static void
-spool_leftovers(WsEvent *ev)
-{
-	for (; ev; ev = ev->next)
-		if (ev->kind == WS_EV_FRAME && ev->spool_end == 0 && spool.fd >= 0 &&
-			!spool_append(&spool, ev->binary, ev->at_us, ev->data, ev->len))
-			frames_lost++;
-}
-
 void
-ws_stop(WsEvent *unstored)
+ws_stop(int wait_ms)
 {
+	struct timespec due;
+	bool		done;
+
 	if (!thread_running)
 		return;
+	clock_gettime(CLOCK_REALTIME, &due);
+	due.tv_sec += wait_ms / 1000;
+	due.tv_nsec += (long) (wait_ms % 1000) * 1000000L;
+	if (due.tv_nsec >= 1000000000L)
+	{
+		due.tv_sec++;
+		due.tv_nsec -= 1000000000L;
+	}
 	pthread_mutex_lock(&mu);
 	stopping = true;
 	if (live_ctx)
 		lws_cancel_service(live_ctx);
 	pthread_cond_signal(&cv);
+	/* the thread may sit in getaddrinfo(), which nothing interrupts */
+	while (!thread_done &&
+		   pthread_cond_timedwait(&cv, &mu, &due) != ETIMEDOUT)
+		;
+	done = thread_done;
 	pthread_mutex_unlock(&mu);
-	pthread_join(thread, NULL);
 	thread_running = false;
+	if (!done)
+	{
+		/* leave it: the process exits now and takes the thread with it */
+		pthread_detach(thread);
+		return;
+	}
+	pthread_join(thread, NULL);
 
-	spool_leftovers(unstored);
-	spool_leftovers(ev_head);
-	spool_close(&spool);
+	pthread_mutex_lock(&mu);
 	while (ev_head)
 	{
 		WsEvent    *ev = ev_head;
@@ -662,7 +643,7 @@ ws_stop(WsEvent *unstored)
 		ws_event_free(ev);
 	}
 	ev_tail = NULL;
-	ev_bytes = 0;
+	pthread_mutex_unlock(&mu);
 	close(wake_fd);
 	wake_fd = -1;
 }
@@ -671,11 +652,12 @@ uint32_t
 ws_connect(const WsTarget *t)
 {
 	Cmd		   *c = calloc(1, sizeof(Cmd));
+	uint32_t	conn;
 
 	if (!c)
 		return 0;
 	pthread_mutex_lock(&mu);
-	c->conn = ++next_conn;
+	conn = c->conn = ++next_conn;
 	pthread_mutex_unlock(&mu);
 	c->kind = CMD_CONNECT;
 	c->target = *t;
@@ -683,8 +665,9 @@ ws_connect(const WsTarget *t)
 	c->target.path = dup_or_null(t->path);
 	c->target.bearer = dup_or_null(t->bearer);
 	c->target.ca_file = dup_or_null(t->ca_file);
+	/* c belongs to the network thread from here on: it may be freed already */
 	push_cmd(c);
-	return c->conn;
+	return conn;
 }
 
 void
@@ -724,87 +707,23 @@ ws_send_text(const char *text, size_t len)
 }
 
 WsEvent *
-ws_take(size_t max_bytes)
+ws_take(void)
 {
-	WsEvent    *head,
-			   *last;
-	size_t		taken = 0,
-				freed = 0;
+	WsEvent    *head;
 
 	pthread_mutex_lock(&mu);
 	head = ev_head;
-	last = NULL;
-	for (WsEvent *ev = ev_head; ev; ev = ev->next)
-	{
-		if (last && ev->kind == WS_EV_FRAME && taken + ev->len > max_bytes)
-			break;
-		if (ev->kind == WS_EV_FRAME)
-		{
-			taken += ev->len;
-			freed += frame_cost(ev);
-		}
-		last = ev;
-	}
-	if (last)
-	{
-		ev_head = last->next;
-		if (!ev_head)
-			ev_tail = NULL;
-		last->next = NULL;
-		ev_bytes -= freed;
-	}
-	else
-	{
-		/* memory is empty: the spool holds the next frames in order */
-		WsEvent   **tail = &head;
-
-		head = NULL;
-		while (spool_unread(&spool) > 0 && (head == NULL || taken < max_bytes))
-		{
-			WsEvent    *ev = calloc(1, sizeof(WsEvent));
-
-			if (ev == NULL ||
-				!spool_read(&spool, &ev->binary, &ev->at_us, &ev->data, &ev->len, &ev->spool_end))
-			{
-				free(ev);
-				break;
-			}
-			ev->kind = WS_EV_FRAME;
-			taken += ev->len;
-			*tail = ev;
-			tail = &ev->next;
-		}
-	}
-	publish_backlog();
+	ev_head = ev_tail = NULL;
 	pthread_mutex_unlock(&mu);
 	return head;
 }
 
 void
-ws_spool_done(uint64_t end)
+ws_set_max_frame_size(size_t bytes)
 {
 	pthread_mutex_lock(&mu);
-	spool_done(&spool, end);
+	max_frame = bytes;
 	pthread_mutex_unlock(&mu);
-}
-
-void
-ws_set_buffer_limit(size_t bytes)
-{
-	pthread_mutex_lock(&mu);
-	mem_limit = bytes;
-	pthread_mutex_unlock(&mu);
-}
-
-uint64_t
-ws_frames_lost(void)
-{
-	uint64_t	n;
-
-	pthread_mutex_lock(&mu);
-	n = frames_lost;
-	pthread_mutex_unlock(&mu);
-	return n;
 }
 
 void

@@ -44,33 +44,28 @@ typedef struct WsEvent
 	int64_t		at_us;			/* when it happened, µs since the Unix epoch */
 	size_t		len;
 	char	   *data;			/* FRAME: the bytes; CLOSED: reason text */
-	uint64_t	spool_end;		/* FRAME read back from the spool: pass to ws_spool_done() */
 	uint8_t		source;			/* FRAME: a JournalSource (net/journal.h) */
+	uint64_t	oversize_len;	/* FRAME: past voipbin.max_frame_size, the message's real length (data is its start); else 0 */
+	uint64_t	jpos;			/* FRAME: its journal position */
+	uint64_t	jend;			/* FRAME: the position past it (pass to store_frames as upto) */
 } WsEvent;
 
 /*
- * Starts the thread; returns the eventfd to wait on, or -1 with errbuf set.
- * Frames past the buffer limit go to the spool file at spool_path (NULL: no
- * spool); errbuf is non-empty if it could not be opened.  The thread keeps
- * *backlog (frame bytes in its queue and unread in the spool) up to date with
- * atomic stores, so it can be read while the worker is busy.
+ * Starts the thread; returns the eventfd to wait on (connection news), or -1
+ * with errbuf set.  Every whole message goes to the journal (net/journal.h),
+ * which must be open; the worker reads frames from there.
  */
-extern int	ws_start(const char *spool_path, uint64_t *backlog, char *errbuf, size_t errlen);
+extern int	ws_start(char *errbuf, size_t errlen);
 
 /*
- * Stops the thread; frames not stored yet (the caller's unstored list and
- * the queue) go to the spool for the next worker.  Safe to call twice.
+ * Stops the thread, waiting for it at most wait_ms: a thread stuck in a DNS
+ * lookup must not hold up a fast shutdown (the process is exiting; a late
+ * message is refused by the closed journal).  Safe to call twice.
  */
-extern void ws_stop(WsEvent *unstored);
+extern void ws_stop(int wait_ms);
 
-/* Frame bytes the queue may hold in memory before it spools. */
-extern void ws_set_buffer_limit(size_t bytes);
-
-/* Spooled frames up to this offset are stored. */
-extern void ws_spool_done(uint64_t end);
-
-/* Frames lost because the spool could not take them (a full disk). */
-extern uint64_t ws_frames_lost(void);
+/* Largest message reassembled whole (voipbin.max_frame_size). */
+extern void ws_set_max_frame_size(size_t bytes);
 
 /* Drops any current connection and opens a new one; returns its number. */
 extern uint32_t ws_connect(const WsTarget *target);
@@ -82,10 +77,10 @@ extern void ws_disconnect(void);
 extern void ws_send_text(const char *text, size_t len);
 
 /*
- * Detaches queued events in arrival order, up to about max_bytes of frame
- * data (at least one event).  The caller frees each with ws_event_free().
+ * Detaches the queued connection news (CONNECTED, CLOSED) in order.  The
+ * caller frees each with ws_event_free().
  */
-extern WsEvent *ws_take(size_t max_bytes);
+extern WsEvent *ws_take(void);
 extern void ws_event_free(WsEvent *ev);
 
 /* Clears the eventfd after a wake-up; call before ws_take(). */

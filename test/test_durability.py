@@ -1,0 +1,335 @@
+"""The write-ahead journal: nothing the worker has read is lost or stored twice.
+
+Each crash kind with a burst that arrives while voipbin_events is locked, the
+spool limit, voipbin.max_frame_size, a damaged journal at start, a copied
+journal on a standby, and the defects found in review."""
+import glob
+import json
+import os
+import signal
+import struct
+import time
+
+import psycopg2
+import pytest
+
+from pgcluster import wait_until
+from test_worker import subscribe, transcript
+
+HDR = struct.Struct("<IIIBBHQq")      # magic crc len flags source pad orig_len at_us
+META = struct.Struct("<IIQQQ40sII")   # magic version dir_ino file_ino reserved id pad crc
+REC_MAGIC = 0x4a4e4256
+BURST = 3000
+
+
+def count(cluster, table="voipbin_events", where="true"):
+    return cluster.query_one("SELECT count(*) FROM %s WHERE %s" % (table, where))[0]
+
+
+def _try(f):
+    try:
+        return f()
+    except psycopg2.Error:
+        return None
+
+
+def journal_dir(cluster):
+    return os.path.join(cluster.data, "voipbin_journal")
+
+
+def journal_id(cluster):
+    with open(os.path.join(journal_dir(cluster), "journal.meta"), "rb") as f:
+        return META.unpack(f.read(META.size))[5].split(b"\0")[0].decode()
+
+
+def records(cluster):
+    """Every whole record in the journal's segment files: (position, end, flags, data)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(journal_dir(cluster), "*.seg"))):
+        base = int(os.path.basename(path)[:16], 16)
+        with open(path, "rb") as f:
+            buf = f.read()
+        off = 0
+        while off + HDR.size <= len(buf):
+            magic, _crc, n, flags, _src, _pad, _orig, _at = HDR.unpack_from(buf, off)
+            if magic != REC_MAGIC or off + HDR.size + n > len(buf):
+                break
+            out.append((base + off, base + off + HDR.size + n, flags,
+                        buf[off + HDR.size:off + HDR.size + n]))
+            off += HDR.size + n
+    return out
+
+
+def stored_upto(cluster):
+    row = cluster.query_one("SELECT stored_upto FROM voipbin_journal WHERE journal_id = %s",
+                            (journal_id(cluster),))
+    return row[0] if row else 0
+
+
+def unstored(cluster):
+    upto = stored_upto(cluster)
+    return [r for r in records(cluster) if r[0] >= upto]
+
+
+def segment_bytes(cluster):
+    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(journal_dir(cluster), "*.seg")))
+
+
+@pytest.fixture
+def handler(vb):
+    """A handler that counts its runs per event (voipbin_on), removed afterwards."""
+    vb.execute("""
+        CREATE TABLE dur_runs (message text);
+        CREATE FUNCTION dur_h(e voipbin_events) RETURNS void LANGUAGE sql
+            AS $$ INSERT INTO dur_runs VALUES (e.data->>'message') $$;
+        SELECT voipbin_on('transcript_created', 'dur_h(voipbin_events)');""")
+    yield
+    vb.execute("""
+        SELECT voipbin_off('transcript_created', 'dur_h(voipbin_events)');
+        DROP FUNCTION dur_h(voipbin_events); DROP TABLE dur_runs;""")
+
+
+def lock_events(cluster):
+    locker = cluster.connect(autocommit=False)
+    locker.cursor().execute("LOCK TABLE voipbin_events IN ACCESS EXCLUSIVE MODE")
+    return locker
+
+
+def burst(fake, n, start=0, pad="", bad_at=None):
+    """n transcripts numbered from start, in chunks the fake never drops for a
+    reader that keeps up; a frame that is no JSON after the bad_at-th."""
+    sent = 0
+    while sent < n:
+        k = min(500, n - sent)
+        r = fake.publish(events=[{"event_type": "transcript_created",
+                                  "data": transcript(fake, "%d%s" % (start + sent + i, pad))}
+                                 for i in range(k)], flush=True)
+        assert r["dropped"] == 0, "the worker stopped reading: VoIPBIN would drop events"
+        sent += k
+        if bad_at is not None and sent - k <= bad_at < sent:
+            fake.send(text="not json {%d" % bad_at, flush=True)
+
+
+def wait_journaled(cluster, n, timeout=60):
+    """n frames read from the socket and on file (none of them stored yet)."""
+    return wait_until(lambda: len(unstored(cluster)) >= n, timeout=timeout,
+                      what="%d frames in the journal" % n)
+
+
+def assert_exactly_once(cluster, n, dead=1, timeout=120):
+    wait_until(lambda: _try(lambda: count(cluster) >= n and count(cluster, "voipbin_dead_letters") >= dead),
+               timeout=timeout, what="%d events stored after recovery" % n)
+    cluster.wait_status(lambda s: s["buffered_bytes"] == 0, timeout=30, what="journal drained")
+    assert count(cluster) == n
+    assert count(cluster, "voipbin_dead_letters") == dead
+    assert cluster.query_one("SELECT count(DISTINCT data->>'message') FROM voipbin_events")[0] == n
+    # the handler ran once per event, no more
+    assert count(cluster, "dur_runs") == n
+    assert cluster.query_one("SELECT count(DISTINCT message) FROM dur_runs")[0] == n
+    # arrival order kept across the restart: ids follow the numbers sent
+    nums = [int(r[0]) for r in cluster.query("SELECT data->>'message' FROM voipbin_events ORDER BY id")]
+    assert nums == sorted(nums)
+    st = cluster.status()
+    assert st["duplicates"] == 0, "a replay stored nothing twice, not even as a duplicate"
+    assert st["frames_lost"] == 0
+
+
+def _crash_burst(vb, fake, topic, crash):
+    subscribe(vb, fake, topic + "transcript:transcript_")
+    pid = vb.worker_pid()
+    locker = lock_events(vb)
+    try:
+        burst(fake, BURST, bad_at=1234)
+        wait_journaled(vb, BURST + 1)
+        crash(vb, pid)
+    finally:
+        try:
+            locker.close()
+        except psycopg2.Error:
+            pass
+    wait_until(lambda: _try(lambda: vb.worker_pid() not in (None, pid)), timeout=60,
+               what="a new worker after the crash")
+    assert_exactly_once(vb, BURST)
+    # the journal's files are recycled once stored
+    wait_until(lambda: segment_bytes(vb) < 4 * 1024 * 1024, timeout=20, what="segments recycled")
+
+
+def _kill_worker(vb, pid):
+    os.kill(pid, signal.SIGKILL)
+
+
+def _immediate_shutdown(vb, pid):
+    r = vb.stop("immediate")
+    assert r.returncode == 0, r.stdout
+    vb.start()
+
+
+def _kill_backend(vb, pid):
+    other = vb.connect()
+    bpid = other.cursor()
+    bpid.execute("SELECT pg_backend_pid()")
+    os.kill(bpid.fetchone()[0], signal.SIGKILL)     # the postmaster resets every process
+    try:
+        other.close()
+    except psycopg2.Error:
+        pass
+
+
+@pytest.mark.parametrize("crash", [_kill_worker, _immediate_shutdown, _kill_backend],
+                         ids=["kill-9-worker", "stop-immediate", "kill-9-backend"])
+def test_burst_behind_a_lock_survives_a_crash(vb, fake, topic, handler, crash):
+    _crash_burst(vb, fake, topic, crash)
+
+
+def test_spool_limit_counts_what_does_not_fit(vb, fake, topic):
+    vb.set_conf(voipbin__spool_limit="2MB", voipbin__buffer_limit="1MB")
+    try:
+        subscribe(vb, fake, topic + "transcript:transcript_")
+        wait_until(lambda: vb.query_one("SHOW voipbin.spool_limit")[0] == "2MB", what="reload")
+        limit = 2 * 1024 * 1024
+        sent = 3000
+        locker = lock_events(vb)
+        try:
+            # ~3 MB against a 2 MB journal: the socket is still read at full speed
+            burst(fake, sent, pad=" " + "p" * 900)
+            st = vb.wait_status(lambda s: s["frames_lost"] > 0 and
+                                len(unstored(vb)) + s["frames_lost"] >= sent,
+                                timeout=60, what="every frame journaled or counted as lost")
+            assert segment_bytes(vb) <= limit
+        finally:
+            locker.rollback()
+            locker.close()
+        lost = vb.status()["frames_lost"]
+        assert 0 < lost < sent
+        wait_until(lambda: count(vb) == sent - lost, timeout=60, what="the frames that fitted stored")
+        assert segment_bytes(vb) <= limit
+        log = wait_until(lambda: [l for l in vb.read_log().splitlines()
+                                  if "received frame(s) lost between" in l], timeout=20,
+                         what="the overflow's WARNING")
+        assert len(log) == 1, "one WARNING per overflow, not one per frame: %r" % log
+        assert "WARNING:  voipbin: %d received frame(s) lost between" % lost in log[0]
+        # nothing else broke: the next event is stored
+        burst(fake, 1, start=sent)
+        wait_until(lambda: count(vb) == sent - lost + 1, what="stored after the overflow")
+    finally:
+        vb.set_conf(voipbin__spool_limit=None, voipbin__buffer_limit=None)
+
+
+def test_max_frame_size_dead_letters_a_huge_message(vb, fake, topic):
+    subscribe(vb, fake, topic + "transcript:transcript_")
+    vb.set_conf(voipbin__max_frame_size="1MB")
+    try:
+        wait_until(lambda: vb.query_one("SHOW voipbin.max_frame_size")[0] == "1MB", what="reload")
+        pid = vb.worker_pid()
+        huge = json.dumps({"type": "transcript_created", "data": {"message": "h" * (24 << 20)}})
+        fake.send(fragments=[huge[i:i + (1 << 20)] for i in range(0, len(huge), 1 << 20)], flush=True)
+        wait_until(lambda: count(vb, "voipbin_dead_letters") == 1, timeout=60, what="a dead letter")
+        raw, error = vb.query_one("SELECT raw, error FROM voipbin_dead_letters")
+        assert len(raw.tobytes()) == 1 << 20, "its first max_frame_size bytes are kept"
+        assert raw.tobytes() == huge[:1 << 20].encode()
+        assert str(len(huge)) in error and "voipbin.max_frame_size" in error, error
+        assert vb.worker_pid() == pid
+    finally:
+        vb.set_conf(voipbin__max_frame_size=None)
+    # under the default, a 2 MB event is still stored whole
+    wait_until(lambda: vb.query_one("SHOW voipbin.max_frame_size")[0] == "16MB", what="reload")
+    big = "b" * (2 << 20)
+    fake.publish("transcript_created", transcript(fake, big))
+    wait_until(lambda: count(vb) == 1, timeout=30, what="the 2 MB event")
+    assert vb.query_one("SELECT length(data->>'message') FROM voipbin_events")[0] == len(big)
+
+
+def test_damaged_journal_at_start_replays_what_it_can(vb, fake, topic):
+    subscribe(vb, fake, topic + "transcript:transcript_")
+    locker = lock_events(vb)
+    try:
+        burst(fake, 100)
+        wait_journaled(vb, 100)
+        recs = unstored(vb)
+        vb.stop("immediate")
+    finally:
+        try:
+            locker.close()
+        except psycopg2.Error:
+            pass
+    assert len(recs) == 100
+    # flip a byte inside the 50th frame, and cut the last one short (a torn write)
+    seg = sorted(glob.glob(os.path.join(journal_dir(vb), "*.seg")))[-1]
+    base = int(os.path.basename(seg)[:16], 16)
+    with open(seg, "r+b") as f:
+        pos = recs[49][0] - base + HDR.size + 10
+        f.seek(pos)
+        b = f.read(1)
+        f.seek(pos)
+        f.write(bytes([b[0] ^ 0xff]))
+        f.truncate(recs[-1][1] - base - 7)
+    damaged = {json.loads(recs[49][3])["message"], json.loads(recs[-1][3])["message"]}
+    vb.start()
+    wait_until(lambda: _try(lambda: count(vb) == 98), timeout=60, what="the 98 readable frames stored")
+    st = vb.wait_status(lambda s: s["state"] == "connected", what="the worker runs")
+    assert st["last_error"] and "journal" in st["last_error"], st
+    got = {r[0] for r in vb.query("SELECT data->>'message' FROM voipbin_events")}
+    assert got == {str(i) for i in range(100)} - damaged
+    log = vb.read_log()
+    assert "damaged byte(s) at offset" in log
+    assert "unreadable byte(s) at its end" in log
+
+
+def test_copied_journal_on_a_standby_is_not_stored_twice(vb, fake, topic, secret_dir):
+    """pg_basebackup copies the journal with frames not stored yet: the
+    promoted standby must not store them again (the original server does)."""
+    subscribe(vb, fake, topic + "transcript:transcript_")
+    locker = lock_events(vb)
+    replica = None
+    try:
+        burst(fake, 50, bad_at=20)
+        wait_journaled(vb, 51)
+        replica = vb.make_replica()
+        assert len(glob.glob(os.path.join(replica.data, "voipbin_journal", "*.seg"))) > 0
+        replica.start()
+        replica.wait_status(lambda s: s["state"] == "standby", what="standby")
+        replica.execute("SELECT pg_promote()")
+        replica.wait_status(lambda s: s["state"] == "connected", timeout=30, what="promoted and connected")
+        replica.wait_status(lambda s: s["buffered_bytes"] == 0, what="nothing pending on the promoted server")
+        assert count(replica) == 0 and count(replica, "voipbin_dead_letters") == 0
+        assert "copied from another server" in replica.read_log()
+    finally:
+        locker.rollback()
+        locker.close()
+        if replica:
+            replica.destroy()
+    # the original stores them, once
+    wait_until(lambda: count(vb) == 50 and count(vb, "voipbin_dead_letters") == 1, timeout=60,
+               what="stored on the original")
+
+
+def test_cancel_of_the_worker_is_not_a_restart(vb, fake, topic):
+    subscribe(vb, fake, topic + "transcript:transcript_")
+    pid = vb.worker_pid()
+    before = vb.read_log().count("canceling statement due to user request")
+    for i in range(3):
+        vb.execute("SELECT pg_cancel_backend(%s)", (pid,))
+        wait_until(lambda: vb.read_log().count("canceling statement due to user request") > before + i,
+                   what="cancel %d handled" % (i + 1))
+    burst(fake, 10)
+    wait_until(lambda: count(vb) == 10, what="still storing")
+    assert vb.worker_pid() == pid, "a cancel must not restart the worker"
+    assert "terminated by signal" not in vb.read_log().split("canceling statement")[-1]
+
+
+def test_extension_at_1_0_keeps_frames_in_the_journal(vb, fake, topic):
+    subscribe(vb, fake, topic + "transcript:transcript_")
+    vb.execute("BEGIN; DROP EXTENSION voipbin; CREATE EXTENSION voipbin VERSION '1.0';"
+               " INSERT INTO voipbin_subscriptions (topic) VALUES (%s); COMMIT",
+               (topic + "transcript:transcript_",))
+    try:
+        burst(fake, 20)
+        st = vb.wait_status(lambda s: s["last_error"] and "ALTER EXTENSION voipbin UPDATE" in s["last_error"],
+                            what="told to update")
+        assert st["events_stored"] is not None
+        assert count(vb) == 0
+        burst(fake, 5, start=20)
+        assert len([l for l in vb.read_log().splitlines() if "is at version 1.0" in l]) == 1
+    finally:
+        vb.execute("ALTER EXTENSION voipbin UPDATE")
+    wait_until(lambda: count(vb) == 25, timeout=30, what="stored once updated")
