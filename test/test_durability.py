@@ -7,13 +7,15 @@ import glob
 import json
 import os
 import signal
+import socket
 import struct
+import subprocess
 import time
 
 import psycopg2
 import pytest
 
-from pgcluster import wait_until
+from pgcluster import PG_BIN, Cluster, wait_until
 from test_worker import subscribe, transcript
 
 HDR = struct.Struct("<IIIBBHQq")      # magic crc len flags source pad orig_len at_us
@@ -333,3 +335,82 @@ def test_extension_at_1_0_keeps_frames_in_the_journal(vb, fake, topic):
     finally:
         vb.execute("ALTER EXTENSION voipbin UPDATE")
     wait_until(lambda: count(vb) == 25, timeout=30, what="stored once updated")
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.join(os.path.dirname(HERE), "src")
+
+
+def test_ws_connect_never_reads_its_command_after_queueing_it(tmp_path):
+    """ws_connect() handed its command to the network thread, which may free it,
+    then read the connection number from it (test/c/ws_connect_race.c)."""
+    exe = str(tmp_path / "ws_connect_race")
+    flags = subprocess.check_output(["pkg-config", "--cflags", "--libs", "libwebsockets"], text=True).split()
+    subprocess.run(["gcc", "-g", "-std=gnu11", "-I" + SRC, "-I" + os.path.join(SRC, "net"), "-o", exe,
+                    os.path.join(HERE, "c", "ws_connect_race.c"), os.path.join(SRC, "net", "ws_client.c"),
+                    os.path.join(SRC, "net", "journal.c")] + flags + ["-lssl", "-lcrypto", "-pthread", "-ldl"],
+                   check=True, timeout=120)
+    r = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+
+
+def test_fast_shutdown_while_dns_never_answers(certs, secret_dir):
+    """The network thread blocked in getaddrinfo() against a resolver that never
+    answers must not hold up pg_ctl stop -m fast (under 3 s)."""
+    from conftest import FAST, write_token_file
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind(("127.83.0.53", 53))           # ours; it never answers
+    c = Cluster(dict(FAST, **{
+        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
+        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
+    }))
+    resolv = os.path.join(c.dir, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver 127.83.0.53\noptions timeout:30 attempts:5\n")
+    try:
+        # the cluster alone sees that resolv.conf: a mount namespace of its own
+        subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount --bind "$1" /etc/resolv.conf && exec runuser -u postgres -- '
+                        '"$2/pg_ctl" -D "$3" -l "$4" -w -t 60 start', "sh", resolv, PG_BIN, c.data, c.log],
+                       check=True, timeout=90, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        c.execute("CREATE DATABASE %s" % c.dbname, dbname="postgres")
+        # the worker's network thread is asking our resolver
+        dns.settimeout(30)
+        dns.recvfrom(4096)
+        start = time.monotonic()
+        r = c.stop("fast")
+        elapsed = time.monotonic() - start
+        assert r.returncode == 0, r.stdout
+        assert elapsed < 3.0, "pg_ctl stop -m fast took %.1f s" % elapsed
+    finally:
+        dns.close()
+        c.destroy()
+
+
+def _context_bytes(cluster, pid):
+    """TopMemoryContext's grand total in the worker, from pg_log_backend_memory_contexts."""
+    before = len(cluster.read_log())
+    cluster.execute("SELECT pg_log_backend_memory_contexts(%s)", (pid,))
+    line = wait_until(lambda: next((l for l in cluster.read_log()[before:].splitlines()
+                                    if "Grand total:" in l), None), what="memory context dump")
+    return int(line.split("Grand total:")[1].split()[0])
+
+
+def test_topic_records_follow_the_table(vb, fake, topic):
+    """subscriptions.c kept a record for every topic ever seen: subscribing and
+    removing distinct topics, round after round, grew the worker for ever."""
+    pid = vb.worker_pid()
+    sizes = []
+    for rnd in range(4):
+        vb.execute("INSERT INTO voipbin_subscriptions (topic, status)"
+                   " SELECT %s || 'call:' || md5(%s || g::text), 'active' FROM generate_series(1, 1500) g",
+                   (topic, str(rnd)))
+        fake.wait_state(lambda s: s["connections"] and len(s["connections"][-1]["topics"]) >= 1500,
+                        timeout=60, what="1,500 topics subscribed")
+        vb.execute("DELETE FROM voipbin_subscriptions")
+        fake.wait_state(lambda s: s["connections"] and not s["connections"][-1]["topics"],
+                        timeout=60, what="all unsubscribed")
+        sizes.append(_context_bytes(vb, pid))
+    assert vb.worker_pid() == pid
+    # 1,500 records are ~250 kB: after the first round the worker must not grow by that each round
+    assert sizes[-1] - sizes[1] < 200 * 1024, sizes
