@@ -61,3 +61,9 @@ DISTFILE = $(EXTENSION)-$(DISTVERSION).zip
 .PHONY: dist
 dist:
 	git archive --format=zip --prefix=$(EXTENSION)-$(DISTVERSION)/ -o $(DISTFILE) HEAD
+
+# libFuzzer targets and the suite under ASAN+UBSAN, each built apart from
+# this build (test/fuzz/Makefile, a copy of the tree): see README.md.
+.PHONY: fuzz sanitize
+fuzz sanitize:
+	test/$@.sh

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The integration suite (and pg_regress) once against an ASAN+UBSAN build of
+# the extension: fails on any sanitizer report, as well as on any test.
+#
+#   test/sanitize.sh [pytest args…]        (as root, like test/run)
+#
+# The extension is built with clang -fsanitize=address,undefined from a copy
+# of the tree (the normal build's objects stay as they are) into a private
+# copy of PostgreSQL (test/private-pg.sh asan).  postgres itself is not
+# instrumented: in that copy bin/postgres becomes a wrapper that preloads
+# the ASAN runtime (which carries UBSAN's) and sets the sanitizers' options,
+# so every server any test starts, however it starts it, runs under them.
+# Reports go to files, one per process, collected at the end.
+#
+# Leak detection is off: postgres keeps much of its memory for life and
+# frees it by exiting, so LSan would report PostgreSQL, not us (the src/net/
+# fuzz targets of test/fuzz.sh look for leaks).  Memory handed out by
+# palloc() sits inside blocks ASAN sees whole, so an overrun within one is
+# not seen; overruns of malloc() memory (libwebsockets, libcurl, OpenSSL,
+# our src/net/ code), use after free, stack and global overruns, and every
+# kind of undefined behaviour UBSAN checks are.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$PWD
+export CLANG=${CLANG:-clang-14}
+name=${SANITIZE_PG:-asan}
+
+bindir=$(test/private-pg.sh "$name")
+[ -e "$bindir/postgres.real" ] || mv "$bindir/postgres" "$bindir/postgres.real"
+
+work=$(mktemp -d /tmp/voipbin-sanitize-XXXXXX)
+trap '[ -n "${SANITIZE_KEEP:-}" ] || rm -rf "$work"' EXIT
+chmod 755 "$work"
+reports=$work/reports
+mkdir -m 1777 "$reports"
+
+make -s -f test/fuzz/Makefile test/fuzz/build/asan_shim.so
+cp test/fuzz/build/asan_shim.so "$bindir/asan_shim.so"
+runtime=$($CLANG -print-resource-dir)/lib/linux/libclang_rt.asan-x86_64.so
+symbolizer=$(command -v llvm-symbolizer-14 || command -v llvm-symbolizer || echo "")
+common="halt_on_error=1:abort_on_error=0:symbolize=1:external_symbolizer_path=$symbolizer"
+# argv[0] stays the wrapper's path: postgres records it in postmaster.opts,
+# and pg_ctl restart starts whatever is recorded there
+cat >"$bindir/postgres" <<EOF
+#!/bin/bash
+# written by test/sanitize.sh: postgres under ASAN+UBSAN
+export LD_PRELOAD="$runtime $bindir/asan_shim.so"
+export ASAN_OPTIONS="detect_leaks=0:quarantine_size_mb=32:malloc_context_size=16:allocator_may_return_null=1:log_path=$reports/asan:$common"
+export UBSAN_OPTIONS="print_stacktrace=1:log_path=$reports/ubsan:$common"
+exec -a "$bindir/postgres" "$bindir/postgres.real" "\$@"
+EOF
+chmod 755 "$bindir/postgres"
+
+echo "== sanitize: building the extension with ASAN+UBSAN into $(dirname "$(dirname "$bindir")")"
+mkdir "$work/src"
+git ls-files -z -co --exclude-standard | tar --null -T - -c | tar -x -C "$work/src"
+san="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer -shared-libsan"
+quiet="-Wno-ignored-attributes -Wno-unknown-warning-option -Wno-compound-token-split-by-macro"
+if ! make -C "$work/src" -s PG_CONFIG="$bindir/pg_config" CC="$CLANG" with_llvm=no \
+        COPT="$san $quiet" install >"$work/build.log" 2>&1; then
+    cat "$work/build.log"; exit 1
+fi
+if [ "$(nm -D "$(dirname "$bindir")/lib/voipbin.so" | grep -c __asan_report)" -eq 0 ]; then
+    echo "sanitize: the installed voipbin.so is not instrumented"; exit 1
+fi
+
+status=0
+echo "== sanitize: pg_regress"
+PATH="$bindir:$PATH" test/run_regress.sh || status=1
+echo "== sanitize: integration tests"
+# Wall-clock bounds (a second to shut down, a backoff's spacing, a 200 ms
+# statement timeout) fail under ASAN's slower allocator and TLS without any
+# memory error; the plain suite checks them.
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(test/
+    --deselect test/test_reliability.py::test_fast_shutdown_within_a_second
+    --deselect test/test_reliability.py::test_backoff_grows_between_failures
+    --deselect test/test_repair.py::test_an_outage_is_recorded
+    --deselect test/test_rest.py::test_statement_timeout_stops_a_hanging_call)
+PATH="$bindir:$PATH" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${args[@]}" || status=1
+
+found=$(find "$reports" -type f | wc -l)
+if [ "$found" -gt 0 ]; then
+    echo "== sanitize: $found sanitizer report(s)"
+    for f in "$reports"/*; do
+        echo "--- $(basename "$f")"
+        head -80 "$f"
+    done
+    mkdir -p "$top/test/sanitize-reports"
+    cp "$reports"/* "$top/test/sanitize-reports/"
+    status=1
+else
+    echo "== sanitize: no sanitizer report"
+fi
+exit $status
