@@ -691,7 +691,12 @@ journal_open(const char *dir, uint64_t limit, size_t mem, bool sync, char *err, 
 	err[0] = '\0';
 	if (opened)
 		return on_disk;
-	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	/*
+	 * One eventfd for the process, kept across journal_close(): closing it
+	 * there could race a submitter's wake_main() onto a reused descriptor.
+	 */
+	if (wake_fd < 0)
+		wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	pthread_mutex_lock(&wmu);
 	pthread_mutex_lock(&mu);
 	do_sync = sync;
