@@ -62,6 +62,116 @@ REVOKE EXECUTE ON FUNCTION voipbin_retry_dead_letters(bigint[]) FROM PUBLIC;
 -- ---------------------------------------------------------------------------
 -- Security
 -- ---------------------------------------------------------------------------
+-- Functions that views, triggers and handlers call run under the caller's
+-- search_path: each has a fixed one, or is a SQL-standard body (voipbin_offset,
+-- resolved once at CREATE), or names everything by schema (voipbin_run_handlers).
+ALTER FUNCTION voipbin_timestamp(text) SET search_path = pg_catalog, pg_temp;
+
+-- The worker need not be a superuser (voipbin.worker_role).  A handler runs
+-- as the role that stores the event, the worker's; a handler that is not
+-- SECURITY DEFINER is trusted only when its owner already has that role's
+-- privileges (a superuser owner has everyone's), or its owner could run
+-- anything as that role by changing its body.
+CREATE OR REPLACE FUNCTION voipbin_on(event_type text, handler regprocedure) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p pg_proc;
+    worker_role text := nullif(current_setting('voipbin.worker_role', true), '');
+    worker oid;
+BEGIN
+    IF event_type IS NULL OR handler IS NULL THEN
+        RAISE EXCEPTION 'voipbin_on needs an event type and a handler'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF event_type !~ '^[a-z][a-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid VoIPBIN event type: "%"', event_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Event types are lower case, as in call_hangup or transcript_created.';
+    END IF;
+    SELECT * INTO p FROM pg_proc WHERE oid = handler;
+    IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+       OR p.proargtypes[0] <> '@extschema@.voipbin_events'::regtype
+       OR p.prorettype <> 'void'::regtype THEN
+        RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+            USING ERRCODE = 'invalid_object_definition',
+                  DETAIL = 'A handler is a function that takes one argument of type voipbin_events and returns void.',
+                  HINT = 'Declare it as CREATE FUNCTION f(e voipbin_events) RETURNS void.';
+    END IF;
+    IF p.pronamespace = pg_my_temp_schema() THEN
+        RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'It is a temporary function, which the voipbin worker cannot see.';
+    END IF;
+    IF worker_role IS NULL THEN
+        IF NOT p.prosecdef AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = p.proowner) THEN
+            RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Handlers run in the voipbin worker, as a superuser; its owner is not one.',
+                      HINT = format('ALTER FUNCTION %s SECURITY DEFINER, so that it runs with its owner''s privileges.', handler);
+        END IF;
+    ELSE
+        SELECT oid INTO worker FROM pg_roles WHERE rolname = worker_role;
+        IF worker IS NULL THEN
+            RAISE EXCEPTION 'voipbin.worker_role "%" does not exist', worker_role
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create the role, or set voipbin.worker_role to another one and restart the server.';
+        END IF;
+        IF NOT p.prosecdef AND NOT pg_has_role(p.proowner, worker, 'USAGE') THEN
+            RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Handlers run in the voipbin worker, as role %I; the function''s owner does not have that role''s privileges.', worker_role),
+                      HINT = format('ALTER FUNCTION %s SECURITY DEFINER, so that it runs with its owner''s privileges.', handler);
+        END IF;
+        IF NOT has_function_privilege(worker, handler, 'EXECUTE') THEN
+            RAISE EXCEPTION 'the voipbin worker''s role % may not execute function %', quote_ident(worker_role), handler
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('GRANT EXECUTE ON FUNCTION %s TO %I;', handler, worker_role);
+        END IF;
+    END IF;
+    INSERT INTO @extschema@.voipbin_handlers (event_type, handler)
+    VALUES (voipbin_on.event_type, (pg_identify_object('pg_proc'::regclass, handler, 0)).identity)
+    ON CONFLICT ON CONSTRAINT voipbin_handlers_event_type_handler_key DO NOTHING;
+END
+$$;
+
+-- Runs in whatever transaction inserts the event, as the role inserting it;
+-- it sets no search_path, so handlers see the one they would see in a
+-- trigger, and names everything it uses by schema.
+CREATE OR REPLACE FUNCTION voipbin_run_handlers() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    h record;
+BEGIN
+    FOR h IN
+        SELECT r.handler, p.oid AS fn,
+               p.prosecdef OR pg_catalog.pg_has_role(p.proowner, CURRENT_USER, 'USAGE') AS trusted,
+               pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.'
+                   OPERATOR(pg_catalog.||) pg_catalog.quote_ident(p.proname) AS name
+        FROM @extschema@.voipbin_handlers r
+        LEFT JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(r.handler)
+        LEFT JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+        WHERE r.event_type OPERATOR(pg_catalog.=) NEW.event_type
+        ORDER BY r.id
+    LOOP
+        IF h.fn IS NULL THEN
+            RAISE EXCEPTION 'voipbin handler % for % does not exist', h.handler, NEW.event_type
+                USING ERRCODE = 'undefined_function',
+                      HINT = pg_catalog.format('If it was renamed or moved, register it again with voipbin_on and DELETE FROM voipbin_handlers WHERE handler = %L.', h.handler);
+        END IF;
+        IF NOT h.trusted THEN
+            RAISE EXCEPTION 'voipbin handler % is not SECURITY DEFINER, and its owner does not have the privileges of role %, which runs it', h.handler, CURRENT_USER
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = pg_catalog.format('ALTER FUNCTION %s SECURITY DEFINER, so that it runs with its owner''s privileges.', h.handler);
+        END IF;
+        EXECUTE 'SELECT ' OPERATOR(pg_catalog.||) h.name OPERATOR(pg_catalog.||) '($1)' USING NEW;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
 
 -- ---------------------------------------------------------------------------
 -- Webhook receiver

@@ -5,11 +5,67 @@
 #include "voipbin.h"
 
 #include <ctype.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <curl/curl.h>
 
 #include "lib/stringinfo.h"
 #include "storage/fd.h"
 
-/* Splits "http(s)://host[:port][/path]"; false with *error on anything else. */
+/* Longer than any real base URL; the WebSocket URL adds the credential to it. */
+#define API_URL_MAX 2048
+
+/*
+ * Whether host names this machine without any lookup: "localhost", 127/8,
+ * ::1 (also as ::ffff:127.x).  Spellings a resolver might still take for
+ * loopback (127.1, 0x7f.0.0.1) are not recognised, which only refuses more.
+ */
+bool
+endpoint_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (pg_strcasecmp(host, "localhost") == 0)
+		return true;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6) ||
+			(IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+	return false;
+}
+
+/*
+ * value percent-encoded for a URL's query (RFC 3986: all but the unreserved
+ * characters), as libcurl encodes it for REST calls; palloc'd.
+ */
+char *
+endpoint_query_escape(const char *value)
+{
+	char	   *escaped = curl_easy_escape(NULL, value, (int) strlen(value));
+	char	   *copy;
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	copy = pstrdup(escaped);
+	explicit_bzero(escaped, strlen(escaped));
+	curl_free(escaped);
+	return copy;
+}
+
+/*
+ * Splits "http(s)://host[:port][/path]"; false with *error on anything else.
+ * Everything in it ends up in a request line or a Host header, so only
+ * printable ASCII is taken; and plain http:// only to this machine, since
+ * the credential travels with every request.
+ */
 bool
 endpoint_parse(const char *api_url, Endpoint *ep, const char **error)
 {
@@ -19,6 +75,17 @@ endpoint_parse(const char *api_url, Endpoint *ep, const char **error)
 	size_t		path_len;
 
 	memset(ep, 0, sizeof(*ep));
+	if (strlen(api_url) > API_URL_MAX)
+	{
+		*error = "voipbin.api_url is longer than 2048 bytes";
+		return false;
+	}
+	for (const char *c = api_url; *c; c++)
+		if ((unsigned char) *c <= 0x20 || (unsigned char) *c >= 0x7f)
+		{
+			*error = "voipbin.api_url has a blank, a control character or a non-ASCII byte; percent-encode it";
+			return false;
+		}
 	if (pg_strncasecmp(p, "https://", 8) == 0)
 	{
 		ep->tls = true;
@@ -63,6 +130,18 @@ endpoint_parse(const char *api_url, Endpoint *ep, const char **error)
 		*error = "voipbin.api_url has no host";
 		return false;
 	}
+	for (const char *c = ep->host; *c; c++)
+		if (!(isalnum((unsigned char) *c) || *c == '.' || *c == '-' || *c == '_' ||
+			  (*c == ':' && *p == '[')))
+		{
+			*error = "voipbin.api_url has a host that is neither a name nor an IP address";
+			return false;
+		}
+	if (!ep->tls && !endpoint_is_loopback(ep->host))
+	{
+		*error = "voipbin.api_url uses http:// to a host that is not this machine: the credential would cross the network in clear; use https:// (http:// is accepted for a loopback address only)";
+		return false;
+	}
 	if (host_end < path)
 	{
 		char	   *end;
@@ -94,44 +173,159 @@ endpoint_parse(const char *api_url, Endpoint *ep, const char **error)
 }
 
 /*
+ * The longest credential taken.  VoIPBIN's access keys are ~40 bytes and its
+ * JWTs well under 2 kB; a longer first line is a wrong file, not a credential.
+ */
+#define CREDENTIAL_MAX 8192
+
+/*
+ * The credential in text (a setting's value, or a file's beginning and then
+ * only its first line) without a UTF-8 BOM and without the blanks, CR and LF an editor leaves
+ * around it.  A fresh palloc'd copy, never a pointer into text (the caller
+ * frees what it gets).  NULL when there is none; NULL with *error when it
+ * cannot be one: a NUL, a control character or non-ASCII byte inside it, or
+ * too long.  The error names where, never what: it may be close to a secret.
+ */
+char *
+credential_clean(const char *text, size_t len, bool first_line, const char *source,
+				 char **error)
+{
+	const char *start = text;
+	const char *end;
+	const char *nl;
+	size_t		n;
+
+	*error = NULL;
+	if (len >= 3 && memcmp(start, "\xEF\xBB\xBF", 3) == 0)
+		start += 3;
+	nl = first_line ? memchr(start, '\n', len - (start - text)) : NULL;
+	end = nl ? nl : text + len;
+	while (start < end && (*start == ' ' || *start == '\t' || *start == '\r' ||
+						   *start == '\v' || *start == '\f'))
+		start++;
+	while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' ||
+						   end[-1] == '\v' || end[-1] == '\f'))
+		end--;
+	n = end - start;
+	if (n == 0)
+		return NULL;
+	if (n > CREDENTIAL_MAX)
+	{
+		*error = psprintf("%s: the credential is longer than %d bytes", source, CREDENTIAL_MAX);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+	{
+		unsigned char c = (unsigned char) start[i];
+
+		/* access keys and JWTs are printable ASCII without blanks */
+		if (c <= 0x20 || c >= 0x7f)
+		{
+			*error = psprintf("%s: the credential has %s at byte %zu; it must be one line of printable ASCII",
+							  source,
+							  c == 0 ? "a NUL" : c < 0x20 || c == 0x7f ? "a control character" :
+							  c == 0x20 ? "a blank" : "a non-ASCII byte",
+							  i + 1);
+			return NULL;
+		}
+	}
+	return pnstrdup(start, n);
+}
+
+/*
+ * The beginning of voipbin.token_file, enough for its first line; NULL with
+ * *error when it cannot be read.  A FIFO or device is refused before any
+ * read, so the worker never blocks on one; the path is no secret.
+ */
+static char *
+token_file_read(const char *path, size_t *len, char **error)
+{
+	int			fd;
+	struct stat st;
+	char	   *buf;
+	size_t		cap = CREDENTIAL_MAX + 64;	/* room for a BOM, blanks, CRLF */
+	size_t		got = 0;
+
+	*error = NULL;
+	fd = OpenTransientFile(path, O_RDONLY | O_NONBLOCK | PG_BINARY);
+	if (fd < 0)
+	{
+		*error = psprintf("could not open voipbin.token_file \"%s\": %m", path);
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0)
+	{
+		*error = psprintf("could not stat voipbin.token_file \"%s\": %m", path);
+		CloseTransientFile(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode))
+	{
+		*error = psprintf("voipbin.token_file \"%s\" is %s, not a regular file", path,
+						  S_ISDIR(st.st_mode) ? "a directory" : "a device, FIFO or socket");
+		CloseTransientFile(fd);
+		return NULL;
+	}
+	buf = palloc(cap + 1);
+	while (got < cap)
+	{
+		ssize_t		r = read(fd, buf + got, cap - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+		{
+			*error = psprintf("could not read voipbin.token_file \"%s\": %m", path);
+			explicit_bzero(buf, cap);
+			pfree(buf);
+			CloseTransientFile(fd);
+			return NULL;
+		}
+		if (r == 0)
+			break;
+		got += r;
+		if (memchr(buf, '\n', got))
+			break;
+	}
+	CloseTransientFile(fd);
+	buf[got] = '\0';
+	*len = got;
+	return buf;
+}
+
+/*
  * The credential in force: the first line of voipbin.token_file when that is
  * set, else voipbin.token.  NULL with kind CRED_NONE when there is none;
- * NULL with *error when the file cannot be read (the path is no secret).
+ * NULL with *error when the file cannot be read or holds no credential.
  */
 char *
 credential_load(CredentialKind *kind, char **error)
 {
 	char	   *cred;
-	size_t		len;
 
 	*kind = CRED_NONE;
 	*error = NULL;
 	if (voipbin_token_file && voipbin_token_file[0])
 	{
-		FILE	   *f = AllocateFile(voipbin_token_file, "r");
-		char		line[8192];
+		size_t		len;
+		char	   *text = token_file_read(voipbin_token_file, &len, error);
+		char	   *source;
 
-		if (f == NULL)
-		{
-			*error = psprintf("could not open voipbin.token_file \"%s\": %m", voipbin_token_file);
+		if (text == NULL)
 			return NULL;
-		}
-		if (fgets(line, sizeof(line), f) == NULL)
-			line[0] = '\0';
-		FreeFile(f);
-		cred = pstrdup(line);
-		explicit_bzero(line, sizeof(line));
+		source = psprintf("voipbin.token_file \"%s\"", voipbin_token_file);
+		cred = credential_clean(text, len, true, source, error);
+		explicit_bzero(text, len);
+		pfree(text);
+		if (cred == NULL && *error == NULL)
+			*error = psprintf("%s: its first line is empty", source);
+		pfree(source);
 	}
 	else
-		cred = pstrdup(voipbin_token ? voipbin_token : "");
-
-	/* trim the newline and any blanks a text editor left around it */
-	len = strlen(cred);
-	while (len > 0 && isspace((unsigned char) cred[len - 1]))
-		cred[--len] = '\0';
-	while (*cred && isspace((unsigned char) *cred))
-		cred++, len--;
-	if (len == 0)
+		cred = credential_clean(voipbin_token ? voipbin_token : "",
+								voipbin_token ? strlen(voipbin_token) : 0,
+								false, "voipbin.token", error);
+	if (cred == NULL)
 		return NULL;
 	*kind = strncmp(cred, "vb_", 3) == 0 ? CRED_ACCESSKEY : CRED_JWT;
 	return cred;

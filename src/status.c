@@ -5,16 +5,24 @@
  */
 #include "voipbin.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
 #include "catalog/objectaccess.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
 #include "utils/timestamp.h"
 
 VoipbinShared *voipbin_shared = NULL;
@@ -204,6 +212,48 @@ voipbin_reconnect(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+static Oid
+extension_owner(Oid ext)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			owner = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(ext));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * last_error can quote a handler's error, and so an event's data: status is
+ * open to PUBLIC, its errors only to pg_monitor (superusers included) and
+ * to the extension's owner, who can read the events anyway.
+ */
+static bool
+may_see_errors(void)
+{
+	Oid			user = GetUserId();
+	Oid			ext;
+	Oid			owner;
+
+	if (has_privs_of_role(user, ROLE_PG_MONITOR))
+		return true;
+	ext = get_extension_oid("voipbin", true);
+	if (!OidIsValid(ext))
+		return false;
+	owner = extension_owner(ext);
+	return OidIsValid(owner) && has_privs_of_role(user, owner);
+}
+
 /*
  * The columns of voipbin_status(), in order.  A database still at 1.0 (the
  * library was upgraded, ALTER EXTENSION not yet run) declares a prefix of
@@ -260,7 +310,7 @@ voipbin_status(PG_FUNCTION_ARGS)
 	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->dead_letters));
 	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->reconnects));
 	values[8] = CStringGetTextDatum(last_error);
-	nulls[8] = last_error[0] == '\0';
+	nulls[8] = last_error[0] == '\0' || !may_see_errors();
 	values[9] = Int32GetDatum((int32) pid);
 	nulls[9] = pid == 0;
 	values[10] = Int64GetDatum((int64) (pg_atomic_read_u64(&voipbin_shared->buffered_bytes) +

@@ -260,18 +260,24 @@ notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb
 	else
 		appendStringInfoString(&p, "null");
 	before_data = p.len;
-	appendStringInfoString(&p, ", \"data\": ");
-	if (data_text == NULL)
-		JsonbToCString(&p, &data->root, VARSIZE(data));
-	else if (p.len + data_len < NOTIFY_PAYLOAD_LIMIT)
-		appendBinaryStringInfo(&p, data_text, (int) data_len);
-	appendStringInfoChar(&p, '}');
-	if (p.len > NOTIFY_PAYLOAD_LIMIT || (data_text && p.len - before_data < (int) data_len))
+	/* LISTEN takes no privilege: with "id", listeners read the row, which grants guard */
+	if (voipbin_notify_payload == VB_NOTIFY_ID)
+		appendStringInfoChar(&p, '}');
+	else
 	{
-		/* the listener reads the row by id */
-		p.len = before_data;
-		p.data[p.len] = '\0';
-		appendStringInfoString(&p, ", \"truncated\": true}");
+		appendStringInfoString(&p, ", \"data\": ");
+		if (data_text == NULL)
+			JsonbToCString(&p, &data->root, VARSIZE(data));
+		else if (p.len + data_len < NOTIFY_PAYLOAD_LIMIT)
+			appendBinaryStringInfo(&p, data_text, (int) data_len);
+		appendStringInfoChar(&p, '}');
+		if (p.len > NOTIFY_PAYLOAD_LIMIT || (data_text && p.len - before_data < (int) data_len))
+		{
+			/* the listener reads the row by id */
+			p.len = before_data;
+			p.data[p.len] = '\0';
+			appendStringInfoString(&p, ", \"truncated\": true}");
+		}
 	}
 
 	if (is_channel_name(event_type))

@@ -50,6 +50,25 @@ static const struct config_enum_entry notify_payload_options[] = {
 	{NULL, 0, false}
 };
 
+/*
+ * What SHOW, current_setting() and pg_settings say of a secret: whether it
+ * is set, never what it is, to superusers and pg_read_all_settings members
+ * too.  The worker and the REST functions read the variables themselves.
+ */
+#define SECRET_MASK "********"
+
+static const char *
+show_token(void)
+{
+	return voipbin_token && voipbin_token[0] ? SECRET_MASK : "";
+}
+
+static const char *
+show_webhook_secret(void)
+{
+	return voipbin_webhook_secret && voipbin_webhook_secret[0] ? SECRET_MASK : "";
+}
+
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -90,7 +109,7 @@ define_settings(void)
 							   &voipbin_token, "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, NULL);
+							   NULL, NULL, show_token);
 	DefineCustomStringVariable("voipbin.token_file",
 							   "File whose first line is the VoIPBIN credential; wins over voipbin.token.",
 							   NULL,
@@ -188,7 +207,7 @@ define_settings(void)
 							   &voipbin_webhook_secret, "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, NULL);
+							   NULL, NULL, show_webhook_secret);
 
 	/* 1.1: gap repair */
 	DefineCustomBoolVariable("voipbin.repair",

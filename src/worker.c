@@ -146,6 +146,23 @@ load_config(void)
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 	char	   *cred = credential_load(&kind, &error);
 	bool		changed;
+	Endpoint	ep = {0};
+	const char *url_error;
+
+	/* a URL the worker will not use disables it, saying why, until a reload */
+	if (error == NULL && !endpoint_parse(voipbin_api_url ? voipbin_api_url : "", &ep, &url_error))
+		error = pstrdup(url_error);
+	if (ep.host)
+		pfree(ep.host);
+	if (ep.base_path)
+		pfree(ep.base_path);
+	if (error && cred)
+	{
+		explicit_bzero(cred, strlen(cred));
+		pfree(cred);
+		cred = NULL;
+		kind = CRED_NONE;
+	}
 
 	changed = str_changed(cred, w.cred) ||
 		str_changed(voipbin_api_url, w.api_url) ||
@@ -203,7 +220,13 @@ start_connection(void)
 		return;
 	}
 	if (w.cred_kind == CRED_ACCESSKEY)
-		path = psprintf("%s/ws?accesskey=%s", ep.base_path, w.cred);
+	{
+		char	   *key = endpoint_query_escape(w.cred);
+
+		path = psprintf("%s/ws?accesskey=%s", ep.base_path, key);
+		explicit_bzero(key, strlen(key));
+		pfree(key);
+	}
 	else
 		path = psprintf("%s/ws", ep.base_path);
 
@@ -726,8 +749,30 @@ voipbin_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(voipbin_database, NULL, 0);
+	/* what status shows should the role be refused: InitPostgres exits FATAL */
+	if (voipbin_worker_role[0])
+		voipbin_set_state(VB_STATE_DISABLED,
+						  psprintf("the worker could not connect to database \"%s\" as voipbin.worker_role \"%s\"; see the server log",
+								   voipbin_database, voipbin_worker_role));
+	BackgroundWorkerInitializeConnection(voipbin_database,
+										 voipbin_worker_role[0] ? voipbin_worker_role : NULL, 0);
+	if (voipbin_worker_role[0])
+		voipbin_set_error("");
 	pgstat_report_appname("voipbin worker");
+
+	/*
+	 * pg_catalog first, whatever ALTER DATABASE or ALTER ROLE put in
+	 * search_path: the worker's SQL names its tables by schema, and so always
+	 * means the built-in functions and operators.  The rest stays, for the
+	 * triggers and handlers it fires.
+	 */
+	{
+		const char *path = GetConfigOption("search_path", false, false);
+
+		SetConfigOption("search_path",
+						path && path[0] ? psprintf("pg_catalog, %s", path) : "pg_catalog",
+						PGC_USERSET, PGC_S_SESSION);
+	}
 
 	SpinLockAcquire(&voipbin_shared->mutex);
 	voipbin_shared->worker_pid = MyProcPid;
