@@ -11,8 +11,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include <curl/curl.h>
-
 #include "lib/stringinfo.h"
 #include "storage/fd.h"
 
@@ -38,26 +36,6 @@ endpoint_is_loopback(const char *host)
 		return IN6_IS_ADDR_LOOPBACK(&a6) ||
 			(IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
 	return false;
-}
-
-/*
- * value percent-encoded for a URL's query (RFC 3986: all but the unreserved
- * characters), as libcurl encodes it for REST calls; palloc'd.
- */
-char *
-endpoint_query_escape(const char *value)
-{
-	char	   *escaped = curl_easy_escape(NULL, value, (int) strlen(value));
-	char	   *copy;
-
-	if (escaped == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
-	copy = pstrdup(escaped);
-	explicit_bzero(escaped, strlen(escaped));
-	curl_free(escaped);
-	return copy;
 }
 
 /*

@@ -115,6 +115,27 @@ rest_target_load(RestTarget *t, bool required)
 	return true;
 }
 
+/*
+ * value percent-encoded for a URL's query (RFC 3986: all but the unreserved
+ * characters), as CURLU_URLENCODE does for REST calls; palloc'd.  Here
+ * rather than in endpoint.c, which the fuzz build compiles without libcurl.
+ */
+char *
+rest_query_escape(const char *value)
+{
+	char	   *escaped = curl_easy_escape(NULL, value, (int) strlen(value));
+	char	   *copy;
+
+	if (escaped == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	copy = pstrdup(escaped);
+	explicit_bzero(escaped, strlen(escaped));
+	curl_free(escaped);
+	return copy;
+}
+
 bool
 rest_is_http_url(const char *url)
 {

@@ -32,6 +32,9 @@ extern bool rest_target_load(RestTarget *t, bool required);
 extern Jsonb *rest_call(const RestTarget *t, const char *method,
 						const char *path, Jsonb *body);
 
+/* value percent-encoded for a URL's query, as REST calls encode the access key. */
+extern char *rest_query_escape(const char *value);
+
 /* True for an absolute http:// or https:// URL with a host (no request). */
 extern bool rest_is_http_url(const char *url);
 

@@ -146,7 +146,6 @@ extern char *credential_load(CredentialKind *kind, char **error);
 extern char *credential_clean(const char *text, size_t len, bool first_line,
 							  const char *source, char **error);
 extern bool endpoint_is_loopback(const char *host);
-extern char *endpoint_query_escape(const char *value);
 extern char *redact_secret(const char *text, const char *secret);
 
 /* ---- the worker (worker.c, store.c, subscriptions.c) ---- */

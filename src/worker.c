@@ -29,6 +29,7 @@
 #include "utils/wait_event.h"
 
 #include "repair.h"
+#include "rest.h"
 #include "store.h"
 #include "net/journal.h"
 #include "net/ws_client.h"
@@ -221,7 +222,7 @@ start_connection(void)
 	}
 	if (w.cred_kind == CRED_ACCESSKEY)
 	{
-		char	   *key = endpoint_query_escape(w.cred);
+		char	   *key = rest_query_escape(w.cred);
 
 		path = psprintf("%s/ws?accesskey=%s", ep.base_path, key);
 		explicit_bzero(key, strlen(key));
