@@ -156,10 +156,17 @@ endpoint_parse(const char *api_url, Endpoint *ep, const char **error)
  */
 #define CREDENTIAL_MAX 8192
 
+/* what an editor may leave around a credential: blanks, CR, LF */
+static bool
+is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
 /*
  * The credential in text (a setting's value, or a file's beginning and then
- * only its first line) without a UTF-8 BOM and without the blanks, CR and LF an editor leaves
- * around it.  A fresh palloc'd copy, never a pointer into text (the caller
+ * only its first line) without a UTF-8 BOM and without the blanks, CR and LF
+ * an editor leaves around it.  A fresh palloc'd copy, never a pointer into text (the caller
  * frees what it gets).  NULL when there is none; NULL with *error when it
  * cannot be one: a NUL, a control character or non-ASCII byte inside it, or
  * too long.  The error names where, never what: it may be close to a secret.
@@ -178,11 +185,9 @@ credential_clean(const char *text, size_t len, bool first_line, const char *sour
 		start += 3;
 	nl = first_line ? memchr(start, '\n', len - (start - text)) : NULL;
 	end = nl ? nl : text + len;
-	while (start < end && (*start == ' ' || *start == '\t' || *start == '\r' ||
-						   *start == '\v' || *start == '\f'))
+	while (start < end && is_blank(*start))
 		start++;
-	while (end > start && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r' ||
-						   end[-1] == '\v' || end[-1] == '\f'))
+	while (end > start && is_blank(end[-1]))
 		end--;
 	n = end - start;
 	if (n == 0)
