@@ -7,17 +7,18 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 
 # src/net/: code that runs off the worker's main thread.  It is compiled
 # without PostgreSQL's include path, so a PostgreSQL header there fails the build.
-NET_OBJS = src/net/ws_client.o src/net/journal.o
+NET_OBJS = src/net/ws_client.o src/net/journal.o \
+           src/net/http_receiver.o src/net/webhook_request.o src/net/secret_fetch.o
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/store.o src/subscriptions.o src/worker.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o \
-       src/gaps.o src/repair.o src/store_errors.o src/dead_letters.o $(NET_OBJS)
+       src/gaps.o src/repair.o src/store_errors.o src/dead_letters.o src/webhook.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
 PG_CFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -pthread
-SHLIB_LINK = $(shell pkg-config --libs libwebsockets) -lssl -lcrypto -lcurl -pthread -lm
+SHLIB_LINK = $(shell pkg-config --libs libwebsockets) $(shell pkg-config --libs libmicrohttpd) -lssl -lcrypto -lcurl -pthread -lm
 
 REGRESS = install topics classify settings rest workflows store_errors
 # installcheck brings its own server, as pg_cron's does: a temporary instance

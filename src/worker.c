@@ -31,6 +31,7 @@
 #include "repair.h"
 #include "rest.h"
 #include "store.h"
+#include "webhook.h"
 #include "net/journal.h"
 #include "net/ws_client.h"
 
@@ -117,6 +118,7 @@ static void
 worker_exit(int code, Datum arg)
 {
 	/* what is not stored yet is in the journal already, for the next worker */
+	webhook_worker_stop();
 	ws_stop(NET_STOP_WAIT_MS);
 	journal_close();
 	SpinLockAcquire(&voipbin_shared->mutex);
@@ -628,6 +630,7 @@ step(void)
 	TimestampTz due;
 	bool		more_frames;
 	long		stats_ms;
+	long		webhook_ms;
 
 	if (RecoveryInProgress())
 	{
@@ -724,6 +727,8 @@ step(void)
 		CONSIDER(now);
 	if (stats_ms > 0)
 		CONSIDER(TimestampTzPlusMilliseconds(now, stats_ms));
+	if ((webhook_ms = webhook_worker_step()) >= 0)
+		CONSIDER(TimestampTzPlusMilliseconds(now, webhook_ms));
 #undef CONSIDER
 	return timeout;
 }
@@ -802,13 +807,14 @@ voipbin_worker_main(Datum arg)
 	if (wake_fd < 0)
 		ereport(FATAL, (errmsg("voipbin: %s", errbuf)));
 
-	wes = CreateWaitEventSet(TopMemoryContext, 5);
+	wes = CreateWaitEventSet(TopMemoryContext, 6);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wake_fd, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, journal_wake_fd(), NULL, NULL);
 	if (repair_wait_fd() >= 0)
 		AddWaitEventToSet(wes, WL_SOCKET_READABLE, repair_wait_fd(), NULL, NULL);
+	AddWaitEventToSet(wes, WL_SOCKET_READABLE, webhook_worker_start(), NULL, NULL);
 
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin worker loop",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -856,6 +862,7 @@ voipbin_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			MemoryContextSwitchTo(loop_cxt);
 			w.next_prune = 0;	/* a new retention applies at once */
+			webhook_worker_reload();
 			if (load_config())
 			{
 				elog(LOG, "voipbin: credential, URL or CA changed, reconnecting");

@@ -6,6 +6,7 @@ packages=(
     build-essential pkg-config openssl
     postgresql-15 postgresql-server-dev-15
     libwebsockets-dev libcurl4-openssl-dev libssl-dev
+    libmicrohttpd-dev  # the webhook receiver (src/net/http_receiver.c)
     python3-aiohttp python3-pytest python3-psycopg2
     git  # test_upgrade.py builds the released 1.0 from history; make dist
     debhelper postgresql-server-dev-all  # dpkg-buildpackage: dh --with pgxs, pg_buildext

@@ -1,0 +1,696 @@
+/*
+ * http_receiver.c — libmicrohttpd serving VoIPBIN's webhook requests.
+ *
+ * Why libmicrohttpd, thread per connection: it is a small, long-hardened
+ * HTTP/1.1 server (strict parsing, chunked bodies, keep-alive, Expect:
+ * 100-continue, header memory bounded per connection, idle timeouts), so
+ * none of that is written here.  A thread per connection lets each request
+ * wait for its body to become durable with a plain blocking wait while the
+ * others go on; the connection cap bounds the threads.  The worker's main
+ * thread can block on the database (a locked table, a slow trigger) at any
+ * time, so the receiver must not live in its wait loop.
+ *
+ * Nothing here includes or calls PostgreSQL: all signals stay blocked on
+ * these threads, and news for the main thread goes through an eventfd.
+ */
+#ifdef POSTGRES_H
+#error "http_receiver.c runs on the receiver's threads and must not use the PostgreSQL API"
+#endif
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "http_receiver.h"
+#include "webhook_request.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#define MAX_SOCKETS 16
+#define PATH_MAX_LEN 1024
+#define STATE_LEN 400
+/* Bodies held in memory at once, over all connections, beyond one of max size. */
+#define INFLIGHT_BUDGET (64 * 1024 * 1024)
+
+enum
+{
+	BODY_QUEUED,				/* in the queue */
+	BODY_TAKEN,					/* the main thread has it */
+	BODY_COMMITTED,
+	BODY_FAILED,
+	BODY_ABANDONED				/* taken, and its sender gave up: the main thread frees it */
+};
+
+/* One request being read. */
+typedef struct Req
+{
+	char	   *buf;
+	size_t		len;
+	size_t		cap;
+	uint64_t	max;
+	bool		answered;
+} Req;
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond;	/* on CLOCK_MONOTONIC: made by webhook_receiver_init() */
+
+static int	wake_fd = -1;
+static struct MHD_Daemon *daemons[MAX_SOCKETS];
+static int	n_daemons;
+static bool stopping;
+
+/* guarded by mu */
+static char path[PATH_MAX_LEN] = "/voipbin/events";
+static uint64_t max_body = 16 * 1024 * 1024;
+static char secret[WEBHOOK_SECRET_MAX];
+static size_t secret_len;
+static WebhookBody *queue_head,
+		   *queue_tail;
+
+/* atomics */
+static uint64_t n_received;
+static uint64_t n_refused;
+static uint64_t inflight;
+static int	secret_doubt;
+
+static void
+wake_main(void)
+{
+	uint64_t	one = 1;
+
+	if (wake_fd >= 0 && write(wake_fd, &one, sizeof(one)) < 0)
+	{
+		/* EAGAIN: the counter is already non-zero, the main thread will wake */
+	}
+}
+
+void
+webhook_receiver_wake(void)
+{
+	wake_main();
+}
+
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int
+webhook_receiver_init(char *errbuf, size_t errlen)
+{
+	pthread_condattr_t attr;
+
+	if (wake_fd >= 0)
+		return wake_fd;
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&cond, &attr);
+	pthread_condattr_destroy(&attr);
+	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wake_fd < 0)
+		snprintf(errbuf, errlen, "eventfd failed: %s", strerror(errno));
+	return wake_fd;
+}
+
+void
+webhook_ack_wakeup(void)
+{
+	uint64_t	n;
+
+	if (wake_fd >= 0 && read(wake_fd, &n, sizeof(n)) < 0)
+	{
+		/* EAGAIN: nothing was pending */
+	}
+}
+
+void
+webhook_receiver_set_path(const char *p)
+{
+	pthread_mutex_lock(&mu);
+	snprintf(path, sizeof(path), "%s", p ? p : "");
+	pthread_mutex_unlock(&mu);
+}
+
+void
+webhook_receiver_set_max_body(uint64_t bytes)
+{
+	pthread_mutex_lock(&mu);
+	max_body = bytes;
+	pthread_mutex_unlock(&mu);
+}
+
+void
+webhook_receiver_set_secret(const char *s, size_t len)
+{
+	pthread_mutex_lock(&mu);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	if (s == NULL || len >= sizeof(secret))
+		len = 0;
+	if (len)
+		memcpy(secret, s, len);
+	secret_len = len;
+	pthread_mutex_unlock(&mu);
+}
+
+void
+webhook_receiver_counts(uint64_t *received, uint64_t *refused)
+{
+	*received = __atomic_load_n(&n_received, __ATOMIC_RELAXED);
+	*refused = __atomic_load_n(&n_refused, __ATOMIC_RELAXED);
+}
+
+bool
+webhook_receiver_take_secret_doubt(void)
+{
+	return __atomic_exchange_n(&secret_doubt, 0, __ATOMIC_RELAXED) != 0;
+}
+
+/* ---- the hand-off to the main thread ---- */
+
+WebhookBody *
+webhook_receiver_take(void)
+{
+	WebhookBody *list;
+
+	pthread_mutex_lock(&mu);
+	list = queue_head;
+	queue_head = queue_tail = NULL;
+	for (WebhookBody *b = list; b; b = b->next)
+		b->state = BODY_TAKEN;
+	pthread_mutex_unlock(&mu);
+	return list;
+}
+
+static void
+body_free(WebhookBody *b)
+{
+	__atomic_sub_fetch(&inflight, b->len, __ATOMIC_RELAXED);
+	free(b->data);
+	free(b);
+}
+
+void
+webhook_receiver_done(WebhookBody *list, bool committed)
+{
+	pthread_mutex_lock(&mu);
+	while (list)
+	{
+		WebhookBody *next = list->next;
+
+		list->next = NULL;
+		if (list->state == BODY_ABANDONED)
+			body_free(list);
+		else
+			list->state = committed ? BODY_COMMITTED : BODY_FAILED;
+		list = next;
+	}
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&mu);
+}
+
+bool
+webhook_receiver_abandoned(const WebhookBody *b)
+{
+	bool		gone;
+
+	pthread_mutex_lock(&mu);
+	gone = b->state == BODY_ABANDONED;
+	pthread_mutex_unlock(&mu);
+	return gone;
+}
+
+/*
+ * Hands the body over and waits until it is committed.  Takes ownership of
+ * data.  True: committed, answer 200.
+ */
+static bool
+deliver(char *data, size_t len)
+{
+	WebhookBody *b = calloc(1, sizeof(*b));
+	struct timespec deadline;
+	bool		ok;
+
+	if (b == NULL)
+	{
+		free(data);
+		__atomic_sub_fetch(&inflight, len, __ATOMIC_RELAXED);
+		return false;
+	}
+	b->data = data;
+	b->len = len;
+	b->at_us = now_us();
+	b->state = BODY_QUEUED;
+
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += WEBHOOK_DURABLE_WAIT_MS / 1000;
+	deadline.tv_nsec += (long) (WEBHOOK_DURABLE_WAIT_MS % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L)
+	{
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+
+	pthread_mutex_lock(&mu);
+	if (stopping)
+	{
+		pthread_mutex_unlock(&mu);
+		body_free(b);
+		return false;
+	}
+	if (queue_tail)
+		queue_tail->next = b;
+	else
+		queue_head = b;
+	queue_tail = b;
+	wake_main();
+	while (!stopping && (b->state == BODY_QUEUED || b->state == BODY_TAKEN))
+		if (pthread_cond_timedwait(&cond, &mu, &deadline) == ETIMEDOUT)
+			break;
+	ok = b->state == BODY_COMMITTED;
+	if (b->state == BODY_QUEUED)
+	{
+		/* never taken: unlink it, VoIPBIN sends it again after the 503 */
+		WebhookBody **pp = &queue_head;
+
+		queue_tail = NULL;
+		while (*pp)
+		{
+			if (*pp == b)
+				*pp = b->next;
+			else
+			{
+				queue_tail = *pp;
+				pp = &(*pp)->next;
+			}
+		}
+		body_free(b);
+	}
+	else if (b->state == BODY_TAKEN)
+		b->state = BODY_ABANDONED;	/* the main thread frees it */
+	else
+		body_free(b);
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
+/* ---- HTTP ---- */
+
+static enum MHD_Result
+answer(struct MHD_Connection *c, Req *r, int status, const char *reason, bool close_after)
+{
+	char		text[256];
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	int			n;
+
+	if (r)
+		r->answered = true;
+	n = snprintf(text, sizeof(text), "%d %s\n", status,
+				 reason ? reason : status == 200 ? "stored" : "refused");
+	resp = MHD_create_response_from_buffer((size_t) n, text, MHD_RESPMEM_MUST_COPY);
+	if (resp == NULL)
+		return MHD_NO;
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+	if (status == 405)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "POST, PUT, GET, DELETE");
+	if (status == 503)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+	if (close_after)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	ret = MHD_queue_response(c, (unsigned int) status, resp);
+	MHD_destroy_response(resp);
+	if (status == 200)
+		__atomic_add_fetch(&n_received, 1, __ATOMIC_RELAXED);
+	else
+		__atomic_add_fetch(&n_refused, 1, __ATOMIC_RELAXED);
+	wake_main();
+	return ret;
+}
+
+static enum MHD_Result
+count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	WebhookHead *h = cls;
+
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+		h->n_content_length++;
+	else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+		h->n_transfer_encoding++;
+	return MHD_YES;
+}
+
+/* The first call for a request: its head, before any body is read. */
+static enum MHD_Result
+on_head(struct MHD_Connection *c, const char *url, const char *method, void **con_cls)
+{
+	WebhookHead head;
+	char		want[PATH_MAX_LEN];
+	uint64_t	max;
+	const char *reason;
+	int			status;
+	Req		   *r;
+
+	pthread_mutex_lock(&mu);
+	memcpy(want, path, sizeof(want));
+	max = max_body;
+	pthread_mutex_unlock(&mu);
+
+	memset(&head, 0, sizeof(head));
+	head.method = method;
+	head.path = url;
+	(void) MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &head);
+	head.content_length = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+													  MHD_HTTP_HEADER_CONTENT_LENGTH);
+	head.transfer_encoding = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+														 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	status = webhook_check_head(&head, want, max, &reason);
+	if (status != 0)
+		/* an unread body must not be taken for the next request: close */
+		return answer(c, NULL, status, reason, true);
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return MHD_NO;
+	r->max = max;
+	*con_cls = r;
+	return MHD_YES;
+}
+
+static bool
+append(Req *r, const char *data, size_t n)
+{
+	if (r->len + n > r->cap)
+	{
+		size_t		cap = r->cap ? r->cap : 4096;
+		char	   *buf;
+
+		while (cap < r->len + n)
+			cap *= 2;
+		if (cap > r->max)
+			cap = r->max;
+		if (__atomic_add_fetch(&inflight, cap - r->cap, __ATOMIC_RELAXED) >
+			INFLIGHT_BUDGET + r->max ||
+			(buf = realloc(r->buf, cap)) == NULL)
+		{
+			__atomic_sub_fetch(&inflight, cap - r->cap, __ATOMIC_RELAXED);
+			return false;
+		}
+		r->buf = buf;
+		r->cap = cap;
+	}
+	memcpy(r->buf + r->len, data, n);
+	r->len += n;
+	return true;
+}
+
+/* The whole body is there. */
+static enum MHD_Result
+on_body(struct MHD_Connection *c, Req *r)
+{
+	char		key[WEBHOOK_SECRET_MAX];
+	size_t		key_len;
+	const char *reason;
+	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, WEBHOOK_SIGNATURE_HEADER);
+	int			status;
+	char	   *data;
+	size_t		len;
+
+	pthread_mutex_lock(&mu);
+	key_len = secret_len;
+	memcpy(key, secret, key_len);
+	pthread_mutex_unlock(&mu);
+	status = webhook_check_body(sig, key, key_len, r->buf, r->len, &reason);
+	OPENSSL_cleanse(key, sizeof(key));
+	if (status != 0)
+	{
+		__atomic_store_n(&secret_doubt, 1, __ATOMIC_RELAXED);
+		return answer(c, r, status, reason, false);
+	}
+
+	/* the body is now the hand-off's; the inflight bytes go with it */
+	data = r->buf ? r->buf : malloc(1);
+	len = r->len;
+	__atomic_sub_fetch(&inflight, r->cap - r->len, __ATOMIC_RELAXED);
+	r->buf = NULL;
+	r->len = r->cap = 0;
+	if (data == NULL)
+		return answer(c, r, 503, "out of memory", false);
+	if (!deliver(data, len))
+		return answer(c, r, 503, "the event could not be made durable in time", false);
+	return answer(c, r, 200, "stored", false);
+}
+
+static enum MHD_Result
+on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+		   const char *version, const char *upload_data, size_t *upload_data_size,
+		   void **con_cls)
+{
+	Req		   *r = *con_cls;
+
+	if (r == NULL)
+		return on_head(c, url, method, con_cls);
+	if (r->answered)
+	{
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	if (*upload_data_size > 0)
+	{
+		size_t		n = *upload_data_size;
+
+		*upload_data_size = 0;
+		if (r->len + n > r->max)
+			/* a chunked body has no length to refuse it by up front */
+			return answer(c, r, 413, "body larger than voipbin.max_frame_size", true) == MHD_YES
+				? MHD_YES : MHD_NO;
+		if (!append(r, upload_data, n))
+			return answer(c, r, 503, "too many bodies in memory", true) == MHD_YES
+				? MHD_YES : MHD_NO;
+		return MHD_YES;
+	}
+	return on_body(c, r);
+}
+
+static void
+on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	Req		   *r = *con_cls;
+
+	if (r == NULL)
+		return;
+	if (r->buf)
+	{
+		__atomic_sub_fetch(&inflight, r->cap, __ATOMIC_RELAXED);
+		free(r->buf);
+	}
+	free(r);
+	*con_cls = NULL;
+}
+
+/* ---- listening ---- */
+
+static void
+describe(const struct sockaddr *sa, socklen_t salen, char *out, size_t outlen)
+{
+	char		host[NI_MAXHOST];
+	char		serv[NI_MAXSERV];
+
+	if (getnameinfo(sa, salen, host, sizeof(host), serv, sizeof(serv),
+					NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+		snprintf(out, outlen, "?");
+	else if (sa->sa_family == AF_INET6)
+		snprintf(out, outlen, "[%s]:%s", host, serv);
+	else
+		snprintf(out, outlen, "%s:%s", host, serv);
+}
+
+/* Appends to a list: sep first unless buf is empty. */
+static void add(char *buf, size_t len, const char *sep, const char *fmt,...)
+			__attribute__((format(printf, 4, 5)));
+
+static void
+add(char *buf, size_t len, const char *sep, const char *fmt,...)
+{
+	size_t		used = strlen(buf);
+	va_list		ap;
+
+	if (used > 0 && used < len)
+		used += snprintf(buf + used, len - used, "%s", sep);
+	if (used >= len)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+/* Binds one address; the socket, or -1 with why in err. */
+static int
+listen_on(struct addrinfo *ai, char *err, size_t errlen)
+{
+	int			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+	int			on = 1;
+
+	if (fd < 0)
+	{
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	(void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	if (ai->ai_family == AF_INET6)
+		(void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0)
+	{
+		snprintf(err, errlen, "%s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static struct MHD_Daemon *
+serve(int fd)
+{
+	sigset_t	all;
+	sigset_t	old;
+	struct MHD_Daemon *d;
+
+	/* MHD's threads inherit this mask: the postmaster's signals stay the main thread's */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+						 MHD_USE_POLL,
+						 0, NULL, NULL, on_request, NULL,
+						 MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
+						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) WEBHOOK_MAX_CONNECTIONS,
+						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) WEBHOOK_IDLE_TIMEOUT_S,
+						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) WEBHOOK_HEADER_LIMIT,
+						 MHD_OPTION_STRICT_FOR_CLIENT, (int) 1,
+						 MHD_OPTION_THREAD_STACK_SIZE, (size_t) (256 * 1024),
+						 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+						 MHD_OPTION_END);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return d;
+}
+
+int
+webhook_receiver_start(const char *addresses, int port, char *state, size_t statelen)
+{
+	char	   *list = strdup(addresses ? addresses : "");
+	char	   *save = NULL;
+	char		ok[STATE_LEN];
+	char		bad[STATE_LEN];
+	char		portstr[16];
+
+	webhook_receiver_stop();
+	pthread_mutex_lock(&mu);
+	stopping = false;
+	pthread_mutex_unlock(&mu);
+	ok[0] = bad[0] = '\0';
+	snprintf(portstr, sizeof(portstr), "%d", port);
+
+	for (char *tok = list ? strtok_r(list, ",", &save) : NULL; tok; tok = strtok_r(NULL, ",", &save))
+	{
+		struct addrinfo hints;
+		struct addrinfo *res = NULL;
+		const char *host;
+		int			rc;
+
+		while (*tok == ' ' || *tok == '\t')
+			tok++;
+		for (char *e = tok + strlen(tok); e > tok && (e[-1] == ' ' || e[-1] == '\t');)
+			*--e = '\0';
+		if (*tok == '\0')
+			continue;
+		host = strcmp(tok, "*") == 0 ? NULL : tok;
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_family = AF_UNSPEC;
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+		rc = getaddrinfo(host, portstr, &hints, &res);
+		if (rc != 0)
+		{
+			add(bad, sizeof(bad), "; ", "could not resolve \"%s\": %s", tok, gai_strerror(rc));
+			continue;
+		}
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+		{
+			char		where[NI_MAXHOST + 16];
+			char		err[128];
+			int			fd;
+			bool		dup = false;
+
+			describe(ai->ai_addr, ai->ai_addrlen, where, sizeof(where));
+			/* "localhost,127.0.0.1" names one address twice */
+			for (const char *p = strstr(ok, where); p; p = strstr(p + 1, where))
+				if ((p == ok || p[-1] == ' ') && (p[strlen(where)] == ',' || p[strlen(where)] == '\0'))
+					dup = true;
+			if (dup)
+				continue;
+			if (n_daemons == MAX_SOCKETS)
+				break;
+			fd = listen_on(ai, err, sizeof(err));
+			if (fd >= 0 && (daemons[n_daemons] = serve(fd)) == NULL)
+			{
+				snprintf(err, sizeof(err), "libmicrohttpd could not start");
+				close(fd);
+				fd = -1;
+			}
+			if (fd < 0)
+			{
+				add(bad, sizeof(bad), "; ", "could not listen on %s: %s", where, err);
+				continue;
+			}
+			n_daemons++;
+			add(ok, sizeof(ok), ", ", "%s", where);
+		}
+		freeaddrinfo(res);
+	}
+	free(list);
+
+	if (n_daemons > 0 && bad[0])
+		snprintf(state, statelen, "listening on %s (%s)", ok, bad);
+	else if (n_daemons > 0)
+		snprintf(state, statelen, "listening on %s", ok);
+	else if (bad[0])
+		snprintf(state, statelen, "%s", bad);
+	else
+		snprintf(state, statelen, "not listening: voipbin.webhook_listen_addresses is empty");
+	return n_daemons;
+}
+
+void
+webhook_receiver_stop(void)
+{
+	/* waiting requests answer 503 now, so that their threads can be joined */
+	pthread_mutex_lock(&mu);
+	stopping = true;
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&mu);
+	for (int i = 0; i < n_daemons; i++)
+	{
+		/* closes the listening socket too */
+		MHD_stop_daemon(daemons[i]);
+		daemons[i] = NULL;
+	}
+	n_daemons = 0;
+}

@@ -1,0 +1,87 @@
+/*
+ * http_receiver.h — the webhook receiver: libmicrohttpd on threads of its
+ * own, no PostgreSQL.
+ *
+ * VoIPBIN POSTs (or PUTs, GETs, DELETEs) each event, signed, to the path
+ * voipbin.webhook_path; the receiver checks the request (webhook_request.h),
+ * hands a verified body on and answers 200 only once it is durable, so a
+ * crash after the answer cannot lose it.  The worker's main thread starts,
+ * stops and reconfigures it, learns of news through an eventfd in its
+ * WaitEventSet and copies the counters into voipbin_status().
+ */
+#ifndef VOIPBIN_HTTP_RECEIVER_H
+#define VOIPBIN_HTTP_RECEIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Requests served at once; more connections are accepted and closed at once. */
+#define WEBHOOK_MAX_CONNECTIONS 64
+/* A connection silent this long is closed (a request never finished, an idle keep-alive). */
+#define WEBHOOK_IDLE_TIMEOUT_S 15
+/* Whole request line and headers, per connection. */
+#define WEBHOOK_HEADER_LIMIT (32 * 1024)
+/* How long a verified body may wait to become durable before the answer is 503. */
+#define WEBHOOK_DURABLE_WAIT_MS 10000
+/* Longest secret kept (VoIPBIN's are 32 or 64 characters). */
+#define WEBHOOK_SECRET_MAX 1024
+
+/*
+ * Creates the eventfd the main thread waits on; call once, before anything
+ * else.  -1 with errbuf set on failure.
+ */
+extern int	webhook_receiver_init(char *errbuf, size_t errlen);
+extern void webhook_ack_wakeup(void);
+/* Wakes the main thread; callable from any thread (the secret fetch's too). */
+extern void webhook_receiver_wake(void);
+
+/*
+ * Listens on port at each of addresses (comma-separated host names or IP
+ * addresses, "*" for all).  Returns how many sockets listen; state gets
+ * "listening on 127.0.0.1:8080, [::1]:8080" or why not (with the addresses
+ * that failed).
+ */
+extern int	webhook_receiver_start(const char *addresses, int port, char *state, size_t statelen);
+
+/* Stops listening; requests waiting for durability are answered 503.  Safe to call twice. */
+extern void webhook_receiver_stop(void);
+
+/* Settings that apply to the next request, without a restart. */
+extern void webhook_receiver_set_path(const char *path);
+extern void webhook_receiver_set_max_body(uint64_t bytes);
+/* The HMAC key; NULL or "" means none is known (requests get 503). */
+extern void webhook_receiver_set_secret(const char *secret, size_t len);
+
+/* Answers since webhook_receiver_init(): 200s, and every other status. */
+extern void webhook_receiver_counts(uint64_t *received, uint64_t *refused);
+
+/*
+ * True once after a request could not be verified (a wrong signature, or no
+ * secret known): the secret may have changed, so the caller may fetch it again.
+ */
+extern bool webhook_receiver_take_secret_doubt(void);
+
+/*
+ * Verified bodies, handed to the main thread until the journal takes them:
+ * each waits, answer unsent, until the main thread has committed it.
+ */
+typedef struct WebhookBody
+{
+	struct WebhookBody *next;
+	char	   *data;
+	size_t		len;
+	int64_t		at_us;			/* µs since the Unix epoch */
+	int			state;			/* private to http_receiver.c */
+} WebhookBody;
+
+/* Detaches the queued bodies, oldest first (NULL when none). */
+extern WebhookBody *webhook_receiver_take(void);
+
+/* Gives bodies back: committed, the senders get 200, else 503; frees them. */
+extern void webhook_receiver_done(WebhookBody *list, bool committed);
+
+/* True when the sender of b gave up waiting (it got 503 and VoIPBIN retries). */
+extern bool webhook_receiver_abandoned(const WebhookBody *b);
+
+#endif

@@ -1,0 +1,441 @@
+/*
+ * webhook.c — the worker's side of the webhook receiver.
+ *
+ * The receiver (net/http_receiver.c) runs on threads of its own; this file,
+ * on the worker's main thread, starts, stops and moves it as the settings
+ * say, keeps voipbin_status() current, and looks after the HMAC key: the
+ * voipbin.webhook_secret setting, or else the customer's webhook_secret that
+ * GET /customer returns, fetched off this thread (net/secret_fetch.c) with the
+ * worker's credential, and fetched again after a request fails to verify (the
+ * secret may have changed), at most once a minute.
+ *
+ * Until the journal takes webhook bodies, verified bodies come here and are
+ * stored, each sender waiting for the commit before it gets its 200.
+ */
+#include "voipbin.h"
+
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include <curl/curl.h>
+
+#include "store.h"
+#include "webhook.h"
+#include "net/http_receiver.h"
+#include "net/journal.h"
+#include "net/secret_fetch.h"
+
+/* A request that fails to verify may mean a new secret: ask at most this often. */
+#define REFETCH_MIN_MS 60000
+/* While no secret is known, retry a failed fetch after 1 s, 2 s, … up to a minute. */
+#define FETCH_RETRY_MAX_MS 60000
+#define STORE_BATCH 2000
+
+typedef struct WebhookWorker
+{
+	int			wake_fd;
+	bool		listening;
+	int			port;			/* what the receiver was started with */
+	char	   *addresses;
+	char		listen_state[VB_ERROR_LEN];
+
+	/* the key */
+	bool		from_setting;
+	bool		known;			/* fetched (or set) and handed to the receiver */
+	char		note[VB_ERROR_LEN];	/* why there is no key, for the status */
+	char	   *cred;			/* the credential GET /customer is made with */
+	CredentialKind cred_kind;
+	char	   *api_url;
+	char	   *ca_file;
+	TimestampTz last_fetch;		/* when the last fetch started */
+	TimestampTz fetch_due;		/* 0: none due */
+	int			fetch_failures;
+
+	uint64		received;
+	uint64		refused;
+} WebhookWorker;
+
+static WebhookWorker wh;
+
+static void
+publish_state(void)
+{
+	char		state[VB_ERROR_LEN];
+
+	if (!wh.listening)
+		strlcpy(state, wh.listen_state, sizeof(state));
+	else if (wh.note[0])
+		snprintf(state, sizeof(state), "%s; %s", wh.listen_state, wh.note);
+	else
+		strlcpy(state, wh.listen_state, sizeof(state));
+	SpinLockAcquire(&voipbin_shared->mutex);
+	strlcpy(voipbin_shared->webhook_state, state, VB_ERROR_LEN);
+	SpinLockRelease(&voipbin_shared->mutex);
+}
+
+static char *
+keep_string(char *old, const char *s)
+{
+	if (old)
+		pfree(old);
+	return MemoryContextStrdup(TopMemoryContext, s ? s : "");
+}
+
+static void
+forget_credential(void)
+{
+	if (wh.cred)
+	{
+		explicit_bzero(wh.cred, strlen(wh.cred));
+		pfree(wh.cred);
+	}
+	wh.cred = NULL;
+}
+
+/* Starts, stops or moves the listening sockets. */
+static void
+configure_listener(void)
+{
+	const char *addresses = voipbin_webhook_listen_addresses ? voipbin_webhook_listen_addresses : "";
+
+	if (voipbin_webhook_port == 0)
+	{
+		if (wh.listening)
+		{
+			webhook_receiver_stop();
+			ereport(LOG, (errmsg("voipbin: webhook receiver stopped")));
+		}
+		wh.listening = false;
+		wh.port = 0;
+		strlcpy(wh.listen_state, "off", sizeof(wh.listen_state));
+		return;
+	}
+	if (wh.listening && wh.port == voipbin_webhook_port && wh.addresses &&
+		strcmp(wh.addresses, addresses) == 0)
+		return;
+
+	wh.port = voipbin_webhook_port;
+	wh.addresses = keep_string(wh.addresses, addresses);
+	wh.listening = webhook_receiver_start(addresses, voipbin_webhook_port, wh.listen_state,
+										  sizeof(wh.listen_state)) > 0;
+	if (wh.listening)
+		ereport(LOG, (errmsg("voipbin: webhook receiver %s, path \"%s\"",
+							 wh.listen_state, voipbin_webhook_path)));
+	else
+		ereport(WARNING,
+				(errmsg("voipbin: webhook receiver not started: %s", wh.listen_state),
+				 errhint("Change voipbin.webhook_port or voipbin.webhook_listen_addresses and reload.")));
+}
+
+/* Takes the key from the setting, or arranges to fetch it. */
+static void
+configure_secret(void)
+{
+	CredentialKind kind;
+	char	   *error = NULL;
+	char	   *cred;
+	bool		changed;
+
+	if (voipbin_webhook_secret && voipbin_webhook_secret[0])
+	{
+		size_t		len = strlen(voipbin_webhook_secret);
+
+		secret_fetch_stop();
+		forget_credential();
+		if (len >= WEBHOOK_SECRET_MAX)
+		{
+			webhook_receiver_set_secret(NULL, 0);
+			wh.known = false;
+			snprintf(wh.note, sizeof(wh.note),
+					 "voipbin.webhook_secret is longer than %d bytes: every request is refused",
+					 WEBHOOK_SECRET_MAX - 1);
+		}
+		else
+		{
+			webhook_receiver_set_secret(voipbin_webhook_secret, len);
+			wh.known = true;
+			wh.note[0] = '\0';
+		}
+		wh.from_setting = true;
+		wh.fetch_due = 0;
+		return;
+	}
+
+	cred = credential_load(&kind, &error);
+	changed = wh.from_setting || !wh.cred || !cred || strcmp(cred, wh.cred) != 0 ||
+		strcmp(voipbin_api_url ? voipbin_api_url : "", wh.api_url ? wh.api_url : "") != 0 ||
+		strcmp(voipbin_ca_file ? voipbin_ca_file : "", wh.ca_file ? wh.ca_file : "") != 0;
+	if (!changed)
+	{
+		explicit_bzero(cred, strlen(cred));
+		return;
+	}
+	if (wh.from_setting)
+	{
+		webhook_receiver_set_secret(NULL, 0);
+		wh.known = false;
+	}
+	wh.from_setting = false;
+	secret_fetch_stop();
+	forget_credential();
+	wh.api_url = keep_string(wh.api_url, voipbin_api_url);
+	wh.ca_file = keep_string(wh.ca_file, voipbin_ca_file);
+	wh.fetch_failures = 0;
+	if (cred == NULL)
+	{
+		webhook_receiver_set_secret(NULL, 0);
+		wh.known = false;
+		wh.fetch_due = 0;
+		snprintf(wh.note, sizeof(wh.note),
+				 "no secret: voipbin.webhook_secret is empty and %s, so the customer's webhook_secret cannot be fetched",
+				 error ? error : "no credential is set");
+		return;
+	}
+	wh.cred = MemoryContextStrdup(TopMemoryContext, cred);
+	wh.cred_kind = kind;
+	explicit_bzero(cred, strlen(cred));
+	/* a new credential may be another customer's: ask now, keep the old key meanwhile */
+	wh.fetch_due = GetCurrentTimestamp();
+	if (!wh.known)
+		strlcpy(wh.note, "no secret yet: fetching the customer's webhook_secret", sizeof(wh.note));
+}
+
+static void
+configure(void)
+{
+	webhook_receiver_set_path(voipbin_webhook_path);
+	webhook_receiver_set_max_body((uint64_t) voipbin_max_frame_size);
+	configure_secret();
+	configure_listener();
+	publish_state();
+}
+
+int
+webhook_worker_start(void)
+{
+	char		errbuf[256];
+
+	memset(&wh, 0, sizeof(wh));
+	strlcpy(wh.listen_state, "off", sizeof(wh.listen_state));
+	/* from this thread, before any other thread could use libcurl */
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(FATAL, (errmsg("voipbin: could not initialise libcurl")));
+	wh.wake_fd = webhook_receiver_init(errbuf, sizeof(errbuf));
+	if (wh.wake_fd < 0)
+		ereport(FATAL, (errmsg("voipbin: webhook receiver: %s", errbuf)));
+	configure();
+	return wh.wake_fd;
+}
+
+void
+webhook_worker_reload(void)
+{
+	configure();
+}
+
+void
+webhook_worker_stop(void)
+{
+	webhook_receiver_stop();
+	secret_fetch_stop();
+	webhook_receiver_set_secret(NULL, 0);
+	forget_credential();
+	wh.listening = false;
+}
+
+/* The webhook_secret out of GET /customer's answer, or NULL with *why. */
+static char *
+secret_from_answer(const SecretFetchResult *r, const char **why)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile secret = NULL;
+
+	if (r->http_status != 200)
+	{
+		*why = r->http_status == 0 ? psprintf("GET /customer failed: %s", r->error) :
+			psprintf("GET /customer answered HTTP %ld", r->http_status);
+		return NULL;
+	}
+	if (r->body == NULL || memchr(r->body, '\0', r->len) != NULL ||
+		!pg_verify_mbstr(PG_UTF8, r->body, (int) r->len, true))
+	{
+		*why = "GET /customer answered no JSON text";
+		return NULL;
+	}
+	PG_TRY();
+	{
+		char	   *text = pg_any_to_server(r->body, (int) r->len, PG_UTF8);
+		Jsonb	   *c = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		JsonbValue	v;
+
+		if (!JB_ROOT_IS_OBJECT(c) || JB_ROOT_IS_SCALAR(c))
+			*why = "GET /customer answered no JSON object";
+		else if (!getKeyJsonValueFromContainer(&c->root, "webhook_secret",
+											   strlen("webhook_secret"), &v) ||
+				 v.type != jbvString || v.val.string.len == 0)
+			*why = "the customer has no webhook_secret (VoIPBIN then signs nothing)";
+		else
+			secret = pnstrdup(v.val.string.val, v.val.string.len);
+		if (text != r->body)
+			explicit_bzero(text, strlen(text));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		*why = "GET /customer answered invalid JSON";
+	}
+	PG_END_TRY();
+	return secret;
+}
+
+static void
+take_fetch_result(TimestampTz now)
+{
+	SecretFetchResult r;
+	const char *why = NULL;
+	char	   *secret;
+
+	if (!secret_fetch_result(&r))
+		return;
+	secret = secret_from_answer(&r, &why);
+	secret_fetch_free(&r);
+	if (secret && strlen(secret) >= WEBHOOK_SECRET_MAX)
+	{
+		explicit_bzero(secret, strlen(secret));
+		secret = NULL;
+		why = "the customer's webhook_secret is too long";
+	}
+	if (secret)
+	{
+		webhook_receiver_set_secret(secret, strlen(secret));
+		explicit_bzero(secret, strlen(secret));
+		if (!wh.known)
+			ereport(LOG, (errmsg("voipbin: webhook receiver has the customer's webhook_secret")));
+		wh.known = true;
+		wh.fetch_failures = 0;
+		wh.note[0] = '\0';
+		return;
+	}
+	wh.fetch_failures++;
+	if (wh.known)
+	{
+		/* the key in hand may still be right: keep it, ask again after the next failure */
+		ereport(LOG, (errmsg("voipbin: could not refresh the webhook secret: %s",
+							 redact_secret(why, wh.cred))));
+		return;
+	}
+	snprintf(wh.note, sizeof(wh.note), "no secret yet: %s", redact_secret(why, wh.cred));
+	ereport(LOG, (errmsg("voipbin: webhook receiver answers 503 until it has a secret: %s",
+						 redact_secret(why, wh.cred))));
+	wh.fetch_due = TimestampTzPlusMilliseconds(now,
+											   Min(FETCH_RETRY_MAX_MS,
+												   1000L << Min(wh.fetch_failures - 1, 6)));
+}
+
+static void
+start_fetch(TimestampTz now)
+{
+	char	   *url = psprintf("%s/customer", wh.api_url);
+	size_t		len = strlen(url);
+
+	/* voipbin.api_url ends with /v1.0, maybe with a slash */
+	if (len > strlen("//customer") && strcmp(url + len - strlen("//customer"), "//customer") == 0)
+		memmove(url + len - strlen("/customer") - 1, url + len - strlen("/customer"),
+				strlen("/customer") + 1);
+	if (secret_fetch_start(url,
+						   wh.cred_kind == CRED_ACCESSKEY ? wh.cred : NULL,
+						   wh.cred_kind == CRED_JWT ? wh.cred : NULL,
+						   wh.ca_file[0] ? wh.ca_file : NULL,
+						   voipbin_http_timeout_ms, webhook_receiver_wake))
+	{
+		wh.last_fetch = now;
+		wh.fetch_due = 0;
+	}
+}
+
+/*
+ * Stores what the receiver verified, then lets each sender have its answer:
+ * 200 after the commit, 503 when the database could not take it (VoIPBIN
+ * sends it again).
+ */
+static void
+store_bodies(void)
+{
+	WebhookBody *list = webhook_receiver_take();
+
+	while (list)
+	{
+		WsEvent    *evs = palloc0(sizeof(WsEvent) * STORE_BATCH);
+		WsEvent    *ptrs[STORE_BATCH];
+		WebhookBody *rest;
+		WebhookBody *last = NULL;
+		int			n = 0;
+		TimestampTz retry_at = 0;
+		StoreResult r;
+
+		for (WebhookBody *b = list; b && n < STORE_BATCH; b = b->next)
+		{
+			evs[n].kind = WS_EV_FRAME;
+			evs[n].data = b->data;
+			evs[n].len = b->len;
+			evs[n].at_us = b->at_us;
+			evs[n].source = JOURNAL_SRC_WEBHOOK;
+			ptrs[n] = &evs[n];
+			n++;
+			last = b;
+		}
+		rest = last->next;
+		last->next = NULL;
+		r = store_frames(ptrs, n, NULL, 0, &retry_at);
+		webhook_receiver_done(list, r == STORE_DONE);
+		pfree(evs);
+		list = rest;
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+long
+webhook_worker_step(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	uint64		received;
+	uint64		refused;
+	long		timeout = -1;
+
+	webhook_ack_wakeup();
+	store_bodies();
+
+	webhook_receiver_counts(&received, &refused);
+	if (received != wh.received || refused != wh.refused)
+	{
+		pg_atomic_write_u64(&voipbin_shared->webhook_received, received);
+		pg_atomic_write_u64(&voipbin_shared->webhook_refused, refused);
+		wh.received = received;
+		wh.refused = refused;
+	}
+
+	take_fetch_result(now);
+	if (webhook_receiver_take_secret_doubt() && !wh.from_setting && wh.cred && wh.fetch_due == 0)
+	{
+		TimestampTz earliest = TimestampTzPlusMilliseconds(wh.last_fetch, REFETCH_MIN_MS);
+
+		/* without a key a failed fetch has its own retry timer */
+		if (wh.known)
+			wh.fetch_due = Max(now, earliest);
+	}
+	if (wh.listening && !wh.from_setting && wh.cred && wh.fetch_due != 0 &&
+		!secret_fetch_running())
+	{
+		if (now >= wh.fetch_due)
+			start_fetch(now);
+		else
+			timeout = (long) ((wh.fetch_due - now + 999) / 1000);
+	}
+	publish_state();
+	return timeout;
+}

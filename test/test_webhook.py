@@ -1,0 +1,380 @@
+"""The webhook receiver end to end: test/webhook_sender.py plays VoIPBIN's
+webhook sender against a live cluster; the fake VoIPBIN serves GET /customer
+(the secret) and the WebSocket."""
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import point_at, reset_cluster
+from pgcluster import Listener, _free_port, wait_until
+from test_worker import call, subscribe, transcript
+from webhook_sender import Sender, envelope, sign
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SECRET = "FakeWebhookSecret_0123456789abcd"  # fake_voipbin.py's customer webhook_secret
+PATH = "/voipbin/events"
+
+
+def reset_webhook(cluster):
+    cluster.set_conf(voipbin__webhook_port=None, voipbin__webhook_listen_addresses=None,
+                     voipbin__webhook_path=None, voipbin__webhook_secret=None,
+                     voipbin__max_frame_size=None)
+
+
+def listening(cluster, port):
+    return cluster.wait_status(
+        lambda s: s["webhook_state"].startswith("listening on") and (":%d" % port) in s["webhook_state"]
+        and "secret" not in s["webhook_state"],
+        what="webhook receiver listening with a secret")
+
+
+@pytest.fixture
+def hook(vb, fake):
+    """The receiver on a free loopback port, the secret fetched from the fake."""
+    port = _free_port()
+    vb.set_conf(voipbin__webhook_port=port)
+    listening(vb, port)
+    s = Sender("127.0.0.1", port, PATH, SECRET)
+    s.port_ = port
+    yield s
+    s.close()
+    reset_webhook(vb)
+    vb.wait_status(lambda st: st["webhook_state"] == "off", what="receiver off")
+
+
+def rows(cluster):
+    return cluster.query("SELECT source, event_type, resource_id::text, data FROM voipbin_events ORDER BY id")
+
+
+def dead(cluster):
+    return cluster.query("SELECT source, convert_from(raw, 'UTF8'), error FROM voipbin_dead_letters ORDER BY id")
+
+
+def raw_request(port, data, read_timeout=5.0):
+    """Sends raw bytes, returns everything the server answers until it closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except socket.timeout:
+            pass
+        return out
+
+
+def test_off_by_default(cluster):
+    reset_webhook(cluster)
+    s = cluster.wait_status(lambda st: st["webhook_state"] == "off", what="receiver off")
+    assert s["webhook_received"] == 0 or s["webhook_received"] is not None
+    assert cluster.query_one("SHOW voipbin.webhook_port")[0] == "0"
+    assert cluster.query_one("SHOW voipbin.webhook_listen_addresses")[0] == "localhost"
+
+
+def test_signed_post_stored_and_notified(hook, vb, fake):
+    data = call(fake, "ringing")
+    listener = Listener(vb, "voipbin_events", "call_ringing")
+    try:
+        status, text = hook.send(envelope("call_ringing", data))
+        assert status == 200, text
+        # 200 means committed: the row is there without waiting
+        got = rows(vb)
+        assert [(r[0], r[1], r[2]) for r in got] == [("webhook", "call_ringing", data["id"])]
+        assert got[0][3] == data
+        notes = listener.wait_for(2)
+        assert {n[0] for n in notes} == {"voipbin_events", "call_ringing"}
+        assert json.loads(notes[0][1])["resource_id"] == data["id"]
+    finally:
+        listener.close()
+    s = vb.status()
+    assert s["webhook_received"] >= 1
+
+
+def test_duplicates_across_retries_and_websocket(hook, vb, fake, topic):
+    subscribe(vb, fake, topic)
+    data = transcript(fake, "same event three ways")
+    body = envelope("transcript_created", data)
+    assert hook.send(body)[0] == 200
+    assert hook.send(body)[0] == 200          # VoIPBIN's retry
+    before = vb.status()["duplicates"]
+    fake.publish("transcript_created", data)  # the bare resource over the WebSocket
+    vb.wait_status(lambda s: s["duplicates"] >= before + 1, what="the WebSocket copy counted as a duplicate")
+    got = rows(vb)
+    assert len(got) == 1 and got[0][0] == "webhook" and got[0][1] == "transcript_created"
+
+
+def test_event_first_over_websocket_then_webhook(hook, vb, fake, topic):
+    subscribe(vb, fake, topic)
+    data = call(fake, "hangup")
+    fake.publish("call_hangup", data)
+    wait_until(lambda: len(rows(vb)) == 1, what="the WebSocket row")
+    assert hook.send(envelope("call_hangup", data))[0] == 200
+    got = rows(vb)
+    assert len(got) == 1 and got[0][0] == "websocket"
+
+
+@pytest.mark.parametrize("how", ["tampered", "no signature", "other key", "malformed", "upper prefix"])
+def test_bad_signature_refused(hook, vb, fake, how):
+    body = envelope("call_ringing", call(fake))
+    refused = vb.status()["webhook_refused"]
+    if how == "tampered":
+        status, _ = hook.send(body.replace(b"ringing", b"hangup!"), signature=sign(SECRET, body))
+    elif how == "no signature":
+        status, _ = hook.send(body, signature="")
+    elif how == "other key":
+        status, _ = hook.send(body, sign_with="not the customer's secret")
+    elif how == "malformed":
+        status, _ = hook.send(body, signature=sign(SECRET, body)[:-2])
+    else:
+        status, _ = hook.send(body, signature=sign(SECRET, body).replace("sha256=", "SHA256="))
+    assert status == 401
+    assert rows(vb) == [] and dead(vb) == []
+    vb.wait_status(lambda s: s["webhook_refused"] >= refused + 1, what="refusal counted")
+
+
+@pytest.mark.parametrize("method", ["PUT", "GET", "DELETE"])
+def test_other_methods_accepted(hook, vb, fake, method):
+    data = call(fake, "progressing")
+    status, _ = hook.send(envelope("call_progressing", data), method=method)
+    assert status == 200
+    assert [(r[0], r[2]) for r in rows(vb)] == [("webhook", data["id"])]
+
+
+def test_other_path_and_method_refused(hook, vb, fake):
+    body = envelope("call_ringing", call(fake))
+    assert hook.send(body, path="/voipbin/other")[0] == 404
+    assert hook.send(body, path=PATH + "/")[0] == 404
+    assert hook.send(body, method="PATCH")[0] == 405
+    # the query string is not part of the path
+    assert hook.send(body, path=PATH + "?from=voipbin")[0] == 200
+    assert len(rows(vb)) == 1
+
+
+def test_keep_alive(hook, vb, fake):
+    for i in range(5):
+        assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+    assert len(rows(vb)) == 5
+    sock = hook.conn.sock
+    assert sock is not None           # the same connection served all five
+    assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+    assert hook.conn.sock is sock
+
+
+def test_huge_body_refused_without_reading_it(hook, vb, fake):
+    port = hook.port_
+    head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "X-VoIPBIN-Signature: sha256=%s\r\nContent-Length: %d\r\n\r\n"
+            % (PATH, "0" * 64, 20 * 1024 * 1024)).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head + b"{" * 65536)
+        answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413"), answer
+        # and it hangs up rather than read the other 20 MB
+        s.settimeout(10)
+        try:
+            while s.recv(65536):
+                pass
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+    # a chunked 20 MB body has no length up front: cut off once it is too big
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % PATH).encode())
+        chunk = b"%x\r\n%s\r\n" % (1024 * 1024, b"x" * (1024 * 1024))
+        got = b""
+        try:
+            for _ in range(20):
+                s.sendall(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        try:
+            got = s.recv(4096)
+        except ConnectionResetError:
+            got = b""
+        assert got == b"" or got.startswith(b"HTTP/1.1 413"), got
+    # the receiver is fine afterwards
+    assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+    assert len(rows(vb)) == 1 and dead(vb) == []
+
+
+def test_max_frame_size_applies(hook, vb, fake):
+    vb.set_conf(voipbin__max_frame_size=2048)
+    wait_until(lambda: vb.query_one("SELECT setting FROM pg_settings WHERE name = 'voipbin.max_frame_size'")[0] == "2048")
+    big = envelope("call_ringing", call(fake, extra="x" * 4000))
+    wait_until(lambda: hook.send(big)[0] == 413, what="413 for a body over max_frame_size")
+    assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+
+
+def test_non_json_body_is_a_dead_letter(hook, vb, fake):
+    status, _ = hook.send(b"this is not JSON")
+    assert status == 200
+    assert dead(vb) == [("webhook", "this is not JSON", dead(vb)[0][2])]
+    assert rows(vb) == []
+
+
+def test_ambiguous_framing_refused(hook, vb, fake):
+    body = envelope("call_ringing", call(fake))
+    req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n"
+           "X-VoIPBIN-Signature: %s\r\n\r\n" % (PATH, len(body), sign(SECRET, body))).encode() + body
+    answer = raw_request(hook.port_, req)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    # two lengths: which one a proxy used is anyone's guess
+    req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nContent-Length: %d\r\n"
+           "X-VoIPBIN-Signature: %s\r\n\r\n" % (PATH, len(body), len(body) - 1, sign(SECRET, body))).encode() + body
+    assert raw_request(hook.port_, req).startswith(b"HTTP/1.1 400")
+    assert raw_request(hook.port_, b"POST %s HTTP/1.1\r\nBad Header Line\r\n\r\n" % PATH.encode()).startswith(b"HTTP/1.1 400")
+    # a line that is no request line at all: libmicrohttpd hangs up without a word
+    answer = raw_request(hook.port_, b"GARBAGE\r\n\r\n")
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer
+    assert rows(vb) == []
+
+
+def test_chunked_body_accepted(hook, vb, fake):
+    data = call(fake)
+    body = envelope("call_ringing", data)
+    half = len(body) // 2
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, body[:half], len(body) - half, body[half:])
+    req = ("POST %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+           "X-VoIPBIN-Signature: %s\r\n\r\n" % (PATH, sign(SECRET, body))).encode() + chunks
+    answer = raw_request(hook.port_, req)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert [r[2] for r in rows(vb)] == [data["id"]]
+
+
+def test_fifty_concurrent_posts(hook, vb, fake):
+    results = []
+    bodies = [envelope("call_ringing", call(fake)) for _ in range(50)]
+    barrier = threading.Barrier(50)
+
+    def one(body):
+        s = Sender("127.0.0.1", hook.port_, PATH, SECRET)
+        barrier.wait(timeout=30)
+        try:
+            results.append(s.send(body)[0])
+        finally:
+            s.close()
+    threads = [threading.Thread(target=one, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [200] * 50
+    assert vb.query_one("SELECT count(*) FROM voipbin_events WHERE source = 'webhook'")[0] == 50
+
+
+def test_slow_client_does_not_block_and_is_closed(hook, vb, fake):
+    slow = socket.create_connection(("127.0.0.1", hook.port_), timeout=40)
+    try:
+        slow.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Len" % PATH).encode())
+        started = time.monotonic()
+        # another client is served meanwhile
+        assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+        assert time.monotonic() - started < 5
+        # and the slow one is hung up on within 30 s
+        got = slow.recv(4096)
+        assert time.monotonic() - started <= 30
+        assert got == b"" or b"408" in got or b"400" in got, got
+    finally:
+        slow.close()
+
+
+def test_no_secret_known_is_503_then_recovers(cluster, fake, secret_dir):
+    fake.control("config", {"rest_status": 500})
+    point_at(cluster, fake, secret_dir)
+    port = _free_port()
+    cluster.set_conf(voipbin__webhook_port=port)
+    try:
+        cluster.wait_status(lambda s: "no secret yet" in s["webhook_state"] and "HTTP 500" in s["webhook_state"],
+                            what="the failed GET /customer in the state")
+        s = Sender("127.0.0.1", port, PATH, SECRET)
+        body = envelope("call_ringing", call(fake))
+        status, _ = s.send(body)
+        assert status == 503
+        assert rows(cluster) == []
+        fake.control("config", {"rest_status": None})
+        # the receiver asks again by itself (1 s, 2 s, … apart)
+        listening(cluster, port)
+        assert s.send(body)[0] == 200
+        s.close()
+        assert len(rows(cluster)) == 1
+    finally:
+        fake.control("config", {"rest_status": None})
+        reset_webhook(cluster)
+        reset_cluster(cluster)
+
+
+def test_secret_setting_overrides_the_customer(cluster, fake, secret_dir):
+    point_at(cluster, fake, secret_dir)
+    port = _free_port()
+    cluster.set_conf(voipbin__webhook_port=port, voipbin__webhook_secret="my own secret")
+    try:
+        listening(cluster, port)
+        s = Sender("127.0.0.1", port, PATH, "my own secret")
+        assert s.send(envelope("call_ringing", call(fake)))[0] == 200
+        assert s.send(envelope("call_ringing", call(fake)), sign_with=SECRET)[0] == 401
+        s.close()
+        # the setting is the superuser's: no one else reads it
+        assert "my own secret" not in json.dumps(cluster.query("SELECT * FROM voipbin_status()"), default=str)
+    finally:
+        reset_webhook(cluster)
+        reset_cluster(cluster)
+
+
+def test_reload_moves_and_stops_the_receiver(hook, vb, fake):
+    old = hook.port_
+    new = _free_port()
+    vb.set_conf(voipbin__webhook_port=new, voipbin__webhook_path="/hooks/vb")
+    listening(vb, new)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", old), timeout=2).close()
+    s = Sender("127.0.0.1", new, "/hooks/vb", SECRET)
+    assert s.send(envelope("call_ringing", call(fake)))[0] == 200
+    assert s.send(envelope("call_ringing", call(fake)), path=PATH)[0] == 404
+    s.close()
+    vb.set_conf(voipbin__webhook_port=0)
+    vb.wait_status(lambda st: st["webhook_state"] == "off", what="receiver off")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", new), timeout=2).close()
+    assert "webhook receiver stopped" in vb.read_log()
+
+
+def test_bind_error_in_status(hook, vb, fake):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        vb.set_conf(voipbin__webhook_port=port, voipbin__webhook_listen_addresses="127.0.0.1")
+        s = vb.wait_status(lambda st: "could not listen on 127.0.0.1:%d" % port in st["webhook_state"],
+                           what="the bind error")
+        assert "Address already in use" in s["webhook_state"]
+    assert "webhook receiver not started" in vb.read_log()
+
+
+def _outside_address():
+    """An address of this machine that is not loopback, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))   # TEST-NET: nothing is sent
+            addr = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if addr.startswith("127.") else addr
+
+
+def test_loopback_only_by_default(hook, vb):
+    state = vb.status()["webhook_state"]
+    listed = state[len("listening on "):].split(", ")
+    assert all(a.startswith("127.") or a.startswith("[::1]") for a in listed), state
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("this machine has no address besides loopback")
+    with pytest.raises(OSError):
+        socket.create_connection((outside, hook.port_), timeout=2).close()
