@@ -378,3 +378,94 @@ def test_loopback_only_by_default(hook, vb):
         pytest.skip("this machine has no address besides loopback")
     with pytest.raises(OSError):
         socket.create_connection((outside, hook.port_), timeout=2).close()
+
+
+def test_oversized_headers_refused(hook, vb, fake):
+    body = envelope("call_ringing", call(fake))
+    req = ("POST %s HTTP/1.1\r\nHost: x\r\nX-Padding: %s\r\nContent-Length: %d\r\n"
+           "X-VoIPBIN-Signature: %s\r\n\r\n" % (PATH, "a" * 40000, len(body), sign(SECRET, body))).encode() + body
+    assert raw_request(hook.port_, req).startswith(b"HTTP/1.1 431")
+    many = "".join("X-H%d: v\r\n" % i for i in range(5000))
+    req = ("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n"
+           "X-VoIPBIN-Signature: %s\r\n\r\n" % (PATH, many, len(body), sign(SECRET, body))).encode() + body
+    assert raw_request(hook.port_, req).startswith(b"HTTP/1.1 431")
+    assert rows(vb) == []
+
+
+def test_connection_cap(hook, vb, fake):
+    held = []
+    try:
+        for _ in range(64):
+            s = socket.create_connection(("127.0.0.1", hook.port_), timeout=10)
+            s.sendall(b"POST /voipbin/events HTTP/1.1\r\nHost: x\r\n")
+            held.append(s)
+        # one more is accepted and closed at once
+        extra = socket.create_connection(("127.0.0.1", hook.port_), timeout=10)
+        extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        try:
+            got = extra.recv(4096)
+        except ConnectionResetError:
+            got = b""
+        extra.close()
+        assert got == b"" and time.monotonic() - started < 5, got
+    finally:
+        for s in held:
+            s.close()
+    # once they are gone, requests are served again
+    body = envelope("call_ringing", call(fake))
+
+    def served():
+        try:
+            return Sender("127.0.0.1", hook.port_, PATH, SECRET, timeout=5).send(body)[0] == 200
+        except OSError:
+            return False
+    wait_until(served, timeout=15, interval=0.2, what="a request served after the cap")
+
+
+def test_database_locked_is_503_then_the_retry_is_stored(hook, vb, fake):
+    locker = vb.connect(autocommit=False)
+    try:
+        with locker.cursor() as cur:
+            cur.execute("LOCK voipbin_events IN ACCESS EXCLUSIVE MODE")
+        body = envelope("call_ringing", call(fake))
+        started = time.monotonic()
+        status, _ = hook.send(body)
+        took = time.monotonic() - started
+        assert status == 503 and 9 <= took < 20, (status, took)
+    finally:
+        locker.rollback()
+        locker.close()
+    # VoIPBIN's next attempt: the first one was committed meanwhile, or this one is
+    assert hook.deliver(body) == 200
+    wait_until(lambda: len(rows(vb)) == 1, what="one row")
+
+
+def test_dripping_client_is_closed_within_30s(hook, vb, fake):
+    """A byte every few seconds keeps a connection from ever being silent
+    for 15 s: the request's own deadline closes it."""
+    s = socket.create_connection(("127.0.0.1", hook.port_), timeout=5)
+    started = time.monotonic()
+    closed = False
+    try:
+        s.sendall(b"POST /voipbin/events HTTP/1.1\r\nHost: x\r\n")
+        while time.monotonic() - started < 40:
+            try:
+                s.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            try:
+                if s.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                closed = True
+                break
+    finally:
+        s.close()
+    took = time.monotonic() - started
+    assert closed and took <= 33, took
+    assert hook.send(envelope("call_ringing", call(fake)))[0] == 200

@@ -66,6 +66,27 @@ typedef struct Req
 	bool		answered;
 } Req;
 
+/*
+ * A connection, for the watchdog: libmicrohttpd's timeout is one of silence,
+ * so a client that sends a byte now and then would keep a thread forever;
+ * the watchdog hangs up on a request not whole WEBHOOK_REQUEST_DEADLINE_S
+ * after its connection opened or its previous answer went out.
+ */
+typedef struct Conn
+{
+	struct Conn *prev,
+			   *next;
+	int			fd;
+	int64_t		deadline_ms;	/* 0: none (the body is whole, an answer is on its way) */
+} Conn;
+
+static pthread_mutex_t conns_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t conns_cond;
+static Conn *conns;
+static pthread_t watchdog;
+static bool watchdog_running;
+static bool watchdog_stop;
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond;	/* on CLOCK_MONOTONIC: made by webhook_receiver_init() */
 
@@ -124,6 +145,7 @@ webhook_receiver_init(char *errbuf, size_t errlen)
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&cond, &attr);
+	pthread_cond_init(&conns_cond, &attr);
 	pthread_condattr_destroy(&attr);
 	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (wake_fd < 0)
@@ -312,6 +334,95 @@ deliver(char *data, size_t len)
 	return ok;
 }
 
+/* ---- the watchdog ---- */
+
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+set_deadline(struct MHD_Connection *c, bool on)
+{
+	const union MHD_ConnectionInfo *info =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	Conn	   *conn = info ? (Conn *) info->socket_context : NULL;
+
+	if (conn == NULL)
+		return;
+	pthread_mutex_lock(&conns_mu);
+	conn->deadline_ms = on ? mono_ms() + WEBHOOK_REQUEST_DEADLINE_S * 1000 : 0;
+	pthread_mutex_unlock(&conns_mu);
+}
+
+static void
+on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	{
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		Conn	   *conn = calloc(1, sizeof(*conn));
+
+		*socket_context = conn;
+		if (conn == NULL || info == NULL)
+			return;
+		conn->fd = info->connect_fd;
+		conn->deadline_ms = mono_ms() + WEBHOOK_REQUEST_DEADLINE_S * 1000;
+		pthread_mutex_lock(&conns_mu);
+		conn->next = conns;
+		if (conns)
+			conns->prev = conn;
+		conns = conn;
+		pthread_mutex_unlock(&conns_mu);
+	}
+	else if (*socket_context)
+	{
+		/* called before libmicrohttpd closes the socket: the fd is still this one */
+		Conn	   *conn = *socket_context;
+
+		pthread_mutex_lock(&conns_mu);
+		if (conn->prev)
+			conn->prev->next = conn->next;
+		else if (conns == conn)
+			conns = conn->next;
+		if (conn->next)
+			conn->next->prev = conn->prev;
+		pthread_mutex_unlock(&conns_mu);
+		free(conn);
+		*socket_context = NULL;
+	}
+}
+
+static void *
+watchdog_main(void *arg)
+{
+	pthread_mutex_lock(&conns_mu);
+	while (!watchdog_stop)
+	{
+		struct timespec next;
+		int64_t		now = mono_ms();
+
+		for (Conn *c = conns; c; c = c->next)
+			if (c->deadline_ms && now >= c->deadline_ms)
+			{
+				/* libmicrohttpd sees the end of the stream and closes it */
+				(void) shutdown(c->fd, SHUT_RDWR);
+				c->deadline_ms = 0;
+			}
+		clock_gettime(CLOCK_MONOTONIC, &next);
+		next.tv_sec += 1;
+		pthread_cond_timedwait(&conns_cond, &conns_mu, &next);
+	}
+	pthread_mutex_unlock(&conns_mu);
+	return NULL;
+}
+
 /* ---- HTTP ---- */
 
 static enum MHD_Result
@@ -434,6 +545,7 @@ on_body(struct MHD_Connection *c, Req *r)
 	char	   *data;
 	size_t		len;
 
+	set_deadline(c, false);
 	pthread_mutex_lock(&mu);
 	key_len = secret_len;
 	memcpy(key, secret, key_len);
@@ -496,6 +608,8 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
 	Req		   *r = *con_cls;
 
+	/* the next request on a keep-alive connection has its own time */
+	set_deadline(c, true);
 	if (r == NULL)
 		return;
 	if (r->buf)
@@ -587,6 +701,7 @@ serve(int fd)
 						 MHD_OPTION_STRICT_FOR_CLIENT, (int) 1,
 						 MHD_OPTION_THREAD_STACK_SIZE, (size_t) (256 * 1024),
 						 MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+						 MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
 						 MHD_OPTION_END);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return d;
@@ -667,6 +782,18 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 	}
 	free(list);
 
+	if (n_daemons > 0)
+	{
+		sigset_t	all;
+		sigset_t	old;
+
+		watchdog_stop = false;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		watchdog_running = pthread_create(&watchdog, NULL, watchdog_main, NULL) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+
 	if (n_daemons > 0 && bad[0])
 		snprintf(state, statelen, "listening on %s (%s)", ok, bad);
 	else if (n_daemons > 0)
@@ -693,4 +820,13 @@ webhook_receiver_stop(void)
 		daemons[i] = NULL;
 	}
 	n_daemons = 0;
+	if (watchdog_running)
+	{
+		pthread_mutex_lock(&conns_mu);
+		watchdog_stop = true;
+		pthread_cond_broadcast(&conns_cond);
+		pthread_mutex_unlock(&conns_mu);
+		pthread_join(watchdog, NULL);
+		watchdog_running = false;
+	}
 }

@@ -20,6 +20,8 @@
 #define WEBHOOK_MAX_CONNECTIONS 64
 /* A connection silent this long is closed (a request never finished, an idle keep-alive). */
 #define WEBHOOK_IDLE_TIMEOUT_S 15
+/* A request (headers and body) not whole this long after the connection opened or the previous answer: hung up on. */
+#define WEBHOOK_REQUEST_DEADLINE_S 30
 /* Whole request line and headers, per connection. */
 #define WEBHOOK_HEADER_LIMIT (32 * 1024)
 /* How long a verified body may wait to become durable before the answer is 503. */
