@@ -9,8 +9,8 @@
  * worker's credential, and fetched again after a request fails to verify (the
  * secret may have changed), at most once a minute.
  *
- * Until the journal takes webhook bodies, verified bodies come here and are
- * stored, each sender waiting for the commit before it gets its 200.
+ * Verified bodies do not pass here: the receiver appends them to the journal,
+ * which hands them to the worker's store loop like WebSocket frames.
  */
 #include "voipbin.h"
 
@@ -23,17 +23,14 @@
 
 #include <curl/curl.h>
 
-#include "store.h"
 #include "webhook.h"
 #include "net/http_receiver.h"
-#include "net/journal.h"
 #include "net/secret_fetch.h"
 
 /* A request that fails to verify may mean a new secret: ask at most this often. */
 #define REFETCH_MIN_MS 60000
 /* While no secret is known, retry a failed fetch after 1 s, 2 s, … up to a minute. */
 #define FETCH_RETRY_MAX_MS 60000
-#define STORE_BATCH 2000
 
 typedef struct WebhookWorker
 {
@@ -358,47 +355,6 @@ start_fetch(TimestampTz now)
 	}
 }
 
-/*
- * Stores what the receiver verified, then lets each sender have its answer:
- * 200 after the commit, 503 when the database could not take it (VoIPBIN
- * sends it again).
- */
-static void
-store_bodies(void)
-{
-	WebhookBody *list = webhook_receiver_take();
-
-	while (list)
-	{
-		WsEvent    *evs = palloc0(sizeof(WsEvent) * STORE_BATCH);
-		WsEvent    *ptrs[STORE_BATCH];
-		WebhookBody *rest;
-		WebhookBody *last = NULL;
-		int			n = 0;
-		TimestampTz retry_at = 0;
-		StoreResult r;
-
-		for (WebhookBody *b = list; b && n < STORE_BATCH; b = b->next)
-		{
-			evs[n].kind = WS_EV_FRAME;
-			evs[n].data = b->data;
-			evs[n].len = b->len;
-			evs[n].at_us = b->at_us;
-			evs[n].source = JOURNAL_SRC_WEBHOOK;
-			ptrs[n] = &evs[n];
-			n++;
-			last = b;
-		}
-		rest = last->next;
-		last->next = NULL;
-		r = store_frames(ptrs, n, NULL, 0, &retry_at);
-		webhook_receiver_done(list, r == STORE_DONE);
-		pfree(evs);
-		list = rest;
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
 long
 webhook_worker_step(void)
 {
@@ -408,7 +364,6 @@ webhook_worker_step(void)
 	long		timeout = -1;
 
 	webhook_ack_wakeup();
-	store_bodies();
 
 	webhook_receiver_counts(&received, &refused);
 	if (received != wh.received || refused != wh.refused)

@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #endif
 #include "http_receiver.h"
+#include "journal.h"
 #include "webhook_request.h"
 
 #include <errno.h>
@@ -46,15 +47,6 @@
 #define STATE_LEN 400
 /* Bodies held in memory at once, over all connections, beyond one of max size. */
 #define INFLIGHT_BUDGET (64 * 1024 * 1024)
-
-enum
-{
-	BODY_QUEUED,				/* in the queue */
-	BODY_TAKEN,					/* the main thread has it */
-	BODY_COMMITTED,
-	BODY_FAILED,
-	BODY_ABANDONED				/* taken, and its sender gave up: the main thread frees it */
-};
 
 /* One request being read. */
 typedef struct Req
@@ -88,20 +80,16 @@ static bool watchdog_running;
 static bool watchdog_stop;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond;	/* on CLOCK_MONOTONIC: made by webhook_receiver_init() */
 
 static int	wake_fd = -1;
 static struct MHD_Daemon *daemons[MAX_SOCKETS];
 static int	n_daemons;
-static bool stopping;
 
 /* guarded by mu */
 static char path[PATH_MAX_LEN] = "/voipbin/events";
 static uint64_t max_body = 16 * 1024 * 1024;
 static char secret[WEBHOOK_SECRET_MAX];
 static size_t secret_len;
-static WebhookBody *queue_head,
-		   *queue_tail;
 
 /* atomics */
 static uint64_t n_received;
@@ -144,7 +132,6 @@ webhook_receiver_init(char *errbuf, size_t errlen)
 		return wake_fd;
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	pthread_cond_init(&cond, &attr);
 	pthread_cond_init(&conns_cond, &attr);
 	pthread_condattr_destroy(&attr);
 	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -206,132 +193,18 @@ webhook_receiver_take_secret_doubt(void)
 	return __atomic_exchange_n(&secret_doubt, 0, __ATOMIC_RELAXED) != 0;
 }
 
-/* ---- the hand-off to the main thread ---- */
-
-WebhookBody *
-webhook_receiver_take(void)
-{
-	WebhookBody *list;
-
-	pthread_mutex_lock(&mu);
-	list = queue_head;
-	queue_head = queue_tail = NULL;
-	for (WebhookBody *b = list; b; b = b->next)
-		b->state = BODY_TAKEN;
-	pthread_mutex_unlock(&mu);
-	return list;
-}
-
-static void
-body_free(WebhookBody *b)
-{
-	__atomic_sub_fetch(&inflight, b->len, __ATOMIC_RELAXED);
-	free(b->data);
-	free(b);
-}
-
-void
-webhook_receiver_done(WebhookBody *list, bool committed)
-{
-	pthread_mutex_lock(&mu);
-	while (list)
-	{
-		WebhookBody *next = list->next;
-
-		list->next = NULL;
-		if (list->state == BODY_ABANDONED)
-			body_free(list);
-		else
-			list->state = committed ? BODY_COMMITTED : BODY_FAILED;
-		list = next;
-	}
-	pthread_cond_broadcast(&cond);
-	pthread_mutex_unlock(&mu);
-}
-
-bool
-webhook_receiver_abandoned(const WebhookBody *b)
-{
-	bool		gone;
-
-	pthread_mutex_lock(&mu);
-	gone = b->state == BODY_ABANDONED;
-	pthread_mutex_unlock(&mu);
-	return gone;
-}
+/* ---- durability ---- */
 
 /*
- * Hands the body over and waits until it is committed.  Takes ownership of
- * data.  True: committed, answer 200.
+ * Appends the body to the journal (which takes data over: malloc'd, len + 1
+ * bytes) and waits until it is on disk.  True: answer 200.
  */
 static bool
 deliver(char *data, size_t len)
 {
-	WebhookBody *b = calloc(1, sizeof(*b));
-	struct timespec deadline;
-	bool		ok;
+	uint64_t	pos = journal_submit_owned(JOURNAL_SRC_WEBHOOK, 0, now_us(), data, len, len);
 
-	if (b == NULL)
-	{
-		free(data);
-		__atomic_sub_fetch(&inflight, len, __ATOMIC_RELAXED);
-		return false;
-	}
-	b->data = data;
-	b->len = len;
-	b->at_us = now_us();
-	b->state = BODY_QUEUED;
-
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += WEBHOOK_DURABLE_WAIT_MS / 1000;
-	deadline.tv_nsec += (long) (WEBHOOK_DURABLE_WAIT_MS % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L)
-	{
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
-
-	pthread_mutex_lock(&mu);
-	if (stopping)
-	{
-		pthread_mutex_unlock(&mu);
-		body_free(b);
-		return false;
-	}
-	if (queue_tail)
-		queue_tail->next = b;
-	else
-		queue_head = b;
-	queue_tail = b;
-	wake_main();
-	while (!stopping && (b->state == BODY_QUEUED || b->state == BODY_TAKEN))
-		if (pthread_cond_timedwait(&cond, &mu, &deadline) == ETIMEDOUT)
-			break;
-	ok = b->state == BODY_COMMITTED;
-	if (b->state == BODY_QUEUED)
-	{
-		/* never taken: unlink it, VoIPBIN sends it again after the 503 */
-		WebhookBody **pp = &queue_head;
-
-		queue_tail = NULL;
-		while (*pp)
-		{
-			if (*pp == b)
-				*pp = b->next;
-			else
-			{
-				queue_tail = *pp;
-				pp = &(*pp)->next;
-			}
-		}
-		body_free(b);
-	}
-	else if (b->state == BODY_TAKEN)
-		b->state = BODY_ABANDONED;	/* the main thread frees it */
-	else
-		body_free(b);
-	pthread_mutex_unlock(&mu);
-	return ok;
+	return pos != 0 && journal_wait_durable(pos, WEBHOOK_DURABLE_WAIT_MS);
 }
 
 /* ---- the watchdog ---- */
@@ -558,14 +431,23 @@ on_body(struct MHD_Connection *c, Req *r)
 		return answer(c, r, status, reason, false);
 	}
 
-	/* the body is now the hand-off's; the inflight bytes go with it */
-	data = r->buf ? r->buf : malloc(1);
+	/* the journal takes the buffer over, with room for a terminating NUL */
+	if (r->cap < r->len + 1)
+	{
+		char	   *buf = realloc(r->buf, r->len + 1);
+
+		if (buf == NULL)
+			return answer(c, r, 503, "out of memory", false);
+		__atomic_add_fetch(&inflight, r->len + 1 - r->cap, __ATOMIC_RELAXED);
+		r->buf = buf;
+		r->cap = r->len + 1;
+	}
+	r->buf[r->len] = '\0';
+	data = r->buf;
 	len = r->len;
-	__atomic_sub_fetch(&inflight, r->cap - r->len, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&inflight, r->cap, __ATOMIC_RELAXED);
 	r->buf = NULL;
 	r->len = r->cap = 0;
-	if (data == NULL)
-		return answer(c, r, 503, "out of memory", false);
 	if (!deliver(data, len))
 		return answer(c, r, 503, "the event could not be made durable in time", false);
 	return answer(c, r, 200, "stored", false);
@@ -717,9 +599,6 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 	char		portstr[16];
 
 	webhook_receiver_stop();
-	pthread_mutex_lock(&mu);
-	stopping = false;
-	pthread_mutex_unlock(&mu);
 	ok[0] = bad[0] = '\0';
 	snprintf(portstr, sizeof(portstr), "%d", port);
 
@@ -808,11 +687,7 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 void
 webhook_receiver_stop(void)
 {
-	/* waiting requests answer 503 now, so that their threads can be joined */
-	pthread_mutex_lock(&mu);
-	stopping = true;
-	pthread_cond_broadcast(&cond);
-	pthread_mutex_unlock(&mu);
+	/* joins the connection threads: one waiting on the journal takes at most its wait */
 	for (int i = 0; i < n_daemons; i++)
 	{
 		/* closes the listening socket too */

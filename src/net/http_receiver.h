@@ -4,8 +4,9 @@
  *
  * VoIPBIN POSTs (or PUTs, GETs, DELETEs) each event, signed, to the path
  * voipbin.webhook_path; the receiver checks the request (webhook_request.h),
- * hands a verified body on and answers 200 only once it is durable, so a
- * crash after the answer cannot lose it.  The worker's main thread starts,
+ * appends a verified body to the journal (journal.h), which queues it for the
+ * main thread like a WebSocket frame, and answers 200 only once the journal
+ * is on disk, so a crash after the answer cannot lose it.  The worker's main thread starts,
  * stops and reconfigures it, learns of news through an eventfd in its
  * WaitEventSet and copies the counters into voipbin_status().
  */
@@ -24,7 +25,7 @@
 #define WEBHOOK_REQUEST_DEADLINE_S 30
 /* Whole request line and headers, per connection. */
 #define WEBHOOK_HEADER_LIMIT (32 * 1024)
-/* How long a verified body may wait to become durable before the answer is 503. */
+/* How long a verified body may wait for the journal's fsync before the answer is 503. */
 #define WEBHOOK_DURABLE_WAIT_MS 10000
 /* Longest secret kept (VoIPBIN's are 32 or 64 characters). */
 #define WEBHOOK_SECRET_MAX 1024
@@ -63,27 +64,5 @@ extern void webhook_receiver_counts(uint64_t *received, uint64_t *refused);
  * secret known): the secret may have changed, so the caller may fetch it again.
  */
 extern bool webhook_receiver_take_secret_doubt(void);
-
-/*
- * Verified bodies, handed to the main thread until the journal takes them:
- * each waits, answer unsent, until the main thread has committed it.
- */
-typedef struct WebhookBody
-{
-	struct WebhookBody *next;
-	char	   *data;
-	size_t		len;
-	int64_t		at_us;			/* µs since the Unix epoch */
-	int			state;			/* private to http_receiver.c */
-} WebhookBody;
-
-/* Detaches the queued bodies, oldest first (NULL when none). */
-extern WebhookBody *webhook_receiver_take(void);
-
-/* Gives bodies back: committed, the senders get 200, else 503; frees them. */
-extern void webhook_receiver_done(WebhookBody *list, bool committed);
-
-/* True when the sender of b gave up waiting (it got 503 and VoIPBIN retries). */
-extern bool webhook_receiver_abandoned(const WebhookBody *b);
 
 #endif
