@@ -39,13 +39,14 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "test"))
 sys.path.insert(0, HERE)
 
-from pgcluster import Cluster, wait_until  # noqa: E402
+from pgcluster import Cluster, _free_port, wait_until  # noqa: E402
 from fakeserver_fixture import make_certs  # noqa: E402
 import events  # noqa: E402
 from batched_client import STAGE_DDL, STORE_SQL, copy_line  # noqa: E402
 
 PY = "/usr/bin/python3"
 ACCESSKEY = "vb_BenchAccessKey0123456789abcdef"
+WEBHOOK_SECRET = "bench-webhook-secret"
 PLAIN = "bench.voipbin_events"
 EXT = "public.voipbin_events"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -530,6 +531,42 @@ class Bench:
             raise BenchError("the worker dead-lettered or deduplicated events: %r" % r)
         self.add("tp_extension", r)
 
+    def throughput_webhook(self, connections):
+        """The main event set's first --webhook-events events, each POSTed as
+        VoIPBIN's webhook sender would, to the receiver; one request in
+        flight per keep-alive connection, each answered 200 once stored."""
+        self.worker_on()
+        self.reset_table(EXT)
+        frames = self.main.frames[:self.a.webhook_events]
+        path = os.path.join(self.workdir, "webhook.frames")
+        types = os.path.join(self.workdir, "webhook.types")
+        if not os.path.exists(path):
+            events.write_frames(path, frames)
+            with open(types, "w") as f:
+                f.write("\n".join(fr[0] for fr in frames) + "\n")
+        port = _free_port()
+        self.cluster.set_conf(voipbin__webhook_port=port, voipbin__webhook_secret=WEBHOOK_SECRET)
+        try:
+            self.cluster.wait_status(lambda s: s["webhook_state"].startswith("listening on")
+                                     and "secret" not in s["webhook_state"], 20, "receiver listening")
+            proc = self.procs.start("webhook_client", [
+                PY, os.path.join(HERE, "webhook_client.py"), "--port", str(port),
+                "--secret", WEBHOOK_SECRET, "--frames", path, "--types", types,
+                "--connections", str(connections)])
+            try:
+                out = proc.read_json(60 + len(frames) / 20)
+                proc.wait(10)
+            finally:
+                self.procs.stop(proc)
+        finally:
+            self.cluster.set_conf(voipbin__webhook_port=None, voipbin__webhook_secret=None)
+        n = self.count(EXT)
+        if out["ok"] != len(frames) or n != len(frames):
+            raise BenchError("webhook: %d of %d answered 200 (%r), %d rows"
+                             % (out["ok"], len(frames), out["statuses"], n))
+        secs = (out["t_last_ns"] - out["t_first_ns"]) / 1e9
+        self.add("tp_webhook_%d" % connections, {"rate": n / secs, "seconds": secs})
+
     def throughput_python(self, key, script, fs):
         self.worker_off()
         self.reset_table(PLAIN)
@@ -713,6 +750,12 @@ class Bench:
                 log("throughput run %d/%d: COPY; COPY + NOTIFY, two ways" % (i + 1, a.runs))
                 for mode in ("plain", "staging", "trigger"):
                     self.throughput_copy(mode)
+        if want("webhook"):
+            for i in range(a.runs):
+                for conns in (1, 8):
+                    log("webhook run %d/%d: %d events, %d keep-alive connection(s)"
+                        % (i + 1, a.runs, min(a.webhook_events, self.main.n), conns))
+                    self.throughput_webhook(conns)
         if want("latency"):
             for i in range(a.runs):
                 log("latency run %d/%d at %g events/s: extension, batched Python"
@@ -770,7 +813,9 @@ def report(b):
           ("tp_batched", "batched Python: reader thread + COPY to staging + INSERT … ON CONFLICT + 2 NOTIFY, commit per batch"),
           ("tp_copy_plain", "COPY, plain (PostgreSQL's ceiling without NOTIFY; batches of %d rows)" % a.copy_batch),
           ("tp_copy_staging", "COPY + 2 NOTIFY per row, (a): COPY to a staging table, INSERT … SELECT … ON CONFLICT + pg_notify ×2"),
-          ("tp_copy_trigger", "COPY + 2 NOTIFY per row, (b): COPY into the table, statement trigger does pg_notify ×2 per new row")]
+          ("tp_copy_trigger", "COPY + 2 NOTIFY per row, (b): COPY into the table, statement trigger does pg_notify ×2 per new row"),
+          ("tp_webhook_1", "webhook receiver: signed POSTs from a keep-alive client (test/webhook_sender.py's), one at a time, each answered 200 once durable"),
+          ("tp_webhook_8", "webhook receiver: the same over 8 keep-alive connections at once")]
     for key, label in tp:
         if key in R:
             rows.append(("Throughput, events committed/s: " + label, fmt_rate(med(key, "rate")),
@@ -827,6 +872,11 @@ def report(b):
     r3 = ratio(ext, med("tp_seed", "rate"))
     if r3 is not None:
         targets.append("| (for scale) extension vs seed-style Python | %.1f× | — |" % r3)
+    for conns in (1, 8):
+        rw = ratio(med("tp_webhook_%d" % conns, "rate"), ext)
+        if rw is not None:
+            targets.append("| (for scale) webhook receiver, %d keep-alive connection(s), vs the WebSocket path | %.2f× (%s vs %s events/s) | — |"
+                           % (conns, rw, fmt_rate(med("tp_webhook_%d" % conns, "rate")), fmt_rate(ext)))
     if "lat_extension" in R and "lat_batched" in R:
         e50, e99 = med("lat_extension", "p50"), med("lat_extension", "p99")
         b50, b99 = med("lat_batched", "p50"), med("lat_batched", "p99")
@@ -902,6 +952,12 @@ def methods(b):
   table also has the row trigger {", ".join(b.res.get("ext_triggers", [])) or "(none)"} (handlers); the copy
   has no trigger. The worker is disabled (no credential) while the other clients run. The
   Python classifier is checked against `voipbin_classify()` on 400 frames: the rows are identical.
+- **Webhook** (`bench/webhook_client.py`): the first {a.webhook_events} events of the
+  throughput set, each wrapped as VoIPBIN wraps a webhook body (`{{"type","data"}}`, compact) and
+  signed (`X-VoIPBIN-Signature`, `voipbin.webhook_secret`), POSTed to the receiver on loopback over
+  1 and over 8 keep-alive `http.client` connections, one request in flight per connection; a 200
+  means the event is durable, so time = from the first request to the last answer, then
+  `count(*)` must equal the number sent. The WebSocket stays connected but sends nothing.
 - **Seed-style client** (`bench/seed_client.py`): the docs' `websocket.WebSocketApp` example with
   its defaults (so websocket-client checks UTF-8 in pure Python: Debian ships no `wsaccel`), plus
   per event: `json.loads`, classify, `INSERT … ON CONFLICT DO NOTHING RETURNING id`,
@@ -1045,7 +1101,8 @@ def parse_args(argv):
     p.add_argument("--copy-batch", type=int, help="rows per COPY batch and batched-client batch cap (default 2000)")
     p.add_argument("--ping-interval", type=float, help="emitter's ping interval in s (default 10, as VoIPBIN)")
     p.add_argument("--fsync", choices=["on", "off"], help="the cluster's fsync (default on)")
-    p.add_argument("--only", help="comma list of ceiling,throughput,latency,idle,memory (default all)")
+    p.add_argument("--only", help="comma list of ceiling,throughput,webhook,latency,idle,memory (default all)")
+    p.add_argument("--webhook-events", type=int, help="events POSTed per webhook run (default 10000; quick 2000)")
     p.add_argument("--out", help="results file (default bench/RESULTS.md; none with --quick or --only)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, frames)")
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -1062,6 +1119,7 @@ def parse_args(argv):
         "idle_seconds": ("BENCH_IDLE_SECONDS", 4.0 if q else 20.0, float),
         "small_buffer": ("BENCH_SMALL_BUFFER", "8MB", str),
         "copy_batch": ("BENCH_COPY_BATCH", 2000, int),
+        "webhook_events": ("BENCH_WEBHOOK_EVENTS", 2000 if q else 10000, int),
         "ping_interval": ("BENCH_PING_INTERVAL", 10.0, float),
         "fsync": ("BENCH_FSYNC", "on", str),
         "only": ("BENCH_ONLY", None, str),
