@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -317,6 +318,9 @@ class Bench:
         self.seed_set = FrameSet(self.workdir, "seed", a.seed_events, 2)
         self.lat_set = FrameSet(self.workdir, "latency", int(a.latency_rate * a.latency_seconds), 3)
         self.burst = FrameSet(self.workdir, "burst", a.burst_events, 4)
+        self.replay_set = None
+        if a.only is None or "replay" in a.only.split(","):
+            self.replay_set = FrameSet(self.workdir, "replay", a.replay_events, 5)
 
         certdir = os.path.join(self.workdir, "certs")
         self.certs = make_certs(certdir)
@@ -357,6 +361,15 @@ class Bench:
             "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
             (EXT,))]
         self.dsn = "host=%s port=%d dbname=%s user=postgres" % (c.sock, c.port, c.dbname)
+
+        # the library measured, and the baseline's (built elsewhere) to compare with
+        self.lib_path = os.path.join(subprocess.check_output(["pg_config", "--pkglibdir"], text=True).strip(),
+                                     "voipbin.so")
+        self.libs = {"current": os.path.join(self.workdir, "voipbin-current.so")}
+        shutil.copyfile(self.lib_path, self.libs["current"])
+        if a.baseline_so:
+            self.libs["baseline"] = a.baseline_so
+        self.lib_in_use = "current"
 
         # the worker: pointed at the emitter, subscribed as a user would
         self.point_worker()
@@ -420,6 +433,16 @@ class Bench:
         }
 
     # -------------------------------------------------------------- worker
+
+    def use_library(self, which):
+        """This build's voipbin.so or the baseline's in place (the cluster restarts to load it)."""
+        if which == self.lib_in_use:
+            return
+        self.cluster.stop("fast")
+        shutil.copyfile(self.libs[which], self.lib_path)
+        self.lib_in_use = which
+        self.cluster.start()
+        self.worker_on()
 
     def point_worker(self):
         self.cluster.set_conf(voipbin__api_url=self.em.api_url,
@@ -518,7 +541,7 @@ class Bench:
                                      "emitter_cpu_pct": 100.0 * (cpu1 - cpu0) / CLK_TCK / (wall1 - wall0)})
         self.em.wait_no_subscriber()
 
-    def throughput_extension(self):
+    def throughput_extension(self, key="tp_extension"):
         self.worker_on()
         self.reset_table(EXT)
         self.em.load(self.main.path)
@@ -529,7 +552,47 @@ class Bench:
         r["duplicates"] = after["duplicates"] - before["duplicates"]
         if r["dead_letters"] or r["duplicates"]:
             raise BenchError("the worker dead-lettered or deduplicated events: %r" % r)
-        self.add("tp_extension", r)
+        self.add(key, r)
+
+    def journal_replay(self):
+        """A journal of replay_events frames left by kill -9 of the worker (the
+        table locked while they arrived): how fast the next worker stores them."""
+        self.worker_on()
+        self.reset_table(EXT)
+        fs = self.replay_set
+        self.em.load(fs.path)
+        c = self.cluster
+        locker = c.connect(autocommit=False)
+        try:
+            locker.cursor().execute("LOCK TABLE %s IN ACCESS EXCLUSIVE MODE" % EXT)
+            self.em.cmd("blast")
+            self.em.wait_job(120 + fs.n / 1000)
+            # every frame read and journaled (buffered_bytes: the worker's batch + the journal)
+            c.wait_status(lambda st: st["buffered_bytes"] >= fs.bytes, timeout=120,
+                          what="the set in the journal")
+            pid = c.status()["worker_pid"]
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            try:
+                locker.close()
+            except Exception:
+                pass
+        started = wait_until(lambda: _quiet(lambda: c.query_one(
+            "SELECT extract(epoch FROM backend_start)::float8 FROM pg_stat_activity"
+            " WHERE backend_type = 'voipbin' AND pid <> %s", (pid,))), timeout=60,
+            what="the next worker")[0]
+        n = wait_until(lambda: _quiet(lambda: self.count(EXT) == fs.n), timeout=120 + fs.n / 1000,
+                       interval=0.05, what="the journal replayed")
+        done = time.time()
+        st = c.status()
+        if st["duplicates"] or st["dead_letters"] or self.count(EXT) != fs.n:
+            raise BenchError("replay stored %d of %d (duplicates %s, dead letters %s)"
+                             % (self.count(EXT), fs.n, st["duplicates"], st["dead_letters"]))
+        del n
+        self.add("replay", {"rate": fs.n / (done - started), "seconds": done - started,
+                            "journal_mb": fs.bytes / 1e6})
+        # the emitter's connection went with the worker: the next one is the new worker's
+        self.em.wait_one_subscriber(len(events.TOPICS), timeout=30)
 
     def throughput_webhook(self, connections):
         """The main event set's first --webhook-events events, each POSTed as
@@ -630,7 +693,7 @@ class Bench:
         secs = (t1 - t0) / 1e9
         self.add("tp_copy_" + mode, {"rate": n / secs, "seconds": secs})
 
-    def latency(self, who):
+    def latency(self, who, key=None):
         fs = self.lat_set
         table = EXT if who == "extension" else PLAIN
         if who == "extension":
@@ -668,7 +731,7 @@ class Bench:
                 lat.append((int(t) - sent[fs.index[(et, rid)]]) / 1e6)
         if len(lat) != fs.n:
             raise BenchError("latency: %d notifications for %d events" % (len(lat), fs.n))
-        self.add("lat_" + who, {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": max(lat),
+        self.add(key or "lat_" + who, {"p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "max": max(lat),
                                 "n": len(lat), "emitter_late": job["late"],
                                 "emitter_max_late_ms": job["max_late_ns"] / 1e6})
 
@@ -741,6 +804,11 @@ class Bench:
                 self.emitter_ceiling()
         if want("throughput"):
             for i in range(a.runs):
+                if a.baseline_so:
+                    log("throughput run %d/%d: extension, baseline library" % (i + 1, a.runs))
+                    self.use_library("baseline")
+                    self.throughput_extension("tp_extension_baseline")
+                    self.use_library("current")
                 log("throughput run %d/%d: extension" % (i + 1, a.runs))
                 self.throughput_extension()
                 log("throughput run %d/%d: seed-style Python (%d events)" % (i + 1, a.runs, self.seed_set.n))
@@ -760,8 +828,16 @@ class Bench:
             for i in range(a.runs):
                 log("latency run %d/%d at %g events/s: extension, batched Python"
                     % (i + 1, a.runs, a.latency_rate))
+                if a.baseline_so:
+                    self.use_library("baseline")
+                    self.latency("extension", "lat_extension_baseline")
+                    self.use_library("current")
                 self.latency("extension")
                 self.latency("batched")
+        if want("replay"):
+            for i in range(a.runs):
+                log("journal replay run %d/%d: %d frames after kill -9" % (i + 1, a.runs, self.replay_set.n))
+                self.journal_replay()
         if want("idle"):
             for i in range(a.runs):
                 log("idle CPU run %d/%d (%g s)" % (i + 1, a.runs, a.idle_seconds))
@@ -777,12 +853,23 @@ class Bench:
         self.res["elapsed"] = time.monotonic() - t_start
 
     def close(self):
+        # the installed library is this build's again, whatever happened
+        if getattr(self, "lib_in_use", "current") != "current":
+            shutil.copyfile(self.libs["current"], self.lib_path)
         self.procs.stop_all()
         if self.cluster:
             self.cluster.destroy()
 
 
 # ------------------------------------------------------------------ report
+
+def _quiet(f):
+    """f(), or None while the server restarts."""
+    try:
+        return f()
+    except Exception:
+        return None
+
 
 def fmt_rate(x):
     return "—" if x is None else "{:,.0f}".format(x)
@@ -809,6 +896,7 @@ def report(b):
 
     rows = []
     tp = [("tp_extension", "**extension** (background worker)"),
+          ("tp_extension_baseline", "extension, baseline library without the journal (%s)" % a.baseline_label),
           ("tp_seed", "seed-style Python: docs' websocket-client example + INSERT, NOTIFY, COMMIT per event"),
           ("tp_batched", "batched Python: reader thread + COPY to staging + INSERT … ON CONFLICT + 2 NOTIFY, commit per batch"),
           ("tp_copy_plain", "COPY, plain (PostgreSQL's ceiling without NOTIFY; batches of %d rows)" % a.copy_batch),
@@ -820,8 +908,9 @@ def report(b):
         if key in R:
             rows.append(("Throughput, events committed/s: " + label, fmt_rate(med(key, "rate")),
                          all_runs(key, "rate", fmt_rate)))
-    for who, label in (("extension", "extension"), ("batched", "batched Python")):
-        key = "lat_" + who
+    for key, label in (("lat_extension", "extension"),
+                       ("lat_extension_baseline", "extension, baseline library without the journal"),
+                       ("lat_batched", "batched Python")):
         if key in R:
             rows.append(("Latency send→NOTIFY at %g events/s, %s: p50 / p99 (max)" % (a.latency_rate, label),
                          "%s / %s (%s)" % (ms2(med(key, "p50")), ms2(med(key, "p99")), ms2(med(key, "max"))) + " ms",
@@ -838,6 +927,10 @@ def report(b):
                          all_runs(key, "peak_kb", mb)))
             rows.append(("  … the burst's throughput (events/s), buffer_limit = %s" % setting,
                          fmt_rate(med(key, "rate")), all_runs(key, "rate", fmt_rate)))
+    if "replay" in R:
+        rows.append(("Journal replay after `kill -9` of the worker: %d frames (%.0f MB) stored by the next worker, events/s"
+                     % (b.replay_set.n, R["replay"][0]["journal_mb"]),
+                     fmt_rate(med("replay", "rate")), all_runs("replay", "rate", fmt_rate)))
     if "emitter_ceiling" in R:
         rows.append(("Emitter ceiling: frames/s into a C TLS reader that only counts",
                      "%s (%.0f MB/s)" % (fmt_rate(med("emitter_ceiling", "rate")), med("emitter_ceiling", "mbps")),
@@ -887,6 +980,25 @@ def report(b):
         emax = med("lat_extension", "max")
         targets.append("| (SPEC) committed and notified within 10 ms of the frame | extension p99 %.2f ms, max %.2f ms | %s |"
                        % (e99, emax, "**yes**" if emax <= 10 else ("p99 yes, max **no**" if e99 <= 10 else "**no**")))
+    if "tp_extension_baseline" in R:
+        base = med("tp_extension_baseline", "rate")
+        r4 = ratio(ext, base)
+        verdicts["journal_cost"] = r4 >= 0.9
+        targets.append("| (issue 9) the journal costs at most 10 %% of the extension's throughput | %.2f× the baseline (%s vs %s events/s, medians, runs alternated in one go) | %s |"
+                       % (r4, fmt_rate(ext), fmt_rate(base), "**yes**" if r4 >= 0.9 else "**no**"))
+    if "lat_extension" in R:
+        e99 = med("lat_extension", "p99")
+        verdicts["journal_latency"] = e99 < 2.0
+        extra = ""
+        if "lat_extension_baseline" in R:
+            extra = " (baseline %.2f ms)" % med("lat_extension_baseline", "p99")
+        targets.append("| (issue 9) send→NOTIFY p99 at %g events/s under 2 ms with the journal | %.2f ms%s | %s |"
+                       % (a.latency_rate, e99, extra, "**yes**" if e99 < 2.0 else "**no**"))
+    if "replay" in R and ext is not None:
+        rr = med("replay", "rate")
+        verdicts["replay"] = rr >= ext
+        targets.append("| (issue 9) replaying a %d-frame journal after a crash at least the live ingest rate | %s vs %s events/s (%.2f×) | %s |"
+                       % (b.replay_set.n, fmt_rate(rr), fmt_rate(ext), rr / ext, "**yes**" if rr >= ext else "**no**"))
     if "idle_cpu" in R:
         v = med("idle_cpu", "pct")
         verdicts["idle"] = v < 0.5
@@ -1030,7 +1142,8 @@ def write_results(b, table, targets, verdicts, path):
     unmet = [k for k, v in verdicts.items() if not v]
     names = {"batched": "≥ 1.3× batched Python", "copy": "≥ 1.0× COPY with two NOTIFYs",
              "latency": "latency no worse than batched Python", "idle": "idle CPU < 0.5 %",
-             "memory": "memory bounded by buffer_limit"}
+             "memory": "memory bounded by buffer_limit", "journal_cost": "journal costs ≤ 10 % of throughput",
+             "journal_latency": "p99 < 2 ms with the journal", "replay": "journal replay ≥ live ingest"}
     summary = ("Targets met: %s. Not met: %s." % (", ".join(names[k] for k in met) or "none",
                                                    ", ".join(names[k] for k in unmet) or "none"))
     s = m["settings"]
@@ -1101,8 +1214,12 @@ def parse_args(argv):
     p.add_argument("--copy-batch", type=int, help="rows per COPY batch and batched-client batch cap (default 2000)")
     p.add_argument("--ping-interval", type=float, help="emitter's ping interval in s (default 10, as VoIPBIN)")
     p.add_argument("--fsync", choices=["on", "off"], help="the cluster's fsync (default on)")
-    p.add_argument("--only", help="comma list of ceiling,throughput,webhook,latency,idle,memory (default all)")
+    p.add_argument("--only", help="comma list of ceiling,throughput,webhook,latency,replay,idle,memory (default all)")
     p.add_argument("--webhook-events", type=int, help="events POSTed per webhook run (default 10000; quick 2000)")
+    p.add_argument("--replay-events", type=int, help="frames in the journal replay run (default 500000; quick 20000)")
+    p.add_argument("--baseline-so", help="a voipbin.so built from another commit: its throughput and latency "
+                                         "runs alternate with this build's (the cluster restarts to swap)")
+    p.add_argument("--baseline-label", help="what the baseline is, for the report")
     p.add_argument("--out", help="results file (default bench/RESULTS.md; none with --quick or --only)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, frames)")
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -1113,6 +1230,9 @@ def parse_args(argv):
         "events": ("BENCH_EVENTS", 5000 if q else 50000, int),
         "seed_events": ("BENCH_SEED_EVENTS", 600 if q else 6000, int),
         "burst_events": ("BENCH_BURST_EVENTS", 30000 if q else 200000, int),
+        "replay_events": ("BENCH_REPLAY_EVENTS", 20000 if q else 500000, int),
+        "baseline_so": ("BENCH_BASELINE_SO", None, str),
+        "baseline_label": ("BENCH_BASELINE_LABEL", "baseline", str),
         "runs": ("BENCH_RUNS", 1 if q else 3, int),
         "latency_rate": ("BENCH_LATENCY_RATE", 500.0, float),
         "latency_seconds": ("BENCH_LATENCY_SECONDS", 4.0 if q else 20.0, float),

@@ -142,6 +142,7 @@ static Report reports[REPORT_MAX];
 static int	report_n;
 
 static int	waiters;
+static bool flusher_idle;		/* in its untimed wait: a new record must wake it */
 static bool flusher_stop;
 static bool flusher_running;
 static pthread_t flusher;
@@ -1034,7 +1035,9 @@ journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
 	if (!on_disk)
 		durable_end = end;
 	publish_locked();
-	pthread_cond_signal(&flush_cv);
+	/* between its timed syncs the flusher needs no wake-up per record */
+	if (flusher_idle)
+		pthread_cond_signal(&flush_cv);
 	pthread_mutex_unlock(&mu);
 	pthread_mutex_unlock(&wmu);
 	free(ev);
@@ -1092,7 +1095,11 @@ flusher_main(void *arg)
 		bool		failed = false;
 
 		while (durable_end >= write_end && !flusher_stop)
+		{
+			flusher_idle = true;
 			pthread_cond_wait(&flush_cv, &mu);
+			flusher_idle = false;
+		}
 		if (durable_end >= write_end && flusher_stop)
 			break;
 		/* at most every FLUSH_EVERY_MS, at once for a waiter or at the end */
