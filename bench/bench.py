@@ -1096,6 +1096,18 @@ def methods(b):
   client on `voipbin_events` timestamps each notification as it reads it (same clock, same
   machine) and names its frame by (event_type, resource_id). Per run p50/p99/max of all
   events; the table gives the median over runs.
+- **Journal replay** (issue 9): the worker connected, `voipbin_events` locked (`LOCK TABLE … IN
+  ACCESS EXCLUSIVE MODE` in an open transaction), the replay set ({a.replay_events} events)
+  blasted: the network thread journals all of it while the main thread waits on the lock;
+  once `buffered_bytes` covers the set, `kill -9` of the worker (the postmaster restarts every
+  process, the lock goes with it). Time = from the next worker's `backend_start` to the first
+  `count(*)` (polled every 50 ms) equal to the set; it must report no duplicates and no dead
+  letters. Compared with the extension's live throughput above.
+- **Baseline library** (`--baseline-so`): the extension's throughput and latency runs are done
+  with a `voipbin.so` built from another commit ({a.baseline_label}) and with this build's,
+  alternating run by run (the cluster restarts to swap the file, then `CHECKPOINT` and a
+  truncated table as for every run), so both see the same machine load; the ratio of the
+  medians is the cost of what differs.
 - **Idle CPU**: the worker connected, both topics `active`, nothing sent; utime+stime of the
   worker process (all threads) from `/proc/<pid>/stat` over {a.idle_seconds:g} s windows (resolution
   1/{CLK_TCK} s). The emitter's pings (every {a.ping_interval:g} s) are answered during the window; the

@@ -284,6 +284,14 @@ event_cost(size_t len)
 	return len + 1 + sizeof(WsEvent) + 4 * sizeof(size_t);	/* two malloc headers */
 }
 
+/* ws_event_free(), without needing ws_client.c (and libwebsockets) to link. */
+static void
+free_event(WsEvent *ev)
+{
+	free(ev->data);
+	free(ev);
+}
+
 static void
 wake_main(void)
 {
@@ -1269,7 +1277,7 @@ journal_read(uint64_t from, size_t max_bytes, int max_frames, uint64_t *next)
 		if (!cache_head)
 			cache_tail = NULL;
 		cache_bytes -= event_cost(ev->len);
-		ws_event_free(ev);
+		free_event(ev);
 	}
 	while (pos < write_end && (first || (budget > 0 && max_frames > 0)))
 	{
@@ -1522,7 +1530,7 @@ journal_close(void)
 		WsEvent    *ev = cache_head;
 
 		cache_head = ev->next;
-		ws_event_free(ev);
+		free_event(ev);
 	}
 	cache_tail = NULL;
 	cache_bytes = 0;
@@ -1534,5 +1542,13 @@ journal_close(void)
 	if (dir_fd >= 0)
 		close(dir_fd);
 	meta_fd = dir_fd = -1;
+	if (wake_fd >= 0)
+		close(wake_fd);
+	wake_fd = -1;
+	/* a later journal_open() (a fuzzer's next input) starts afresh */
+	lost_total = 0;
+	ov_open = ov_done_pending = false;
+	report_n = 0;
+	on_disk = false;
 	pthread_mutex_unlock(&mu);
 }
