@@ -219,11 +219,12 @@ def test_spool_limit_counts_what_does_not_fit(vb, fake, topic):
 
 def test_max_frame_size_dead_letters_a_huge_message(vb, fake, topic):
     subscribe(vb, fake, topic + "transcript:transcript_")
-    vb.set_conf(voipbin__max_frame_size="1MB")
+    # the fake takes seconds to build a big message: no idle hang-up meanwhile
+    vb.set_conf(voipbin__max_frame_size="1MB", voipbin__idle_timeout="60s")
     try:
         wait_until(lambda: vb.query_one("SHOW voipbin.max_frame_size")[0] == "1MB", what="reload")
         pid = vb.worker_pid()
-        huge = json.dumps({"type": "transcript_created", "data": {"message": "h" * (24 << 20)}})
+        huge = json.dumps({"type": "transcript_created", "data": {"message": "h" * (12 << 20)}})
         fake.send(fragments=[huge[i:i + (1 << 20)] for i in range(0, len(huge), 1 << 20)], flush=True)
         wait_until(lambda: count(vb, "voipbin_dead_letters") == 1, timeout=60, what="a dead letter")
         raw, error = vb.query_one("SELECT raw, error FROM voipbin_dead_letters")
@@ -232,7 +233,7 @@ def test_max_frame_size_dead_letters_a_huge_message(vb, fake, topic):
         assert str(len(huge)) in error and "voipbin.max_frame_size" in error, error
         assert vb.worker_pid() == pid
     finally:
-        vb.set_conf(voipbin__max_frame_size=None)
+        vb.set_conf(voipbin__max_frame_size=None, voipbin__idle_timeout=None)
     # under the default, a 2 MB event is still stored whole
     wait_until(lambda: vb.query_one("SHOW voipbin.max_frame_size")[0] == "16MB", what="reload")
     big = "b" * (2 << 20)
