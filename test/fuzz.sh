@@ -68,13 +68,18 @@ run_target() {
     local t=$1 log=$2; shift 2
     local corpus="$work/corpus-$t"
     mkdir -p "$corpus" "$work/art-$t"
-    local args=("$corpus" "$top/test/fuzz/$t"
+    # copies: the checkout may sit where the postgres user cannot read
+    cp -r "test/fuzz/$t" "$work/seed-$t"
+    local args=("$corpus" "$work/seed-$t"
                 "-max_total_time=$seconds" "-timeout=25" "-print_final_stats=1"
                 "-use_value_profile=1" "-artifact_prefix=$work/art-$t/")
-    [ -f "test/fuzz/$t.dict" ] && args+=("-dict=$top/test/fuzz/$t.dict")
+    if [ -f "test/fuzz/$t.dict" ]; then
+        cp "test/fuzz/$t.dict" "$work/"
+        args+=("-dict=$work/$t.dict")
+    fi
     if [[ " ${pg_targets[*]} " == *" $t "* ]]; then
         pg_cluster
-        chown -R postgres: "$corpus" "$work/art-$t"
+        chown -R postgres: "$corpus" "$work/art-$t" "$work/seed-$t"
         local sqlargs
         sqlargs=$(printf "'%s'," "${args[@]}")
         {

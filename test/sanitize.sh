@@ -69,15 +69,26 @@ echo "== sanitize: pg_regress"
 PATH="$bindir:$PATH" test/run_regress.sh || status=1
 echo "== sanitize: integration tests"
 # Wall-clock bounds (a second to shut down, a backoff's spacing, a 200 ms
-# statement timeout) fail under ASAN's slower allocator and TLS without any
-# memory error; the plain suite checks them.
+# statement timeout, a 10 s handshake deadline counted in attempts) and a
+# bound on the worker's RSS (ASAN keeps freed memory in quarantine) fail
+# under ASAN without any memory error; the plain suite checks them.
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(test/
     --deselect test/test_reliability.py::test_fast_shutdown_within_a_second
     --deselect test/test_reliability.py::test_backoff_grows_between_failures
     --deselect test/test_repair.py::test_an_outage_is_recorded
-    --deselect test/test_rest.py::test_statement_timeout_stops_a_hanging_call)
-PATH="$bindir:$PATH" /usr/bin/python3 -m pytest -q -p no:cacheprovider "${args[@]}" || status=1
+    --deselect test/test_rest.py::test_statement_timeout_stops_a_hanging_call
+    --deselect test/test_reliability.py::test_handshake_never_answered_gives_up_after_10s
+    --deselect test/test_reliability.py::test_locked_table_never_stops_reading)
+# A test that fails is run once more (--last-failed): on a loaded machine a
+# deadline the plain suite meets can be missed under ASAN.  A sanitizer
+# report fails the run whatever the tests did.
+cache="-o cache_dir=$work/pytest-cache"
+if ! PATH="$bindir:$PATH" /usr/bin/python3 -m pytest -q $cache "${args[@]}"; then
+    echo "== sanitize: the failed tests once more"
+    PATH="$bindir:$PATH" /usr/bin/python3 -m pytest -q $cache --last-failed \
+        --last-failed-no-failures none "${args[@]}" || status=1
+fi
 
 found=$(find "$reports" -type f | wc -l)
 if [ "$found" -gt 0 ]; then
