@@ -15,6 +15,7 @@
 #include "voipbin.h"
 
 #include "mb/pg_wchar.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -35,6 +36,7 @@
 typedef struct WebhookWorker
 {
 	int			wake_fd;
+	bool		standby;		/* a hot standby does not take webhooks */
 	bool		listening;
 	int			port;			/* what the receiver was started with */
 	char	   *addresses;
@@ -99,7 +101,13 @@ configure_listener(void)
 {
 	const char *addresses = voipbin_webhook_listen_addresses ? voipbin_webhook_listen_addresses : "";
 
-	if (voipbin_webhook_port == 0)
+	/*
+	 * A standby's journal would be stored only if it is promoted: a 200 there
+	 * could be a lost event, so VoIPBIN gets no answer and goes elsewhere or
+	 * retries.
+	 */
+	wh.standby = RecoveryInProgress();
+	if (voipbin_webhook_port == 0 || wh.standby)
 	{
 		if (wh.listening)
 		{
@@ -108,7 +116,9 @@ configure_listener(void)
 		}
 		wh.listening = false;
 		wh.port = 0;
-		strlcpy(wh.listen_state, "off", sizeof(wh.listen_state));
+		strlcpy(wh.listen_state,
+				voipbin_webhook_port == 0 ? "off" : "not listening: this server is a standby (it starts on promotion)",
+				sizeof(wh.listen_state));
 		return;
 	}
 	if (wh.listening && wh.port == voipbin_webhook_port && wh.addresses &&
@@ -364,6 +374,8 @@ webhook_worker_step(void)
 	long		timeout = -1;
 
 	webhook_ack_wakeup();
+	if (RecoveryInProgress() != wh.standby)
+		configure_listener();
 
 	webhook_receiver_counts(&received, &refused);
 	if (received != wh.received || refused != wh.refused)

@@ -639,6 +639,7 @@ step(void)
 			drop_connection();
 			set_state(VB_STATE_STANDBY, NULL);
 		}
+		(void) webhook_worker_step();
 		return STANDBY_POLL_MS;
 	}
 	if (w.state == VB_STATE_STANDBY)

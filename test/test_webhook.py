@@ -486,3 +486,27 @@ def test_dripping_client_is_closed_within_30s(hook, vb, fake):
     took = time.monotonic() - started
     assert closed and took <= 33, took
     assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+
+
+def test_standby_does_not_listen_until_promoted(hook, vb, fake):
+    """A standby's journal is stored only if it is promoted: until then it
+    must not answer 200 (the replica's copied settings name the same port)."""
+    replica = vb.make_replica()
+    try:
+        replica.start()
+        replica.wait_status(lambda s: s["state"] == "standby" and "standby" in s["webhook_state"],
+                            what="the standby not listening")
+        vb.stop("fast")
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", hook.port_), timeout=2).close()
+        replica.execute("SELECT pg_promote()")
+        listening(replica, hook.port_)
+        hook.close()
+        data = call(fake)
+        assert hook.send(envelope("call_ringing", data))[0] == 200
+        wait_until(lambda: [(r[0], r[2]) for r in rows(replica)] == [("webhook", data["id"])],
+                   what="stored on the promoted server")
+    finally:
+        hook.close()
+        replica.destroy()
+        vb.start()
