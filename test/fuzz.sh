@@ -94,7 +94,7 @@ run_target() {
             "$bindir/postgres" --single -D "$work/pg/data" -c fsync=off postgres \
             <"$work/$t.sql" >"$log" 2>&1
     else
-        ASAN_OPTIONS="detect_leaks=1:$san_common" \
+        ASAN_OPTIONS="detect_leaks=1:$san_common" TMPDIR="$work" \
             "test/fuzz/build/fuzz_$t" "${args[@]}" >"$log" 2>&1
     fi
 }

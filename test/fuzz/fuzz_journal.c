@@ -28,7 +28,7 @@
 #define HDR_SIZE 32
 #define REC_MAGIC 0x4a4e4256u
 
-static char dir[64];
+static char dir[4096];
 static int	baseline_fds;
 
 static int
@@ -106,7 +106,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char		err[256];
 
-	snprintf(dir, sizeof(dir), "/tmp/voipbin-fuzz-journal-XXXXXX");
+	const char *tmp = getenv("TMPDIR");
+
+	/* test/fuzz.sh points TMPDIR into its work directory, which it removes */
+	snprintf(dir, sizeof(dir), "%s/voipbin-fuzz-journal-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
 	if (mkdtemp(dir) == NULL)
 		abort();
 	/* a fresh directory: recovery writes journal.meta, the identity */
