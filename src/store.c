@@ -864,10 +864,13 @@ store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 			 TimestampTz *retry_at)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	/* the classified frames outlive each attempt's transaction, not the call */
+	MemoryContext mine = AllocSetContextCreate(cxt, "voipbin batch", ALLOCSET_DEFAULT_SIZES);
 	StoreBatch	b;
 	ErrorData  *err = NULL;
 	StoreResult result;
 
+	MemoryContextSwitchTo(mine);
 	store_batch_init(&b, frames, n);
 	result = attempt(&b, STEP_PLAIN, NULL, journal_id, upto, &err);
 	if (result == STORE_FAILED && store_error_kind(err->sqlerrcode) == STORE_ERROR_DATA)
@@ -892,6 +895,7 @@ store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 	if (result == STORE_DONE)
 		publish_counts(&b);
 	MemoryContextSwitchTo(cxt);
+	MemoryContextDelete(mine);
 	return result;
 }
 
