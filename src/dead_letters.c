@@ -95,8 +95,17 @@ retry_chunk(const char *schema, Datum *ids, int n)
 		evs[i].len = VARSIZE(raw) - VARHDRSZ;
 		evs[i].data = VARDATA(raw);
 		error = SPI_getbinval(tup, desc, 5, &isnull);
-		/* the table does not keep the opcode; the worker's error for a binary frame does */
-		evs[i].binary = !isnull && strcmp(TextDatumGetCString(error), FRAME_BINARY_ERROR) == 0;
+		if (!isnull)
+		{
+			char	   *why = TextDatumGetCString(error);
+
+			/*
+			 * The table keeps neither the opcode nor a cut message's length;
+			 * the worker's errors for them do, so the retry refuses them alike.
+			 */
+			evs[i].binary = strcmp(why, FRAME_BINARY_ERROR) == 0;
+			evs[i].oversize_len = store_oversize_len(why);
+		}
 		frames[i] = &evs[i];
 	}
 	SPI_freetuptable(SPI_tuptable);

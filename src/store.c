@@ -323,13 +323,30 @@ mark_dead(StoreBatch *b, int i, const char *error)
  * else NULL: a message past voipbin.max_frame_size, journaled with only its
  * first bytes (storing it again would fail the same way).
  */
+#define OVERSIZE_ERROR "message of %llu bytes exceeds voipbin.max_frame_size"
+
 static const char *
 refused_before_storing(const WsEvent *ev)
 {
 	if (ev->oversize_len == 0)
 		return NULL;
-	return psprintf("message of %llu bytes exceeds voipbin.max_frame_size (%zu bytes); its first %zu bytes are kept",
+	return psprintf(OVERSIZE_ERROR " (%zu bytes); its first %zu bytes are kept",
 					(unsigned long long) ev->oversize_len, ev->len, ev->len);
+}
+
+/*
+ * The real length of a message whose dead letter holds only its start, read
+ * back from the error above (the table keeps no such column); else 0.
+ */
+uint64
+store_oversize_len(const char *error)
+{
+	unsigned long long len = 0;
+	int			end = 0;
+
+	if (error && sscanf(error, OVERSIZE_ERROR "%n", &len, &end) == 1 && end > 0)
+		return (uint64) len;
+	return 0;
 }
 
 /*

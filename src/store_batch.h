@@ -48,7 +48,10 @@ extern void store_batch_classify(StoreBatch *b);
  */
 extern void store_batch_resolve(StoreBatch *b, ErrorData *failure);
 
-/* Counts and the received time as stored in received_at. */
+/* A dead letter's error for a message past voipbin.max_frame_size: its real length, else 0. */
+extern uint64 store_oversize_len(const char *error);
+
+/* The received time as stored in received_at, and back. */
 extern TimestampTz store_received_at(const WsEvent *ev);
 extern int64 store_unix_us(TimestampTz t);
 

@@ -326,6 +326,14 @@ def test_retry_dead_letters_by_id_in_the_callers_transaction(vb, breakable_handl
                (binary_error,))
     assert vb.query_one("SELECT voipbin_retry_dead_letters()")[0] == 0
     assert vb.query("SELECT error FROM voipbin_dead_letters") == [(binary_error,)]
+    # nor does the start of a message past voipbin.max_frame_size become an event
+    vb.execute("DELETE FROM voipbin_dead_letters")
+    cut_error = ("message of 3000000 bytes exceeds voipbin.max_frame_size (16 bytes);"
+                 " its first 16 bytes are kept")
+    vb.execute("INSERT INTO voipbin_dead_letters (raw, error) VALUES ('{\"id\": \"01234567', %s)",
+               (cut_error,))
+    assert vb.query_one("SELECT voipbin_retry_dead_letters()")[0] == 0
+    assert vb.query("SELECT error FROM voipbin_dead_letters") == [(cut_error,)]
 
 
 def test_retry_dead_letters_privileges(vb):
