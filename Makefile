@@ -12,7 +12,7 @@ NET_OBJS = src/net/ws_client.o src/net/journal.o \
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
        src/store.o src/subscriptions.o src/worker.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o \
-       src/gaps.o src/repair.o src/store_errors.o src/dead_letters.o src/webhook.o $(NET_OBJS)
+       src/gaps.o src/repair.o src/repair_walk.o src/repair_http.o src/store_errors.o src/dead_letters.o src/webhook.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)

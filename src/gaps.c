@@ -60,8 +60,8 @@ wait_for_row(TimestampTz started_at, TimestampTz ended_at, const char *cause, in
 	{
 		ereport(LOG,
 				(errmsg("voipbin: a gap from %s to %s could not be recorded: too many wait for the database",
-						timestamptz_to_str(waiting[0].started_at),
-						timestamptz_to_str(waiting[0].ended_at))));
+						pstrdup(timestamptz_to_str(waiting[0].started_at)),
+						pstrdup(timestamptz_to_str(waiting[0].ended_at)))));
 		memmove(&waiting[0], &waiting[1], sizeof(WaitingGap) * (MAX_WAITING - 1));
 		n_waiting--;
 	}
@@ -236,7 +236,7 @@ gaps_step(void)
 		ereport(LOG,
 				(errmsg("voipbin: gap %lld recorded: %s from %s to %s%s",
 						(long long) id, g.cause,
-						timestamptz_to_str(g.started_at), timestamptz_to_str(g.ended_at),
+						pstrdup(timestamptz_to_str(g.started_at)), pstrdup(timestamptz_to_str(g.ended_at)),
 						g.not_repaired ? " (not repaired)" :
 						voipbin_repair ? "" : " (voipbin.repair is off)")));
 		if (voipbin_repair && g.not_repaired == NULL)

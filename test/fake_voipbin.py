@@ -29,6 +29,20 @@ Control API (JSON in, JSON out; POST unless noted):
   /control/reset   {"drop"?: false, "clear"?: true} -> {"config": {...}}
   /control/customer {fields to overwrite}          -> {"customer": {...}}
   /control/state   (GET or POST)                   -> see c_state()
+  /control/objects {"calls"|"transcribes"|"transcripts"|"recordings": [obj],
+                    "delete": {"calls"|"recordings": [id]}}  -> counts per kind
+                   (a publish with "store": true also leaves its object here)
+  /control/spend   {"n"}: the customer's own users spend the rate limiter's tokens
+
+REST reads of §10 (gap repair), with their quirks: GET /calls (newest-created
+first, a token on every non-empty page, only an empty page ends), /calls/{id}
+(404 unknown, 409 deleted, 403 another customer's), /transcribes?reference_type=
+&reference_id=, /transcripts?transcribe_id= (the newest 100; page_token ignored,
+so its token loops), /recordings/{id} (404 when deleted), /timelines/calls/{id}/
+events (token omitted on the last page); config rate_limit = {"rate", "burst"}
+turns on the per-customer limiter (429 + Retry-After).  Every REST request is in
+state()["rest_requests"] with its query (credentials left out), status and, for
+a 429, its retry_after.
 
 Credentials are never logged: log lines carry the path without query string
 and the kind of credential only.
@@ -48,7 +62,8 @@ import struct
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+import math
 
 from aiohttp import WSMsgType, web
 
@@ -82,6 +97,11 @@ OMITEMPTY = PUT_FIELDS + ("webhook_secret",)
 
 JSON_CT = "application/json; charset=utf-8"
 
+# §10: the resources the REST reads of gap repair return, by event prefix.
+REST_KINDS = ("calls", "transcribes", "transcripts", "recordings")
+RESOURCE_KINDS = {"call": "calls", "transcribe": "transcribes", "transcript": "transcripts",
+                  "recording": "recordings"}
+
 # HTTP status -> (envelope status, default reason, message), after
 # bin-common-handler HTTPStatusFor and the server's error_translate.go.
 ERRORS = {
@@ -102,6 +122,14 @@ MESSAGES = {
     "INVALID_JSON_BODY": "The request body is not valid JSON.",
     "ROUTE_NOT_FOUND": "The requested route does not exist.",
     "AGENT_AUTH_REQUIRED": "This endpoint requires an agent login.",
+    "CALL_NOT_FOUND": "The call was not found.",
+    "STATE_INVALID": "The operation is invalid for the current resource state.",
+    "RECORDING_NOT_FOUND": "The recording was not found.",
+    "TRANSCRIBE_NOT_FOUND": "The transcribe was not found.",
+    "INVALID_ID": "The id is invalid.",
+    "INVALID_REFERENCE_FILTER": "reference_type and reference_id must be given together.",
+    "MISSING_REQUEST_PARAMETER": "A required request parameter is missing.",
+    "INVALID_REQUEST_PARAMETER": "A request parameter is invalid.",
 }
 
 DEFAULT_CONFIG = {
@@ -117,6 +145,9 @@ DEFAULT_CONFIG = {
     "rest_delay": 0,            # seconds before any REST answer
     "rest_body": None,          # REST answers 200 with this raw body
     "rest_content_type": JSON_CT,
+    "rate_limit": None,         # {"rate": 17, "burst": 33, "others"?, "tokens"?}: the per-customer
+                                # limiter (§10.5); others: req/s the customer's own users take;
+                                # tokens: what is left in the bucket now
     "ping_interval": 10.0,      # set from the CLI; apply to new connections
     "pong_timeout": 60.0,
 }
@@ -136,6 +167,24 @@ def log(msg):
 
 def now_rfc3339():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_TS = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]00:00)?")
+
+
+def parse_ts(text):
+    """A VoIPBIN time (RFC 3339, trimmed fraction, or the old space form), or None."""
+    m = _TS.fullmatch(text or "")
+    if not m:
+        return None
+    base = datetime.strptime(m.group(1) + "T" + m.group(2), "%Y-%m-%dT%H:%M:%S")
+    micros = int((m.group(3) or "0")[:6].ljust(6, "0"))
+    return base.replace(tzinfo=timezone.utc) + timedelta(microseconds=micros)
+
+
+def cursor_of(text):
+    """A list cursor: always 6 fractional digits, unlike the items' own times."""
+    return parse_ts(text).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def compact(obj):
@@ -270,6 +319,11 @@ class Fake:
         self.puts = []
         self.rest_requests = []
         self.published = 0
+        # §10: what the REST reads return, by kind and id; deleted ids; per-call timelines
+        self.objects = {k: {} for k in REST_KINDS}
+        self.deleted = {k: set() for k in REST_KINDS}
+        self.timelines = {}
+        self.bucket = None          # [tokens, monotonic time of the last refill]
         self.not_frozen = asyncio.Event()
         self.not_frozen.set()
         # Hanging requests wait on this; reset/shutdown releases them.
@@ -411,6 +465,8 @@ class Fake:
             body = compact(dict({"event_type": event_type, "data": data}, **ev.get("extra", {})))
         else:
             raise ValueError("shape must be raw, wrapped or event_type")
+        if ev.get("store"):
+            self.store_object(event_type, data)
         topics = ev.get("topics") or self.event_topics(event_type, data)
         delivered = dropped = 0
         for _ in range(int(ev.get("count", 1))):
@@ -649,7 +705,9 @@ class Fake:
         auth, source, err = self.authenticate(request)
         entry = {"at": time.time(), "method": request.method, "path": request.path,
                  "auth": auth, "auth_source": source,
-                 "content_type": request.headers.get("Content-Type"), "status": None}
+                 "content_type": request.headers.get("Content-Type"), "status": None,
+                 "query": {k: v for k, v in request.query.items()
+                           if k not in ("accesskey", "token")}}
         request["entry"] = entry
         self.record(self.rest_requests, entry)
         cfg = self.config
@@ -666,6 +724,10 @@ class Fake:
                                       headers={"Content-Type": cfg["rest_content_type"]})
         if err:
             return auth, self.error_response(request, 401, err)
+        retry = self.rate_limited()
+        if retry is not None:
+            entry["retry_after"] = retry
+            return auth, self.error_response(request, 429, retry_after=retry)
         return auth, None
 
     async def get_customer(self, request):
@@ -731,6 +793,173 @@ class Fake:
         elif request.path != "/v1.0/ws":
             log("%s %s -> %d" % (request.method, request.path, resp.status))
         return resp
+
+    # ------------------------------------------------------------ REST reads (§10)
+
+    def store_object(self, event_type, data):
+        """What a published event leaves behind for the REST reads: the resource's
+        current state (and, for a call, a timeline entry)."""
+        kind = RESOURCE_KINDS.get(event_type.split("_", 1)[0])
+        if kind is None or not data.get("id"):
+            return
+        oid = str(data["id"]).lower()
+        self.objects[kind][oid] = data
+        if kind == "calls":
+            self.timelines.setdefault(oid, []).append(
+                {"timestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                 "event_type": event_type, "data": data})
+            if event_type == "call_deleted":
+                self.deleted["calls"].add(oid)
+
+    def rate_limited(self):
+        """The per-customer GCRA of §10.5 as a token bucket; None, or the Retry-After."""
+        lim = self.config["rate_limit"]
+        if not lim:
+            return None
+        rate, burst = float(lim["rate"]), float(lim["burst"])
+        # "others": requests/s the customer's own users take from the same bucket
+        refill = max(0.0, rate - float(lim.get("others", 0)))
+        now = time.monotonic()
+        if self.bucket is None:
+            self.bucket = [burst, now]
+        tokens = min(burst, self.bucket[0] + (now - self.bucket[1]) * refill)
+        self.bucket[1] = now
+        if tokens >= 1:
+            self.bucket[0] = tokens - 1
+            return None
+        self.bucket[0] = tokens
+        return max(1, math.ceil((1 - tokens) / rate))   # the limiter's own delay, as VoIPBIN
+
+    def page_size(self, request, cap):
+        raw = request.query.get("page_size")
+        if raw is None:
+            return 100
+        try:
+            n = int(raw)
+        except ValueError:
+            return None
+        return 100 if n <= 0 or n > cap else n
+
+    def list_page(self, request, items):
+        """tm_create < page_token (now when empty), newest first; every non-empty
+        page has a token, only an empty page ends the walk (§10.1)."""
+        size = self.page_size(request, 100)
+        if size is None:
+            return self.error_response(request, 400, "INVALID_REQUEST_PARAMETER")
+        token = request.query.get("page_token", "")
+        cursor = parse_ts(token) if token else datetime.now(timezone.utc)
+        if cursor is None:
+            return self.error_response(request, 400, "INVALID_REQUEST_PARAMETER")
+        rows = sorted((o for o in items if parse_ts(o["tm_create"]) < cursor),
+                      key=lambda o: parse_ts(o["tm_create"]), reverse=True)[:size]
+        return self.json({"result": rows,
+                          "next_page_token": cursor_of(rows[-1]["tm_create"]) if rows else ""})
+
+    def own(self, obj):
+        return str(obj.get("customer_id", "")).lower() == self.customer_id
+
+    def call_or_error(self, request, raw_id):
+        """callGet's order: 400 bad id, 404 unknown, 409 deleted, then 403 (§10.2)."""
+        uid = go_uuid(raw_id)
+        if uid is None or uid.int == 0:
+            return None, self.error_response(request, 400, "INVALID_ID")
+        obj = self.objects["calls"].get(str(uid))
+        if obj is None:
+            return None, self.error_response(request, 404, "CALL_NOT_FOUND")
+        if str(uid) in self.deleted["calls"]:
+            return None, self.error_response(request, 409, "STATE_INVALID")
+        if not self.own(obj):
+            return None, self.error_response(request, 403, "PERMISSION_DENIED")
+        return obj, None
+
+    async def get_calls(self, request):
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        # no filter but the customer and not deleted; unknown params are ignored
+        return self.list_page(request, [o for k, o in self.objects["calls"].items()
+                                        if self.own(o) and k not in self.deleted["calls"]])
+
+    async def get_call(self, request):
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        obj, resp = self.call_or_error(request, request.match_info["id"])
+        return resp if resp is not None else self.json(obj)
+
+    async def get_transcribes(self, request):
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        rtype, rid = request.query.get("reference_type"), request.query.get("reference_id")
+        if (rtype is None) != (rid is None):
+            return self.error_response(request, 400, "INVALID_REFERENCE_FILTER")
+        items = [o for o in self.objects["transcribes"].values() if self.own(o)]
+        if rtype is not None:
+            ref = go_uuid(rid)
+            items = [o for o in items if o.get("reference_type") == rtype
+                     and ref is not None and str(o.get("reference_id", "")).lower() == str(ref)]
+        return self.list_page(request, items)
+
+    async def get_transcripts(self, request):
+        """The newest 100, whatever page_size and page_token say, and still a
+        token that brings the same page back (§10.3)."""
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        raw = request.query.get("transcribe_id")
+        if raw is None:
+            return self.error_response(request, 400, "MISSING_REQUEST_PARAMETER")
+        tid = go_uuid(raw)
+        tr = self.objects["transcribes"].get(str(tid)) if tid is not None else None
+        if tr is None:
+            return self.error_response(request, 404, "TRANSCRIBE_NOT_FOUND")
+        if not self.own(tr):
+            return self.error_response(request, 403, "PERMISSION_DENIED")
+        rows = sorted((o for o in self.objects["transcripts"].values()
+                       if str(o.get("transcribe_id", "")).lower() == str(tid)),
+                      key=lambda o: parse_ts(o["tm_create"]), reverse=True)[:100]
+        return self.json({"result": rows,
+                          "next_page_token": cursor_of(rows[-1]["tm_create"]) if rows else ""})
+
+    async def get_recording(self, request):
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        uid = go_uuid(request.match_info["id"])
+        if uid is None or uid.int == 0:
+            return self.error_response(request, 400, "INVALID_ID")
+        obj = self.objects["recordings"].get(str(uid))
+        if obj is None:
+            return self.error_response(request, 404, "RECORDING_NOT_FOUND")
+        if str(uid) in self.deleted["recordings"]:
+            return self.error_response(request, 404, "RESOURCE_NOT_FOUND")   # not 409, unlike calls
+        if not self.own(obj):
+            return self.error_response(request, 403, "PERMISSION_DENIED")
+        return self.json(obj)
+
+    async def get_timeline(self, request):
+        """Newest first; the token is omitted on the last page (look-ahead), unlike §10.1."""
+        _, resp = await self.rest_gate(request)
+        if resp is not None:
+            return resp
+        if request.match_info["rtype"] != "calls":
+            return self.error_response(request, 400, "INVALID_ARGUMENT")
+        _, resp = self.call_or_error(request, request.match_info["id"])
+        if resp is not None:
+            return resp
+        size = self.page_size(request, 1000)
+        if size is None:
+            return self.error_response(request, 400, "INVALID_REQUEST_PARAMETER")
+        token = request.query.get("page_token", "")
+        cursor = parse_ts(token) if token else datetime.now(timezone.utc) + timedelta(seconds=1)
+        rows = sorted((e for e in self.timelines.get(str(go_uuid(request.match_info["id"])), [])
+                       if parse_ts(e["timestamp"]) < cursor),
+                      key=lambda e: parse_ts(e["timestamp"]), reverse=True)[:size + 1]
+        out = {"result": rows[:size]}
+        if len(rows) > size:
+            out["next_page_token"] = cursor_of(rows[size - 1]["timestamp"])
+        return self.json(out)
 
     # ------------------------------------------------------------ control
 
@@ -798,12 +1027,17 @@ class Fake:
         if unknown:
             raise ValueError("unknown config keys: %s" % ", ".join(unknown))
         self.config.update(body)
+        if "rate_limit" in body:
+            # "tokens": what the customer's own users left of the bucket
+            lim = body["rate_limit"] or {}
+            self.bucket = [float(lim["tokens"]), time.monotonic()] if "tokens" in lim else None
         log("config %s" % sorted(body))
         return {"config": self.config}
 
     async def c_reset(self, body):
         """Defaults back, thaw, release hangs; history cleared unless clear=false."""
         self.config = dict(self.base_config)
+        self.bucket = None
         self.set_frozen(False)
         self.release.set()
         self.release = asyncio.Event()
@@ -817,6 +1051,23 @@ class Fake:
             self.closed.clear()
         log("reset")
         return {"config": self.config}
+
+    async def c_objects(self, body):
+        """Upsert what the REST reads return: {"calls": [...], "transcribes": [...],
+        "transcripts": [...], "recordings": [...], "delete": {"calls": [ids], ...}}."""
+        for kind in REST_KINDS:
+            for obj in body.get(kind, []):
+                self.objects[kind][str(obj["id"]).lower()] = obj
+        for kind, ids in body.get("delete", {}).items():
+            self.deleted[kind].update(str(i).lower() for i in ids)
+        return {kind: len(self.objects[kind]) for kind in REST_KINDS}
+
+    async def c_spend(self, body):
+        """The customer's own users spend n requests of the shared bucket."""
+        for _ in range(int(body.get("n", 1))):
+            if self.rate_limited() is not None:
+                break
+        return {"tokens": self.bucket[0] if self.bucket else None}
 
     async def c_customer(self, body):
         self.customer.update(body)
@@ -860,12 +1111,19 @@ class Fake:
         api.router.add_get("/v1.0/customer", self.get_customer)
         api.router.add_put("/v1.0/customer", self.put_customer)
         api.router.add_get("/v1.0/me", self.get_me)
+        api.router.add_get("/v1.0/calls", self.get_calls)
+        api.router.add_get("/v1.0/calls/{id}", self.get_call)
+        api.router.add_get("/v1.0/transcribes", self.get_transcribes)
+        api.router.add_get("/v1.0/transcripts", self.get_transcripts)
+        api.router.add_get("/v1.0/recordings/{id}", self.get_recording)
+        api.router.add_get("/v1.0/timelines/{rtype}/{id}/events", self.get_timeline)
         ctl = web.Application(client_max_size=512 * 1024 * 1024,   # bulk publishes
                               middlewares=[self.control_middleware])
         for name, fn in (("publish", self.c_publish), ("send", self.c_send),
                          ("drop", self.c_drop), ("freeze", self.c_freeze),
                          ("config", self.c_config), ("reset", self.c_reset),
-                         ("customer", self.c_customer), ("state", self.c_state)):
+                         ("customer", self.c_customer), ("state", self.c_state),
+                         ("objects", self.c_objects), ("spend", self.c_spend)):
             ctl.router.add_post("/control/" + name, self.control_route(fn))
         ctl.router.add_get("/control/state", self.control_route(self.c_state))
         return api, ctl

@@ -2,6 +2,8 @@
 meanwhile comes back over REST (docs/voipbin-protocol.md §10)."""
 import os
 import time
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -24,13 +26,16 @@ def clean_gaps(vb):
     yield vb
 
 
-def outage(fake, cluster, seconds, status=503):
-    """The connection drops, and every handshake fails for `seconds`; returns the
-    database clock at the drop and at the reconnection."""
+def outage(fake, cluster, seconds, status=503, during=None):
+    """The connection drops, and every handshake fails for `seconds` (during()
+    runs meanwhile); returns the database clock at the drop and how many
+    handshakes failed."""
     fake.config(ws_reject_status=status)
     dropped = db_now(cluster)
     fake.drop()
     cluster.wait_status(lambda s: s["state"] != "connected", what="the outage noticed")
+    if during:
+        during()
     deadline = time.monotonic() + seconds
     wait_until(lambda: time.monotonic() >= deadline or None, timeout=seconds + 1, interval=0.05,
                what="the outage's length")
@@ -53,7 +58,10 @@ def test_an_outage_is_recorded(clean_gaps, fake, topic):
     assert (ended - started).total_seconds() >= 2
     assert ended <= db_now(vb)
     assert vb.status()["last_gap_at"] == started
-    assert error is None or "not repaired" not in error
+    # nothing happened meanwhile: the repair finds nothing, and says so
+    g = wait_until(lambda: [r for r in gaps(vb) if r[3] is not None] or None, timeout=15,
+                   what="the gap repaired")[0]
+    assert g[4] == 0 and g[5] is None
 
 
 def test_repair_off_still_records_the_outage(clean_gaps, fake, topic):
@@ -92,3 +100,259 @@ def test_gaps_are_dumped_with_their_ids(clean_gaps, fake, topic):
         assert new_id > max_id, "ids continue after the restore"
     finally:
         vb.execute("DROP DATABASE restored_gaps", dbname="postgres")
+
+
+# ---- the repair ---------------------------------------------------------------
+
+NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def rfc3339(dt):
+    """Go's RFC3339Nano in UTC: trailing zeros trimmed."""
+    s = dt.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return s + "Z"
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+def a_call(fake, cid, status, created, updated=None, **extra):
+    d = {"id": cid, "customer_id": fake.customer_id, "owner_type": "",
+         "owner_id": NIL, "flow_id": "d157ce07-0360-4cad-9007-c8ab89fccf9c",
+         "activeflow_id": str(uuid.uuid4()), "type": "flow", "master_call_id": NIL,
+         "recording_id": NIL, "groupcall_id": NIL,
+         "source": {"type": "tel", "target": "+15551230001"},
+         "destination": {"type": "tel", "target": "+15551230002"},
+         "status": status, "direction": "incoming", "tm_create": rfc3339(created)}
+    if updated is not None:
+        d["tm_update"] = rfc3339(updated)
+    d.update(extra)
+    return d
+
+
+def a_transcribe(fake, tid, call_id, status, created, updated=None):
+    return {"id": tid, "customer_id": fake.customer_id, "activeflow_id": str(uuid.uuid4()),
+            "on_end_flow_id": NIL, "reference_type": "call", "reference_id": call_id,
+            "status": status, "language": "en-US", "direction": "both", "provider": "gcp",
+            "tm_create": rfc3339(created),
+            "tm_update": rfc3339(updated) if updated else None, "tm_delete": None}
+
+
+def a_line(fake, tid, n, created):
+    return {"id": str(uuid.uuid4()), "customer_id": fake.customer_id, "transcribe_id": tid,
+            "direction": "in" if n % 2 else "out", "message": "line %d" % n,
+            "tm_transcript": "0001-01-01T00:00:%02d.5Z" % (n * 3), "tm_create": rfc3339(created)}
+
+
+def a_recording(fake, rid, call_id, status, created, updated):
+    d = {"id": rid, "customer_id": fake.customer_id, "owner_type": "", "owner_id": NIL,
+         "reference_type": "call", "reference_id": call_id, "status": status, "format": "wav",
+         "on_end_flow_id": NIL, "tm_start": rfc3339(created), "tm_create": rfc3339(created),
+         "tm_update": rfc3339(updated)}
+    if status == "ended":
+        d["tm_end"] = rfc3339(updated)
+    return d
+
+
+def happen(fake, *evs):
+    """Events VoIPBIN publishes (delivered if connected) and whose objects its REST reads return."""
+    return fake.publish(events=[{"event_type": t, "data": d, "store": True} for t, d in evs])
+
+
+def repair_requests(fake):
+    return [r for r in fake.state()["rest_requests"] if r["path"] != "/v1.0/customer"]
+
+
+def test_what_the_outage_cost_comes_back(clean_gaps, fake, topic):
+    vb = clean_gaps
+    subscribe(vb, fake, topic)
+    fake.config(rate_limit={"rate": 17, "burst": 33})
+    now = utcnow()
+
+    # 250 old calls, settled long ago: the walk must stop before them
+    old = [a_call(fake, str(uuid.uuid4()), "hangup", now - timedelta(days=2, seconds=-i),
+                  now - timedelta(days=2, seconds=-i - 60), hangup_by="remote", hangup_reason="normal")
+           for i in range(250)]
+    happen(fake, *[("call_hangup", c) for c in old])
+
+    # a live call A, with a recording and a transcription of 2 lines so far; a call D
+    a, b, d = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    rec, tr = str(uuid.uuid4()), str(uuid.uuid4())
+    t_a = now - timedelta(seconds=20)
+    a_ringing = a_call(fake, a, "ringing", t_a)
+    a_progressing = a_call(fake, a, "progressing", t_a, t_a + timedelta(seconds=2), recording_ids=[rec],
+                           tm_progressing=rfc3339(t_a + timedelta(seconds=2)))
+    lines = [a_line(fake, tr, n, t_a + timedelta(seconds=4 + n)) for n in range(5)]
+    happen(fake, ("call_created", a_ringing), ("call_progressing", a_progressing),
+           ("recording_started", a_recording(fake, rec, a, "recording", t_a + timedelta(seconds=2),
+                                             t_a + timedelta(seconds=2, milliseconds=5))),
+           ("transcribe_created", a_transcribe(fake, tr, a, "progressing", t_a + timedelta(seconds=3))),
+           ("transcript_created", lines[0]), ("transcript_created", lines[1]),
+           ("call_created", a_call(fake, d, "ringing", t_a)),
+           ("call_progressing", a_call(fake, d, "progressing", t_a, t_a + timedelta(seconds=1))))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 250 + 8,
+               timeout=20, what="the live events stored")
+    assert vb.query_one("SELECT status FROM voipbin_calls WHERE call_id = %s", (a,))[0] == "progressing"
+
+    # 6 s of failed handshakes; meanwhile A hangs up, B lives its whole life, D is deleted
+    fake.config(ws_reject_status=503)
+    dropped = db_now(vb)
+    fake.drop()
+    vb.wait_status(lambda s: s["state"] != "connected", what="the outage noticed")
+    t = utcnow()
+    b_ringing = a_call(fake, b, "ringing", t)
+    b_progressing = a_call(fake, b, "progressing", t, t + timedelta(milliseconds=300))
+    b_hangup = a_call(fake, b, "hangup", t, t + timedelta(seconds=1), hangup_by="local",
+                      hangup_reason="normal")
+    a_hangup = dict(a_progressing, status="hangup", hangup_by="remote", hangup_reason="normal",
+                    tm_hangup=rfc3339(t), tm_update=rfc3339(t))
+    d_deleted = a_call(fake, d, "progressing", t_a, t, tm_delete=rfc3339(t))
+    out = happen(fake, ("transcript_created", lines[2]), ("transcript_created", lines[3]),
+                 ("call_hangup", a_hangup), ("transcript_created", lines[4]),
+                 ("transcribe_done", a_transcribe(fake, tr, a, "done", t_a + timedelta(seconds=3),
+                                                  t + timedelta(milliseconds=200))),
+                 ("recording_finished", a_recording(fake, rec, a, "ended", t_a + timedelta(seconds=2),
+                                                    t + timedelta(milliseconds=400))),
+                 ("call_created", b_ringing), ("call_progressing", b_progressing),
+                 ("call_hangup", b_hangup), ("call_deleted", d_deleted))
+    assert out["delivered"] == 0, "nothing reached the worker during the outage"
+    deadline = time.monotonic() + 6
+    wait_until(lambda: time.monotonic() >= deadline or None, timeout=7, interval=0.05,
+               what="the outage's length")
+    assert sum(1 for h in fake.state()["handshakes"] if h["status"] == 503) >= 3
+    # the customer's own users have spent the shared budget, and take 15 of its 17/s
+    fake.config(ws_reject_status=None, rate_limit={"rate": 17, "burst": 33, "others": 15, "tokens": 0})
+    st = fake.wait_state(lambda s: s["connections"], timeout=15, what="reconnected")
+    reconnected = st["connections"][0]["connected_at"]
+
+    [g] = wait_until(lambda: [r for r in gaps(vb) if r[3] is not None] or None,
+                     timeout=30 - (time.time() - reconnected), what="the gap repaired")
+    assert time.time() - reconnected <= 30
+    gid, started, ended, repaired, events_repaired, error, cause = g
+    assert cause == "outage" and abs((started - dropped).total_seconds()) < 1
+    assert started < ended <= repaired
+
+    calls = dict(vb.query("SELECT call_id::text, status FROM voipbin_calls WHERE call_id IN (%s, %s)", (a, b)))
+    assert calls == {a: "hangup", b: "hangup"}
+    got = vb.query("SELECT message FROM voipbin_transcripts WHERE transcribe_id = %s ORDER BY tm_offset", (tr,))
+    assert [m for (m,) in got] == ["line %d" % n for n in range(5)]
+    assert vb.query_one("SELECT count(*) FROM voipbin_events WHERE resource = 'transcript'")[0] == 5
+    assert vb.query_one("SELECT count(*) FROM voipbin_transcripts WHERE call_id = %s", (a,))[0] == 5
+    rest = sorted(vb.query("SELECT event_type, resource_id::text FROM voipbin_events WHERE source = 'rest'"))
+    assert rest == sorted([("call_hangup", a), ("transcribe_done", tr), ("recording_finished", rec),
+                           ("transcript_created", lines[2]["id"]), ("transcript_created", lines[3]["id"]),
+                           ("transcript_created", lines[4]["id"]),
+                           ("call_created", b), ("call_progressing", b), ("call_hangup", b)])
+    assert events_repaired == len(rest)
+    assert vb.query("SELECT event_type, resource_id, count(*) FROM voipbin_events"
+                    " GROUP BY 1, 2 HAVING count(*) > 1") == [], "nothing stored twice"
+    assert error is not None and "deleted" in error, "the deleted call is said to be lost"
+
+    log = repair_requests(fake)
+    lists = [r for r in log if r["path"] == "/v1.0/calls"]
+    assert 1 <= len(lists) <= 2, lists
+    old_ids = {c["id"] for c in old}
+    assert not [r for r in log if r["path"].rsplit("/", 1)[-1] in old_ids], "no old call read one by one"
+    transcripts = [r for r in log if r["path"] == "/v1.0/transcripts"]
+    assert transcripts and all("page_token" not in r["query"] for r in transcripts)
+    assert len([r for r in log if d in r["path"]]) <= 3, "the deleted call is not asked again and again"
+    # paced: no second-long window above VoIPBIN's burst
+    times = sorted(r["at"] for r in log)
+    assert max(sum(1 for u in times if s <= u < s + 1) for s in times) <= 33
+    # Retry-After honoured: a refused request is not sent again before it has
+    # passed, and nothing new is started meanwhile (what arrives then was in flight:
+    # at most 4 run at once)
+    refused = [r for r in log if r["status"] == 429]
+    assert refused, "the customer's own users left too little: some requests were refused"
+    for r in refused:
+        again = [x for x in log if x["at"] > r["at"] and (x["path"], x["query"]) == (r["path"], r["query"])]
+        assert again and again[0]["at"] >= r["at"] + r["retry_after"] - 0.02, (r, again[:1])
+        early = [x for x in log if r["at"] < x["at"] < r["at"] + r["retry_after"] - 0.02]
+        assert len(early) <= 3, (r, early)
+
+
+def test_a_failed_repair_is_said_and_retried(clean_gaps, fake, topic):
+    vb = clean_gaps
+    subscribe(vb, fake, topic)
+    c = str(uuid.uuid4())
+    t = utcnow() - timedelta(seconds=5)
+    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    fake.config(rest_status=503)
+    outage(fake, vb, 0.5)
+    g = wait_until(lambda: [r for r in gaps(vb) if r[5] and "repair failed" in r[5]] or None,
+                   timeout=15, what="the failure said")[0]
+    assert g[3] is None and "HTTP 503" in g[5] and "attempt 1" in g[5]
+    # a second outage takes the repair over; the call ends meanwhile
+    fake.config(rest_status=None)
+    outage(fake, vb, 0.5, during=lambda: happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow()))))
+    done = wait_until(lambda: (lambda rows: rows if len(rows) == 2 and all(r[3] for r in rows) else None)(gaps(vb)),
+                      timeout=20, what="both gaps repaired")
+    assert "repaired together with gap %d" % done[1][0] in done[0][5]
+    assert vb.query_one("SELECT status FROM voipbin_calls WHERE call_id = %s", (c,))[0] == "hangup"
+    assert vb.query_one("SELECT source FROM voipbin_events WHERE event_type = 'call_hangup'")[0] == "rest"
+
+
+# ---- the fake's §10 reads, as VoIPBIN's server code has them ---------------------
+
+def rest_get(fake, path, **query):
+    import json
+    import ssl
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=fake.ca_file)
+    q = urllib.parse.urlencode(dict(query, accesskey=fake.accesskey))
+    try:
+        with urllib.request.urlopen(fake.api_url + path + "?" + q, context=ctx, timeout=10) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def test_the_fake_reads_like_voipbin(fake):
+    now = utcnow()
+    calls = [a_call(fake, str(uuid.uuid4()), "hangup", now - timedelta(seconds=i), now) for i in range(150)]
+    tid = str(uuid.uuid4())
+    fake.control("objects", {"calls": calls,
+                             "transcribes": [a_transcribe(fake, tid, calls[0]["id"], "done", now)],
+                             "transcripts": [a_line(fake, tid, n % 50, now - timedelta(seconds=n))
+                                             for n in range(120)],
+                             "delete": {"calls": [calls[1]["id"]]}})
+    # newest-created first; a token on every non-empty page; only an empty page ends
+    st, p1, _ = rest_get(fake, "/calls")
+    assert st == 200 and len(p1["result"]) == 100 and calls[1]["id"] not in [c["id"] for c in p1["result"]]
+    assert p1["result"][0]["id"] == calls[0]["id"] and p1["next_page_token"].endswith("Z")
+    assert len(p1["next_page_token"].split(".")[1]) == 7           # 6 digits and the Z
+    _, p2, _ = rest_get(fake, "/calls", page_token=p1["next_page_token"], status="hangup")
+    assert len(p2["result"]) == 49 and p2["next_page_token"]
+    _, p3, _ = rest_get(fake, "/calls", page_token=p2["next_page_token"])
+    assert p3 == {"result": [], "next_page_token": ""}
+    assert rest_get(fake, "/calls", page_size="x")[0] == 400
+    # 409 deleted, 404 unknown, 403 another customer's, 400 the nil id
+    assert rest_get(fake, "/calls/" + calls[1]["id"])[1]["error"]["reason"] == "STATE_INVALID"
+    assert rest_get(fake, "/calls/" + calls[1]["id"])[0] == 409
+    assert rest_get(fake, "/calls/" + str(uuid.uuid4()))[0] == 404
+    assert rest_get(fake, "/calls/" + NIL)[0] == 400
+    other = dict(calls[2], id=str(uuid.uuid4()), customer_id=str(uuid.uuid4()))
+    fake.control("objects", {"calls": [other]})
+    assert rest_get(fake, "/calls/" + other["id"])[0] == 403
+    # the transcripts: the newest 100, and the token brings the same page back
+    _, t1, _ = rest_get(fake, "/transcripts", transcribe_id=tid)
+    _, t2, _ = rest_get(fake, "/transcripts", transcribe_id=tid, page_token=t1["next_page_token"], page_size=10)
+    assert len(t1["result"]) == 100 and t1 == t2
+    assert rest_get(fake, "/transcripts")[0] == 400
+    assert rest_get(fake, "/transcribes", reference_type="call")[0] == 400
+    _, tr, _ = rest_get(fake, "/transcribes", reference_type="call", reference_id=calls[0]["id"])
+    assert [t["id"] for t in tr["result"]] == [tid]
+    # the limiter (slowed down here): its burst, then 429 with Retry-After
+    fake.config(rate_limit={"rate": 0.5, "burst": 5})
+    codes = [rest_get(fake, "/calls/" + calls[0]["id"])[0] for _ in range(8)]
+    assert codes[:5] == [200] * 5 and 429 in codes[5:]
+    st, body, headers = rest_get(fake, "/calls/" + calls[0]["id"])
+    assert st == 429 and int(headers["Retry-After"]) >= 1
+    assert fake.state()["rest_requests"][-1]["retry_after"] == int(headers["Retry-After"])
+    assert body["error"]["details"] == [{"limited_by": "customer"}]
+    log = fake.state()["rest_requests"]
+    assert all("accesskey" not in r["query"] for r in log)
