@@ -158,6 +158,7 @@ attempt_failed(void)
 	char	   *error;
 
 	rh_cancel_all();
+	rh_close_idle();
 	if (repair_job.attempt >= REPAIR_MAX_ATTEMPTS)
 	{
 		error = psprintf("repair failed, gave up after %d attempts: %s", repair_job.attempt, why);
@@ -207,6 +208,7 @@ finish_job(void)
 			events = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	store_end_work();
+	rh_close_idle();
 	record_outcome(true, events, error);
 	ereport(LOG,
 			(errmsg("voipbin: gap %lld repaired: %lld event(s) stored from %d page(s) of calls and %d call(s) read%s%s",
@@ -282,10 +284,11 @@ drive(void)
 	RhResult   *r;
 
 	if (repair_job.phase == JOB_IDLE)
-		return -1;
+		return rh_step();		/* nothing runs; news of an idle socket is read */
 	if (!voipbin_repair)
 	{
 		rh_cancel_all();
+		rh_close_idle();
 		repair_job.fatal = NULL;
 		record_outcome(false, 0, "not repaired: voipbin.repair was turned off");
 		repair_job.phase = JOB_IDLE;

@@ -310,6 +310,41 @@ rh_cancel_all(void)
 	timer_due_us = -1;
 }
 
+static bool
+multi_start(const char **error)
+{
+	multi = curl_multi_init();
+	if (multi == NULL)
+	{
+		*error = "libcurl could not start a multi handle";
+		return false;
+	}
+#ifdef __linux__
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, rh_socket);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, rh_timer);
+#endif
+	return true;
+}
+
+/*
+ * Closes the connections kept for reuse: an idle one the server closes
+ * would otherwise keep the loop's descriptor readable.
+ */
+void
+rh_close_idle(void)
+{
+	const char *error;
+
+	if (multi == NULL || n_running > 0 || n_queued > 0)
+		return;
+	rh_cancel_all();
+	curl_multi_cleanup(multi);
+	multi = NULL;
+	timer_due_us = -1;
+	if (!multi_start(&error))
+		elog(LOG, "voipbin: %s", error);
+}
+
 bool
 rh_configure(const char *api_url, const char *credential, CredentialKind kind,
 			 const char *ca_file, const char **error)
@@ -323,12 +358,6 @@ rh_configure(const char *api_url, const char *credential, CredentialKind kind,
 			*error = "libcurl could not be initialised";
 			return false;
 		}
-		multi = curl_multi_init();
-		if (multi == NULL)
-		{
-			*error = "libcurl could not start a multi handle";
-			return false;
-		}
 #ifdef __linux__
 		epfd = epoll_create1(EPOLL_CLOEXEC);
 		if (epfd < 0)
@@ -336,9 +365,9 @@ rh_configure(const char *api_url, const char *credential, CredentialKind kind,
 			*error = "epoll_create1 failed";
 			return false;
 		}
-		curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, rh_socket);
-		curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, rh_timer);
 #endif
+		if (!multi_start(error))
+			return false;
 		headers = curl_slist_append(NULL, "Accept: application/json");
 	}
 	rh_cancel_all();

@@ -52,6 +52,9 @@ extern int	rh_outstanding(void);
 /* Drops every queued and running request and every untaken result. */
 extern void rh_cancel_all(void);
 
+/* Between repairs: closes the connections libcurl keeps for reuse. */
+extern void rh_close_idle(void);
+
 /* The descriptor the loop waits on (readable when a socket of curl's is ready), or -1. */
 extern int	rh_wait_fd(void);
 
