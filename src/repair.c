@@ -269,10 +269,12 @@ handle(RhResult *r)
 	PG_CATCH();
 	{
 		rh_result_free(r);
+		repair_discard();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	rh_result_free(r);
+	repair_flush();
 	MemoryContextSwitchTo(old);
 }
 
