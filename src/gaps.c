@@ -107,6 +107,7 @@ gaps_config_changed(void)
 {
 	if (outage_started != 0)
 		outage_config_changed = true;
+	repair_abandon(NOT_REPAIRED_CONFIG);
 }
 
 void
@@ -115,9 +116,7 @@ gaps_resubscribed(void)
 	if (outage_started == 0)
 		return;
 	wait_for_row(outage_started, GetCurrentTimestamp(), "outage", 0,
-				 outage_config_changed ?
-				 "not repaired: the credential, voipbin.api_url or voipbin.ca_file changed during the outage" :
-				 NULL);
+				 outage_config_changed ? NOT_REPAIRED_CONFIG : NULL);
 	outage_started = 0;
 	outage_config_changed = false;
 }

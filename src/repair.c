@@ -34,7 +34,13 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "net/journal.h"
 #include "store.h"
+
+/* Weak until the journal is linked in (see repair_walk.c). */
+extern const char *journal_id(void) __attribute__((weak));
+
+static const char *abandon_why = NULL;
 
 MemoryContext repair_cxt = NULL;
 MemoryContext attempt_cxt = NULL;
@@ -93,6 +99,7 @@ begin_attempt(void)
 	repair_job.list_done = false;
 	repair_job.fatal = NULL;
 	repair_job.deleted = repair_job.gone = repair_job.denied = repair_job.lost = 0;
+	repair_job.last_pos = 0;
 	resetStringInfo(&repair_job.notes);
 	repair_job.attempt++;
 
@@ -218,12 +225,34 @@ finish_job(void)
 }
 
 void
+repair_abandon(const char *why)
+{
+	abandon_why = why;
+}
+
+/* Gives the running repair up, if it was asked to; its gaps say why. */
+static void
+abandon_if_asked(void)
+{
+	const char *why = abandon_why;
+
+	abandon_why = NULL;
+	if (why == NULL || repair_cxt == NULL || repair_job.phase == JOB_IDLE)
+		return;
+	rh_cancel_all();
+	rh_close_idle();
+	repair_job.phase = JOB_IDLE;
+	record_outcome(false, 0, why);
+}
+
+void
 repair_start(int64 gap_id, TimestampTz started_at)
 {
 	TimestampTz since = TimestampTzPlusMilliseconds(started_at, -REPAIR_MARGIN_S * 1000);
 	MemoryContext old;
 	int64	   *idp;
 
+	abandon_if_asked();
 	if (repair_cxt == NULL)
 	{
 		repair_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin repair", ALLOCSET_DEFAULT_SIZES);
@@ -256,6 +285,44 @@ repair_start(int64 gap_id, TimestampTz started_at)
 	repair_job.retry_at = 0;
 }
 
+/*
+ * Whether everything the repair journaled is stored: the journal's stored
+ * position (committed with each batch) has passed the last record, or
+ * without a journal on file, nothing waits to be stored.
+ */
+static bool
+journaled_is_stored(void)
+{
+	const char *jid = journal_id ? journal_id() : NULL;
+	const char *schema;
+	bool		stored = false;
+
+	if (repair_job.last_pos == 0)
+		return true;
+	if (jid == NULL)
+		return pg_atomic_read_u64(&voipbin_shared->buffered_bytes) == 0 &&
+			__atomic_load_n(&voipbin_shared->network_backlog, __ATOMIC_RELAXED) == 0;
+	store_begin_work();
+	schema = store_extension_schema();
+	if (schema)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(jid)};
+
+		if (SPI_execute_with_args(psprintf("SELECT stored_upto FROM %s.voipbin_journal WHERE journal_id = $1",
+										   schema), 1, types, values, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			stored = !isnull && (uint64) DatumGetInt64(d) >= repair_job.last_pos;
+		}
+	}
+	store_end_work();
+	return stored;
+}
+
 /* One answer, freed whatever happens. */
 static void
 handle(RhResult *r)
@@ -285,6 +352,7 @@ drive(void)
 	long		timeout;
 	RhResult   *r;
 
+	abandon_if_asked();
 	if (repair_job.phase == JOB_IDLE)
 		return rh_step();		/* nothing runs; news of an idle socket is read */
 	if (!voipbin_repair)
@@ -310,9 +378,7 @@ drive(void)
 	if (repair_job.phase == JOB_DRAINING)
 	{
 		/* what was journaled is stored in the loop's next rounds */
-		if ((pg_atomic_read_u64(&voipbin_shared->buffered_bytes) == 0 &&
-			 __atomic_load_n(&voipbin_shared->network_backlog, __ATOMIC_RELAXED) == 0) ||
-			now >= repair_job.drain_until)
+		if (journaled_is_stored() || now >= repair_job.drain_until)
 		{
 			finish_job();
 			return -1;

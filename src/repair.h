@@ -37,6 +37,15 @@ extern int	repair_wait_fd(void);
 
 /* ---- between gaps.c and repair.c ---- */
 
+#define NOT_REPAIRED_CONFIG \
+	"not repaired: the credential, voipbin.api_url or voipbin.ca_file changed since the outage"
+
+/*
+ * The repair under way, if any, is given up (the configuration changed: the
+ * connection may now be another account's); its gaps say why.
+ */
+extern void repair_abandon(const char *why);
+
 /* A gap row was written: repair it (it supersedes a repair still running). */
 extern void repair_start(int64 gap_id, TimestampTz started_at);
 

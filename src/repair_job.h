@@ -57,6 +57,7 @@ typedef struct Job
 				denied,
 				lost;
 	char	   *fatal;			/* why this attempt cannot finish */
+	uint64		last_pos;		/* the journal's position past the last object */
 } Job;
 
 extern MemoryContext repair_cxt;	/* the job; reset for each job */

@@ -297,9 +297,14 @@ submit(JsonbContainer *obj, const char *event_type)
 		direct_add(utf8, len);
 		return;
 	}
-	if (journal_submit(JOURNAL_SRC_REST, 0, repair_unix_us(GetCurrentTimestamp()),
-					   utf8, len, len) == 0)
-		repair_job.lost++;
+	{
+		uint64		pos = journal_submit(JOURNAL_SRC_REST, 0, repair_unix_us(GetCurrentTimestamp()),
+										 utf8, len, len);
+
+		if (pos == 0)
+			repair_job.lost++;
+		repair_job.last_pos = Max(repair_job.last_pos, pos);
+	}
 }
 
 /*

@@ -11,6 +11,14 @@ from pgcluster import wait_until
 from test_worker import subscribe
 
 
+def subscribe_active(cluster, fake, topic):
+    """Subscribed, and active: a drop within 2 s of sending a topic counts against it."""
+    stored = subscribe(cluster, fake, topic)
+    wait_until(lambda: cluster.query_one("SELECT status FROM voipbin_subscriptions WHERE topic = %s",
+                                         (stored,))[0] == "active", timeout=10, what="the topic active")
+    return stored
+
+
 def gaps(cluster):
     return cluster.query("SELECT id, started_at, ended_at, repaired_at, events_repaired, error, cause"
                          " FROM voipbin_gaps ORDER BY id")
@@ -47,7 +55,7 @@ def outage(fake, cluster, seconds, status=503, during=None):
 
 def test_an_outage_is_recorded(clean_gaps, fake, topic):
     vb = clean_gaps
-    sub = subscribe(vb, fake, topic + "call:")
+    sub = subscribe_active(vb, fake, topic + "call:")
     dropped, fails = outage(fake, vb, 2)
     assert fails >= 2, "handshakes failed during the outage"
     fake.wait_topics([sub], timeout=15)
@@ -70,7 +78,7 @@ def test_repair_off_still_records_the_outage(clean_gaps, fake, topic):
     try:
         wait_until(lambda: vb.query_one("SELECT current_setting('voipbin.repair')")[0] == "off",
                    what="reloaded")
-        subscribe(vb, fake, topic + "call:")
+        subscribe_active(vb, fake, topic + "call:")
         fake.reset()
         outage(fake, vb, 1)
         [g] = wait_until(lambda: gaps(vb) or None, timeout=10, what="a gap row")
@@ -83,7 +91,7 @@ def test_repair_off_still_records_the_outage(clean_gaps, fake, topic):
 
 def test_gaps_are_dumped_with_their_ids(clean_gaps, fake, topic):
     vb = clean_gaps
-    subscribe(vb, fake, topic + "call:")
+    subscribe_active(vb, fake, topic + "call:")
     outage(fake, vb, 0.5)
     wait_until(lambda: gaps(vb) or None, timeout=10, what="a gap row")
     dump = os.path.join(vb.dir, "gaps-dump.sql")
@@ -166,7 +174,7 @@ def repair_requests(fake):
 
 def test_what_the_outage_cost_comes_back(clean_gaps, fake, topic):
     vb = clean_gaps
-    subscribe(vb, fake, topic)
+    subscribe_active(vb, fake, topic)
     fake.config(rate_limit={"rate": 17, "burst": 33})
     now = utcnow()
 
@@ -274,7 +282,7 @@ def test_what_the_outage_cost_comes_back(clean_gaps, fake, topic):
 
 def test_a_failed_repair_is_said_and_retried(clean_gaps, fake, topic):
     vb = clean_gaps
-    subscribe(vb, fake, topic)
+    subscribe_active(vb, fake, topic)
     c = str(uuid.uuid4())
     t = utcnow() - timedelta(seconds=5)
     happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
@@ -356,3 +364,26 @@ def test_the_fake_reads_like_voipbin(fake):
     assert body["error"]["details"] == [{"limited_by": "customer"}]
     log = fake.state()["rest_requests"]
     assert all("accesskey" not in r["query"] for r in log)
+
+
+def test_only_what_the_topics_carry_comes_back(clean_gaps, fake, topic):
+    vb = clean_gaps
+    subscribe_active(vb, fake, topic + "call:")
+    c, tr = str(uuid.uuid4()), str(uuid.uuid4())
+    t = utcnow() - timedelta(seconds=5)
+    happen(fake, ("call_created", a_call(fake, c, "ringing", t)),
+           ("transcribe_created", a_transcribe(fake, tr, c, "progressing", t)))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="the call stored")
+
+    def meanwhile():
+        happen(fake, ("transcript_created", a_line(fake, tr, 1, utcnow())),
+               ("call_hangup", a_call(fake, c, "hangup", t, utcnow())),
+               ("transcribe_done", a_transcribe(fake, tr, c, "done", t, utcnow())))
+    outage(fake, vb, 0.5, during=meanwhile)
+    g = wait_until(lambda: [r for r in gaps(vb) if r[3] is not None] or None, timeout=15,
+                   what="the gap repaired")[0]
+    assert vb.query("SELECT event_type, source FROM voipbin_events ORDER BY id") == \
+        [("call_created", "websocket"), ("call_hangup", "rest")]
+    assert g[4] == 1
+    # the transcription was read (it hangs off the call), not stored: no topic carries it
+    assert [r for r in repair_requests(fake) if r["path"] == "/v1.0/transcripts"]
