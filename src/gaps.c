@@ -6,7 +6,9 @@
  * to say when that happened.  An outage starts when the connection is lost
  * (its last sign of life) and ends when the topics are sent again on a new
  * connection; a run of failed handshakes in between is one outage.  Frames
- * the journal could not keep (voipbin_status().frames_lost) are a gap too.
+ * the journal could not keep (voipbin_status().frames_lost) are a gap too:
+ * the journal reports each overflow once it ends, with its first and last
+ * arrival times.
  *
  * Rows are written from the worker's loop when the database takes them; until
  * then they wait here, so a gap is recorded even if it ended while the
@@ -24,8 +26,6 @@
 
 #include "store.h"
 
-/* Losses closer together than this are one overflow gap. */
-#define OVERFLOW_QUIET_MS 1000
 /* Gap rows that may wait for the database; past it the oldest is only logged. */
 #define MAX_WAITING 100
 #define RETRY_MS 1000
@@ -44,13 +44,6 @@ static bool outage_config_changed = false;
 static WaitingGap waiting[MAX_WAITING];
 static int	n_waiting = 0;
 static TimestampTz retry_at = 0;
-
-/* the journal's frames_lost counter, as last seen */
-static bool lost_seen_init = false;
-static uint64 lost_seen = 0;
-static TimestampTz lost_unchanged_at = 0;	/* last look that saw no new loss */
-static bool overflow_open = false;
-static WaitingGap overflow;
 
 static void
 wait_for_row(TimestampTz started_at, TimestampTz ended_at, const char *cause, int64 lost,
@@ -121,39 +114,10 @@ gaps_resubscribed(void)
 	outage_config_changed = false;
 }
 
-/* Frames counted as lost by the journal, coalesced into one gap per burst. */
-static void
-watch_losses(TimestampTz now)
+void
+gaps_overflow(TimestampTz first, TimestampTz last, uint64 count)
 {
-	uint64		lost = pg_atomic_read_u64(&voipbin_shared->frames_lost);
-
-	if (!lost_seen_init)
-	{
-		lost_seen_init = true;
-		lost_seen = lost;
-		lost_unchanged_at = now;
-		return;
-	}
-	if (lost > lost_seen)
-	{
-		if (!overflow_open)
-		{
-			overflow_open = true;
-			overflow.started_at = lost_unchanged_at;
-			overflow.frames_lost = 0;
-		}
-		overflow.ended_at = now;
-		overflow.frames_lost += (int64) (lost - lost_seen);
-		lost_seen = lost;
-		return;
-	}
-	lost_unchanged_at = now;
-	if (overflow_open &&
-		now >= TimestampTzPlusMilliseconds(overflow.ended_at, OVERFLOW_QUIET_MS))
-	{
-		overflow_open = false;
-		wait_for_row(overflow.started_at, overflow.ended_at, "overflow", overflow.frames_lost, NULL);
-	}
+	wait_for_row(first, last, "overflow", (int64) count, NULL);
 }
 
 /* Writes one waiting row; false when the extension cannot take it yet. */
@@ -208,9 +172,6 @@ gaps_step(void)
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout = -1;
 
-	watch_losses(now);
-	if (overflow_open)
-		timeout = OVERFLOW_QUIET_MS;
 	if (n_waiting == 0)
 		return timeout;
 	if (now < retry_at)

@@ -37,8 +37,6 @@
 #include "net/journal.h"
 #include "store.h"
 
-/* Weak until the journal is linked in (see repair_walk.c). */
-extern const char *journal_id(void) __attribute__((weak));
 
 static const char *abandon_why = NULL;
 
@@ -293,7 +291,7 @@ repair_start(int64 gap_id, TimestampTz started_at)
 static bool
 journaled_is_stored(void)
 {
-	const char *jid = journal_id ? journal_id() : NULL;
+	const char *jid = journal_id();
 	const char *schema;
 	bool		stored = false;
 
@@ -336,12 +334,10 @@ handle(RhResult *r)
 	PG_CATCH();
 	{
 		rh_result_free(r);
-		repair_discard();
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	rh_result_free(r);
-	repair_flush();
 	MemoryContextSwitchTo(old);
 }
 

@@ -22,6 +22,9 @@ extern void gaps_connection_lost(TimestampTz closed_at, const char *why);
  */
 extern void gaps_config_changed(void);
 
+/* An overflow of the journal ended: count frames lost between first and last. */
+extern void gaps_overflow(TimestampTz first, TimestampTz last, uint64 count);
+
 /* The topics were sent on a new connection: an outage, if any, is over. */
 extern void gaps_resubscribed(void);
 

@@ -71,7 +71,5 @@ extern void repair_walk_answer(RhResult *r);
 extern void repair_note(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void repair_set_fatal(const char *why);
 extern int64 repair_unix_us(TimestampTz t);
-extern void repair_flush(void);		/* stores what answers brought (no journal) */
-extern void repair_discard(void);
 
 #endif

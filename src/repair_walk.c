@@ -24,13 +24,6 @@
 #include "utils/timestamp.h"
 
 #include "net/journal.h"
-#include "store.h"
-
-/* Weak: see direct_add(). */
-extern uint64_t journal_submit(JournalSource source, unsigned flags, int64_t at_us,
-							   const char *data, size_t len, uint64_t orig_len) __attribute__((weak));
-
-static void direct_add(const char *data, size_t len);
 
 typedef enum ReqKind
 {
@@ -292,11 +285,6 @@ submit(JsonbContainer *obj, const char *event_type)
 	}
 	utf8 = pg_server_to_any(buf.data, buf.len, PG_UTF8);
 	len = strlen(utf8);
-	if (journal_submit == NULL)
-	{
-		direct_add(utf8, len);
-		return;
-	}
 	{
 		uint64		pos = journal_submit(JOURNAL_SRC_REST, 0, repair_unix_us(GetCurrentTimestamp()),
 										 utf8, len, len);
@@ -305,50 +293,6 @@ submit(JsonbContainer *obj, const char *event_type)
 			repair_job.lost++;
 		repair_job.last_pos = Max(repair_job.last_pos, pos);
 	}
-}
-
-/*
- * Until the write-ahead journal is linked in (a build without src/net/
- * journal.c), what an answer brought is stored here, in one transaction per
- * answer, through the same store_frames() as the live stream.
- */
-static WsEvent *direct[256];
-static int	n_direct = 0;
-
-static void
-direct_add(const char *data, size_t len)
-{
-	WsEvent    *ev;
-
-	if (n_direct == lengthof(direct))
-		repair_flush();
-	ev = palloc0(sizeof(WsEvent));
-	ev->kind = WS_EV_FRAME;
-	ev->source = JOURNAL_SRC_REST;
-	ev->at_us = repair_unix_us(GetCurrentTimestamp());
-	ev->data = pnstrdup(data, len);
-	ev->len = len;
-	direct[n_direct++] = ev;
-}
-
-void
-repair_discard(void)
-{
-	n_direct = 0;
-}
-
-void
-repair_flush(void)
-{
-	TimestampTz retry_at = 0;
-	StoreResult r;
-
-	if (n_direct == 0)
-		return;
-	r = store_frames(direct, n_direct, NULL, 0, &retry_at);
-	n_direct = 0;
-	if (r != STORE_DONE)
-		repair_set_fatal("the database could not take the events read back");
 }
 
 /* ---- the requests ---- */

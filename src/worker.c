@@ -471,6 +471,8 @@ journal_news(void)
 		}
 	}
 	if (journal_take_overflow(&count, &first_us, &last_us, &ongoing, &ongoing_first))
+	{
+		gaps_overflow(unix_us_to_timestamptz(first_us), unix_us_to_timestamptz(last_us), count);
 		ereport(WARNING,
 				(errmsg("voipbin: %llu received frame(s) lost between %s and %s: the journal could not take them",
 						(unsigned long long) count,
@@ -479,6 +481,7 @@ journal_news(void)
 				 errdetail("The journal holds at most voipbin.spool_limit (%d kB) of frames not stored yet, on a disk with room for them.",
 						   voipbin_spool_limit_kb),
 				 errhint("Find what keeps the worker from storing (a lock, a full disk, the extension missing), or raise voipbin.spool_limit.")));
+	}
 	if (ongoing > 0)
 		voipbin_set_error(psprintf("the journal is full: %llu frame(s) lost since %s",
 								   (unsigned long long) ongoing,
