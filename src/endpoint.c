@@ -314,25 +314,38 @@ credential_load(CredentialKind *kind, char **error)
 	return cred;
 }
 
-/* A copy of text with every occurrence of secret replaced by "***". */
+/*
+ * A copy of text with every occurrence of secret replaced by "***".  A secret
+ * holding '*' can be rebuilt from a mask and the text around it ("..." +
+ * "***" for "...*"), so the pass repeats until the secret is gone; each pass
+ * shortens the text (a secret is longer than its mask), so this ends.
+ */
 char *
 redact_secret(const char *text, const char *secret)
 {
 	StringInfoData out;
 	size_t		slen;
-	const char *p;
-	const char *hit;
+	char	   *cur;
 
 	if (text == NULL)
 		return NULL;
+	cur = pstrdup(text);
 	if (secret == NULL || (slen = strlen(secret)) < 4)
-		return pstrdup(text);
-	initStringInfo(&out);
-	for (p = text; (hit = strstr(p, secret)) != NULL; p = hit + slen)
+		return cur;
+	while (strstr(cur, secret) != NULL)
 	{
-		appendBinaryStringInfo(&out, p, hit - p);
-		appendStringInfoString(&out, "***");
+		const char *p;
+		const char *hit;
+
+		initStringInfo(&out);
+		for (p = cur; (hit = strstr(p, secret)) != NULL; p = hit + slen)
+		{
+			appendBinaryStringInfo(&out, p, hit - p);
+			appendStringInfoString(&out, "***");
+		}
+		appendStringInfoString(&out, p);
+		pfree(cur);
+		cur = out.data;
 	}
-	appendStringInfoString(&out, p);
-	return out.data;
+	return cur;
 }
