@@ -42,7 +42,10 @@ GRANT EXECUTE ON FUNCTION voipbin_status() TO PUBLIC;
 CREATE TABLE voipbin_journal (
     journal_id  text PRIMARY KEY,
     stored_upto bigint NOT NULL,
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    -- the worker's last sign of life while connected: after a restart, the
+    -- start of the outage it caused
+    alive_at    timestamptz
 );
 COMMENT ON TABLE voipbin_journal IS
     'How far each journal of the voipbin worker is stored (internal: written by the worker)';
@@ -193,7 +196,7 @@ CREATE TABLE voipbin_gaps (
     repaired_at     timestamptz,
     events_repaired bigint NOT NULL DEFAULT 0,
     error           text,
-    cause           text NOT NULL DEFAULT 'outage' CHECK (cause IN ('outage', 'overflow')),
+    cause           text NOT NULL DEFAULT 'outage' CHECK (cause IN ('outage', 'restart', 'overflow')),
     frames_lost     bigint NOT NULL DEFAULT 0,
     CHECK (ended_at >= started_at)
 );

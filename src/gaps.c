@@ -5,7 +5,9 @@
  * the connection is down is gone, so the least the worker owes its users is
  * to say when that happened.  An outage starts when the connection is lost
  * (its last sign of life) and ends when the topics are sent again on a new
- * connection; a run of failed handshakes in between is one outage.  Frames
+ * connection; a run of failed handshakes in between is one outage.  A worker
+ * that starts where a connected one stopped (a crash, a restart) begins with
+ * an outage of cause "restart" from the other's last sign of life.  Frames
  * the journal could not keep (voipbin_status().frames_lost) are a gap too:
  * the journal reports each overflow once it ends, with its first and last
  * arrival times.
@@ -34,12 +36,13 @@ typedef struct WaitingGap
 {
 	TimestampTz started_at;
 	TimestampTz ended_at;
-	const char *cause;			/* "outage" or "overflow" */
+	const char *cause;			/* "outage", "restart" or "overflow" */
 	int64		frames_lost;
 	const char *not_repaired;	/* why it will not be repaired, or NULL */
 } WaitingGap;
 
 static TimestampTz outage_started = 0;	/* 0: connected, or never was */
+static const char *outage_cause = "outage";
 static bool outage_config_changed = false;
 static WaitingGap waiting[MAX_WAITING];
 static int	n_waiting = 0;
@@ -92,6 +95,17 @@ gaps_connection_lost(TimestampTz closed_at, const char *why)
 		started = Min(started, closed_at);
 	}
 	outage_started = started;
+	outage_cause = "outage";
+	outage_config_changed = false;
+}
+
+void
+gaps_worker_restarted(TimestampTz alive_at)
+{
+	if (outage_started != 0 || alive_at == 0)
+		return;
+	outage_started = Min(alive_at, GetCurrentTimestamp());
+	outage_cause = "restart";
 	outage_config_changed = false;
 }
 
@@ -108,9 +122,10 @@ gaps_resubscribed(void)
 {
 	if (outage_started == 0)
 		return;
-	wait_for_row(outage_started, GetCurrentTimestamp(), "outage", 0,
+	wait_for_row(outage_started, GetCurrentTimestamp(), outage_cause, 0,
 				 outage_config_changed ? NOT_REPAIRED_CONFIG : NULL);
 	outage_started = 0;
+	outage_cause = "outage";
 	outage_config_changed = false;
 }
 

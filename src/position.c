@@ -13,11 +13,13 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "store.h"
 
 static SPIPlanPtr save_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
+static SPIPlanPtr alive_plan = NULL;
 static Oid	plans_ext = InvalidOid;
 
 static void
@@ -27,7 +29,9 @@ forget(void)
 		SPI_freeplan(save_plan);
 	if (load_plan)
 		SPI_freeplan(load_plan);
-	save_plan = load_plan = NULL;
+	if (alive_plan)
+		SPI_freeplan(alive_plan);
+	save_plan = load_plan = alive_plan = NULL;
 	plans_ext = InvalidOid;
 }
 
@@ -76,9 +80,14 @@ prepare(void)
 								  " SET stored_upto = GREATEST(j.stored_upto, EXCLUDED.stored_upto),"
 								  "     updated_at = pg_catalog.now()", schema),
 						 2, types);
-		load_plan = keep(psprintf("SELECT stored_upto FROM %s.voipbin_journal"
+		load_plan = keep(psprintf("SELECT stored_upto, alive_at FROM %s.voipbin_journal"
 								  " WHERE journal_id = $1", schema),
 						 1, types);
+		alive_plan = keep(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto, alive_at)"
+								   " VALUES ($1, 0, pg_catalog.now())"
+								   " ON CONFLICT (journal_id) DO UPDATE SET alive_at = EXCLUDED.alive_at",
+								   schema),
+						  1, types);
 	}
 	plans_ext = ext;
 	return POSITION_READY;
@@ -109,14 +118,19 @@ position_save(const char *journal_id, uint64 upto)
 			 SPI_result_code_string(rc));
 }
 
+/*
+ * alive_at is the worker's last sign of life while connected (see
+ * position_alive()): after a restart, where the outage began.
+ */
 PositionState
-position_load(const char *journal_id, uint64 *upto)
+position_load(const char *journal_id, uint64 *upto, TimestampTz *alive_at)
 {
 	PositionState st = prepare();
 	Datum		values[1];
 	int			rc;
 
 	*upto = 0;
+	*alive_at = 0;
 	if (st != POSITION_READY)
 		return st;
 	values[0] = CStringGetTextDatum(journal_id);
@@ -131,6 +145,29 @@ position_load(const char *journal_id, uint64 *upto)
 
 		if (!isnull)
 			*upto = (uint64) DatumGetInt64(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		if (!isnull)
+			*alive_at = DatumGetTimestampTz(d);
 	}
 	return POSITION_READY;
+}
+
+/*
+ * The worker is connected: a restart that follows loses what VoIPBIN sends
+ * from about now, so now is when such an outage would start.  A journal with
+ * nothing stored yet gets its row here, stored up to 0 as loading assumed.
+ */
+void
+position_alive(const char *journal_id)
+{
+	Datum		values[1];
+	int			rc;
+
+	if (prepare() != POSITION_READY)
+		return;
+	values[0] = CStringGetTextDatum(journal_id);
+	rc = SPI_execute_plan(alive_plan, values, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "voipbin: recording that the worker is alive failed: %s",
+			 SPI_result_code_string(rc));
 }

@@ -17,6 +17,12 @@
 extern void gaps_connection_lost(TimestampTz closed_at, const char *why);
 
 /*
+ * This worker starts where an earlier one, connected until about alive_at,
+ * stopped (a crash, a restart of the server or of the worker).
+ */
+extern void gaps_worker_restarted(TimestampTz alive_at);
+
+/*
  * The credential, URL or CA file changed: the outage under way, if any, is
  * recorded but not repaired (the new connection may be another account).
  */

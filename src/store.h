@@ -4,6 +4,7 @@
 #ifndef VOIPBIN_STORE_H
 #define VOIPBIN_STORE_H
 
+#include "datatype/timestamp.h"
 #include "net/ws_client.h"
 
 typedef enum StoreResult
@@ -39,7 +40,9 @@ typedef enum PositionState
 
 extern PositionState position_ready(void);
 extern void position_save(const char *journal_id, uint64 upto);	/* ERROR unless ready */
-extern PositionState position_load(const char *journal_id, uint64 *upto);
+extern PositionState position_load(const char *journal_id, uint64 *upto,
+								   TimestampTz *alive_at);
+extern void position_alive(const char *journal_id);	/* ERROR unless ready */
 
 /* subscriptions.c: the topics live on the current connection */
 extern void subs_reset(void);

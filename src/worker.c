@@ -42,6 +42,8 @@
 #define STANDBY_POLL_MS 1000
 #define STORE_RETRY_MS 1000
 #define PRUNE_EVERY_MS 60000
+/* how early a restart's gap may start: VoIPBIN pings every 10 s anyway */
+#define ALIVE_EVERY_MS 15000
 #define STORE_SLICE_MS 200
 #define NET_STOP_WAIT_MS 1000	/* a network thread stuck in DNS is left behind after this */
 
@@ -80,6 +82,8 @@ typedef struct Worker
 	char	   *journal_problem;	/* what recovery reported: kept in last_error */
 
 	TimestampTz next_prune;
+	TimestampTz next_alive;		/* when voipbin_journal.alive_at is due */
+	bool		restart_checked;	/* has the previous worker's end been looked for */
 } Worker;
 
 static Worker w;
@@ -406,6 +410,7 @@ static void
 load_position(void)
 {
 	uint64		upto = 0;
+	TimestampTz alive_at = 0;
 	PositionState st;
 
 	if (journal_id() == NULL)
@@ -416,7 +421,7 @@ load_position(void)
 		return;
 	}
 	store_begin_work();
-	st = position_load(journal_id(), &upto);
+	st = position_load(journal_id(), &upto, &alive_at);
 	store_end_work();
 	if (st == POSITION_OLD_VERSION)
 	{
@@ -438,6 +443,12 @@ load_position(void)
 		ereport(LOG, (errmsg("voipbin: the extension is updated, storing the frames the journal holds")));
 		voipbin_set_error("");
 		w.told_old_version = false;
+	}
+	/* an earlier worker, connected until alive_at, is gone: so was the stream */
+	if (!w.restart_checked)
+	{
+		w.restart_checked = true;
+		gaps_worker_restarted(alive_at);
 	}
 	/* what was taken before is read again from where the table says */
 	free_pending();
@@ -599,6 +610,14 @@ promote_now(void)
 		w.subs_dirty = true;
 }
 
+static void
+note_alive(void)
+{
+	store_begin_work();
+	position_alive(journal_id());
+	store_end_work();
+}
+
 static TimestampTz dropped_at;
 static const char *dropped_why;
 
@@ -707,6 +726,13 @@ step(void)
 		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
 	}
 
+	if (w.state == VB_STATE_CONNECTED && w.position_known && journal_id() &&
+		now >= w.next_alive)
+	{
+		guarded(note_alive, "recording that the worker is connected");
+		w.next_alive = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ALIVE_EVERY_MS);
+	}
+
 	/* gap repair: after the live stream, never in its way */
 	{
 		long		repair_ms = repair_step();
@@ -721,6 +747,8 @@ step(void)
 	/* how long until something is due */
 #define CONSIDER(t) do { long ms_ = ms_until(now, (t)); if (timeout < 0 || ms_ < timeout) timeout = ms_; } while (0)
 	CONSIDER(w.next_prune);
+	if (w.state == VB_STATE_CONNECTED)
+		CONSIDER(w.next_alive);
 	if (w.cred && w.conn == 0)
 		CONSIDER(w.next_attempt);
 	if (w.state == VB_STATE_CONNECTING)

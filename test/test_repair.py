@@ -302,6 +302,66 @@ def test_a_failed_repair_is_said_and_retried(clean_gaps, fake, topic):
     assert vb.query_one("SELECT source FROM voipbin_events WHERE event_type = 'call_hangup'")[0] == "rest"
 
 
+@pytest.mark.parametrize("stop", ["fast", "immediate"])
+def test_a_restart_of_the_server_is_a_gap_and_repaired(clean_gaps, fake, topic, stop):
+    """While PostgreSQL is down no worker listens: VoIPBIN's events of that
+    time are lost like an outage's, and are repaired like one."""
+    vb = clean_gaps
+    subscribe_active(vb, fake, topic + "call:")
+    c = str(uuid.uuid4())
+    t = utcnow() - timedelta(seconds=5)
+    happen(fake, ("call_created", a_call(fake, c, "ringing", t)),
+           ("call_progressing", a_call(fake, c, "progressing", t, t + timedelta(seconds=1))))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events WHERE resource_id = %s",
+                                    (c,))[0] == 2, what="the live events stored")
+    # the worker's last sign of life is on record before the server goes
+    alive = wait_until(lambda: vb.query_one("SELECT max(alive_at) FROM voipbin_journal")[0],
+                       timeout=20, what="alive_at written")
+    r = vb.stop(stop)
+    assert r.returncode == 0, r.stdout
+    stopped = utcnow()
+    out = happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow(), hangup_by="remote",
+                                             hangup_reason="normal")))
+    assert out["delivered"] == 0, "nobody was listening"
+    vb.start()
+    [g] = wait_until(lambda: [r for r in gaps(vb) if r[3] is not None] or None, timeout=30,
+                     what="the restart's gap repaired")
+    _, started, ended, repaired, events_repaired, error, cause = g
+    assert cause == "restart"
+    assert alive <= started <= stopped, (alive, started, stopped)
+    assert (stopped - started).total_seconds() <= 20, "the gap starts near the stop"
+    assert started < ended <= repaired
+    assert error is None
+    assert vb.query_one("SELECT status FROM voipbin_calls WHERE call_id = %s", (c,))[0] == "hangup"
+    assert vb.query("SELECT source FROM voipbin_events WHERE resource_id = %s AND event_type = 'call_hangup'",
+                    (c,)) == [("rest",)]
+    assert events_repaired == 1
+    assert vb.status()["last_gap_at"] == started
+
+
+def test_a_worker_with_no_predecessor_records_no_gap(fake, secret_dir):
+    """A new install lost nothing; the first restart after it did."""
+    from conftest import FAST, point_at
+    from pgcluster import Cluster
+    c = Cluster(FAST)
+    try:
+        c.start()
+        c.execute("CREATE EXTENSION voipbin")
+        point_at(c, fake, secret_dir)
+        c.wait_status(lambda s: s["state"] == "connected", timeout=20, what="connected")
+        wait_until(lambda: c.query_one("SELECT max(alive_at) FROM voipbin_journal")[0],
+                   timeout=20, what="alive_at written")
+        assert gaps(c) == [], "the first worker had no predecessor"
+        r = c.stop("fast")
+        assert r.returncode == 0, r.stdout
+        c.start()
+        c.wait_status(lambda s: s["state"] == "connected", timeout=20, what="connected again")
+        [g] = wait_until(lambda: gaps(c) or None, timeout=15, what="the restart's gap")
+        assert g[6] == "restart"
+    finally:
+        c.destroy()
+
+
 # ---- the fake's §10 reads, as VoIPBIN's server code has them ---------------------
 
 def rest_get(fake, path, **query):
