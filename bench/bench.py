@@ -52,6 +52,7 @@ PLAIN = "bench.voipbin_events"
 EXT = "public.voipbin_events"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WHAT_WAS_TRIED = "## What was tried"
+SCALE_SECTION = "## Scale: "    # bench/scale.py's rows (issue 14): kept as they are
 
 # "COPY + 2 NOTIFY", second way: a statement trigger over the COPYed rows
 # (payload built from the stored jsonb, as nothing else is left of the frame)
@@ -322,30 +323,8 @@ class Bench:
         if a.only is None or "replay" in a.only.split(","):
             self.replay_set = FrameSet(self.workdir, "replay", a.replay_events, 5)
 
-        certdir = os.path.join(self.workdir, "certs")
-        self.certs = make_certs(certdir)
-        self.token_file = os.path.join(self.workdir, "token")
-        with open(self.token_file, "w") as f:
-            f.write(ACCESSKEY + "\n")
-        os.chown(self.token_file, *self._postgres_ids())
-        os.chmod(self.token_file, 0o600)
-
-        log("starting the emitter")
-        self.em = Emitter(self.procs, a.emitter, self.certs, a.ping_interval)
-
-        log("starting a throwaway cluster (fsync=%s)" % a.fsync)
-        self.cluster = Cluster({
-            "fsync": a.fsync,
-            "max_wal_size": "'2GB'",
-            "log_checkpoints": "on",
-            "voipbin.reconnect_min_delay": "'100ms'",
-            "voipbin.reconnect_max_delay": "'1s'",
-        }, dbname="voipbin_bench")
-        with open(os.path.join(self.workdir, "cluster_dir"), "w") as f:
-            f.write(self.cluster.dir + "\n")
-        self.cluster.start()
+        self.start_servers(a.ping_interval, a.fsync)
         c = self.cluster
-        c.execute("CREATE EXTENSION voipbin")
         # the plain copy: same columns, defaults and indexes, its own sequence, no trigger
         c.execute("CREATE SCHEMA bench")
         c.execute("CREATE SEQUENCE bench.voipbin_events_id_seq")
@@ -379,6 +358,34 @@ class Bench:
         c.wait_status(lambda s: s["state"] == "connected", what="worker connected")
         self.check_classification()
         self.collect_machine()
+
+    def start_servers(self, ping_interval, fsync, **conf):
+        """The certificates and the token file, the emitter, and a throwaway
+        cluster (extra settings: conf) with the extension created."""
+        self.certs = make_certs(os.path.join(self.workdir, "certs"))
+        self.token_file = os.path.join(self.workdir, "token")
+        with open(self.token_file, "w") as f:
+            f.write(ACCESSKEY + "\n")
+        os.chown(self.token_file, *self._postgres_ids())
+        os.chmod(self.token_file, 0o600)
+
+        log("starting the emitter")
+        self.em = Emitter(self.procs, self.a.emitter, self.certs, ping_interval)
+
+        log("starting a throwaway cluster (fsync=%s)" % fsync)
+        settings = {
+            "fsync": fsync,
+            "max_wal_size": "'2GB'",
+            "log_checkpoints": "on",
+            "voipbin.reconnect_min_delay": "'100ms'",
+            "voipbin.reconnect_max_delay": "'1s'",
+        }
+        settings.update(conf)
+        self.cluster = Cluster(settings, dbname="voipbin_bench")
+        with open(os.path.join(self.workdir, "cluster_dir"), "w") as f:
+            f.write(self.cluster.dir + "\n")
+        self.cluster.start()
+        self.cluster.execute("CREATE EXTENSION voipbin")
 
     @staticmethod
     def _postgres_ids():
@@ -1158,12 +1165,17 @@ def raw_runs(runs):
 def write_results(b, table, targets, verdicts, path):
     res, a, m = b.res, b.a, b.res["machine"]
     kept = None
+    kept_scale = ""
     if os.path.exists(path):
         old = open(path).read()
         i = old.find(WHAT_WAS_TRIED)
         if i >= 0:
             j = old.find("\n## ", i + len(WHAT_WAS_TRIED))
             kept = old[i:j if j >= 0 else len(old)].rstrip() + "\n"
+        i = old.find(SCALE_SECTION)
+        if i >= 0:
+            j = old.find("\n## ", i + len(SCALE_SECTION))
+            kept_scale = "\n" + old[i:j if j >= 0 else len(old)].rstrip() + "\n"
     if kept is None:
         kept = (WHAT_WAS_TRIED + "\n\n_For the engineer who optimises `src/`: what was changed, in which order, and what\n"
                 "each step did to the numbers above (bench/run keeps this section when it rewrites this file)._\n\n"
@@ -1207,7 +1219,7 @@ Written by `bench/run{' ' + ' '.join(a.argv) if a.argv else ''}` on {datetime.no
 ## How each number is measured
 
 {methods(b)}
-{kept}
+{kept}{kept_scale}
 ## Raw runs
 
 ```
