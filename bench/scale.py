@@ -267,10 +267,12 @@ class Scale(B.Bench):
         t0 = time.monotonic()
         rate = self.fill(a.drop_rows, day, day_end)
         log("dropday: prefill took %.0f s (%.0f rows/s)" % (time.monotonic() - t0, rate))
-        # the day's neighbours: a few rows on each side, to show they stay
+        # neighbours within the retention, to show they stay: the day before
+        # yesterday's last hour is past it by then, yesterday's first is not
         g0 = self.salt_n
         self.salt_n += 2000
-        prefill(c.connect, 1000, day_end, day_end + timedelta(hours=1), salt="scale", g0=g0, streams=1)
+        yesterday = today - timedelta(days=1)
+        prefill(c.connect, 1000, yesterday, yesterday + timedelta(hours=1), salt="scale", g0=g0, streams=1)
         prefill(c.connect, 1000, today, today + timedelta(minutes=1), salt="scale", g0=g0 + 1000, streams=1)
         size = self.total_size()
         c.execute("CHECKPOINT")
@@ -388,7 +390,7 @@ def part_dropday(b, d):
         lines.append("| %s | %.0f MB | %.0f min, %.2f GB of WAL (extrapolated) | %.0f min, %.1f GB of WAL (extrapolated) | < 1 s and < 10 MB: **not met** |"
                      % (fmt(d["deleted"]), d["wal_mb"], d["seconds_projected"] / 60,
                         d["wal_mb_projected"] / 1e3, d["window_s"] * per10m / 60, d["wal_mb"] * per10m / 1e3))
-    lines.append("Rows outside the day left: %s of 2,000. Load average: %s." % (fmt(d["neighbours_left"]), d["load"]))
+    lines.append("Rows within the retention (yesterday's first hour, today's first minute) left: %s of 2,000. Load average: %s." % (fmt(d["neighbours_left"]), d["load"]))
     return lines, ok
 
 
