@@ -80,8 +80,10 @@ def make_partitions(cur, start, end):
     step = cur.fetchone()[0]
     t = start
     while t < end:
-        cur.execute("SELECT p.upper FROM voipbin_partitions() p"
-                    " WHERE p.partition = voipbin_partition_for(%s, %s)", (t, step))
+        # two statements: the list must see the partition the first one makes
+        cur.execute("SELECT voipbin_partition_for(%s, %s)::oid", (t, step))
+        part = cur.fetchone()[0]
+        cur.execute("SELECT upper FROM voipbin_partitions() WHERE partition = %s::oid::regclass", (part,))
         t = cur.fetchone()[0]
 
 

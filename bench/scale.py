@@ -259,7 +259,8 @@ class Scale(B.Bench):
         dead_mid = [s["dead"] for s in samples if mark <= s["t"] < a.sustained_seconds - mark]
         dead_last = [s["dead"] for s in last]
         self.res["sustained"] = {
-            "events": n, "behind": behind, "late": job["late"], "max_late_ms": job["max_late_ns"] / 1e6,
+            "events": n, "behind": behind, "late": job["late"],
+            "stored_rate": samples[-1]["stored"] / max(samples[-1]["t"], 1e-6), "max_late_ms": job["max_late_ns"] / 1e6,
             "bytes_at_mark": at_mark["bytes"], "peak_last": peak_last,
             "ratio": peak_last / at_mark["bytes"],
             "dead_mid_max": max(dead_mid or [0]), "dead_last_max": max(dead_last or [0]),
@@ -386,6 +387,7 @@ def part_sustained(b, s):
            fmt(s["dead_mid_max"]), fmt(s["dead_last_max"]), fmt(s["dead_end"]),
            "not growing" if ok_dead else "**growing**"),
         "| n_live_tup at the end | %s |" % fmt(s["live_end"]),
+        "| events/s the worker stored while the emitter sent (the rate reached) | %s |" % fmt(s["stored_rate"]),
         "| events not stored 5 min after the last frame | %s |" % fmt(s["behind"]),
         "| WAL written | %.2f GB |" % s["wal_gb"],
         "",

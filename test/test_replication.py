@@ -103,10 +103,30 @@ def rows(cluster, db=None):
 def caught_up(publisher, subscriber):
     """Both subscriptions have applied everything the publisher wrote so far."""
     lsn = publisher.query_one("SELECT pg_current_wal_lsn()::text")[0]
-    wait_until(lambda: publisher.query_one(
-        "SELECT count(*) = 2 AND bool_and(confirmed_flush_lsn >= %s::pg_lsn)"
-        " FROM pg_replication_slots WHERE slot_name IN ('voipbin_mirror', 'voipbin_history')",
-        (lsn,))[0], timeout=60, what="subscriptions caught up with %s" % lsn)
+    try:
+        wait_until(lambda: publisher.query_one(
+            "SELECT count(*) = 2 AND bool_and(confirmed_flush_lsn >= %s::pg_lsn)"
+            " FROM pg_replication_slots WHERE slot_name IN ('voipbin_mirror', 'voipbin_history')",
+            (lsn,))[0], timeout=60, what="subscriptions caught up with %s" % lsn)
+    except AssertionError as e:
+        raise AssertionError("%s; %s" % (e, subscriber_errors(subscriber)))
+
+
+def subscriber_errors(subscriber):
+    errors = [line for line in subscriber.read_log().splitlines() if "ERROR" in line or "DETAIL" in line]
+    return "the subscriber's last errors: %s" % errors[-4:]
+
+
+def wait_synced(sub, db, want):
+    try:
+        wait_until(lambda: rows(sub, db) == want, timeout=30, what="%s has every event" % db)
+    except AssertionError as e:
+        got = {r[0]: r for r in rows(sub, db)}
+        wanted = {r[0]: r for r in want}
+        raise AssertionError("%s: missing ids %s, extra ids %s, different %s; %s"
+                             % (e, sorted(set(wanted) - set(got))[:10], sorted(set(got) - set(wanted))[:10],
+                                [(wanted[i], got[i]) for i in set(got) & set(wanted) if got[i] != wanted[i]][:2],
+                                subscriber_errors(sub)))
 
 
 def live_events(fake, n, tag):
@@ -169,7 +189,7 @@ def test_subscriber_receives_every_event_while_retention_runs(publisher, subscri
                    timeout=30, what="the default partition emptied")
     before = rows(pub)
     for db in PUBLICATIONS:
-        wait_until(lambda: rows(sub, db) == before, timeout=30, what="%s has every event" % db)
+        wait_synced(sub, db, before)
     old = [r for r in before if "old" in r[7]]
     edge = [r for r in before if "edge" in r[7]]
     assert len(old) == 200 and len(edge) == 20
