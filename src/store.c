@@ -50,6 +50,7 @@
 #define NOTIFY_PAYLOAD_LIMIT 7900
 
 static Oid	plans_ext_oid = InvalidOid;
+static int	plans_window_s = 0;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr batch_plan = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
@@ -150,6 +151,49 @@ store_extension_schema(void)
 }
 
 /*
+ * How far apart in time two copies of an event are looked for across a
+ * partition boundary: within one partition its unique index catches a copy
+ * whenever it comes, and VoIPBIN's copies come seconds to minutes apart.  A
+ * quarter of the interval, at most an hour: the rows that far past a
+ * boundary pay for a lookup (a quarter of them with partitions of an hour or
+ * less, a twenty-fourth with partitions of a day).
+ */
+static int
+dedupe_window_s(void)
+{
+	return Min(voipbin_partition_interval_s / 4, 3600);
+}
+
+/*
+ * The condition that no event stored within the window before r is a copy
+ * of (e, rid, d), asked only when near (boundaries.c: a partition boundary
+ * lies in that window).  The partitions' unique dedupe indexes are per
+ * partition, so a copy in the partition before is found here, by its
+ * index, the window pruning the other partitions away.  In a CASE, so that
+ * it stays a lookup per row that asks for it rather than becoming a join
+ * over the whole table.  Two lookups, so that each can use the index:
+ * resource_id = NULL is never true.
+ */
+static char *
+no_copy_nearby(const char *schema, const char *near, const char *r, const char *e,
+			   const char *rid, const char *d)
+{
+	int			w = dedupe_window_s();
+	const char *probe =
+		"SELECT FROM %s.voipbin_events o"
+		" WHERE o.received_at >= %s - interval '%d s' AND o.received_at <= %s"
+		" AND o.event_type = %s AND o.resource_id %s"
+		" AND %s.voipbin_data_hash(o.data) = %s.voipbin_data_hash(%s)";
+	char	   *eq = psprintf("= %s", rid);
+
+	return psprintf("CASE WHEN %s THEN NOT EXISTS (%s) AND NOT (%s IS NULL AND EXISTS (%s))"
+					" ELSE true END", near,
+					psprintf(probe, schema, r, w, r, e, eq, schema, schema, d),
+					rid,
+					psprintf(probe, schema, r, w, r, e, "IS NULL", schema, schema, d));
+}
+
+/*
  * Plans for the installed extension; false when it is not installed.  Every
  * name is qualified: voipbin_retry_dead_letters() prepares them in a user's
  * backend, under whatever search_path it has.
@@ -160,27 +204,37 @@ store_plans_ready(void)
 	Oid			ext = get_extension_oid("voipbin", true);
 	const char *schema;
 
-	if (ext == plans_ext_oid && OidIsValid(ext))
+	if (ext == plans_ext_oid && OidIsValid(ext) && plans_window_s == dedupe_window_s())
+	{
+		boundaries_refresh(store_extension_schema());
 		return true;
+	}
 	forget_plans();
 	schema = store_extension_schema();
 	if (schema == NULL)
 		return false;
 
+	/*
+	 * ON CONFLICT without a target: the arbiter is the unique dedupe index of
+	 * the partition the row goes to (a partitioned table can have no unique
+	 * index without its partition key), or 1.0's index on the whole table.
+	 */
 	{
-		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID};
+		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID,
+		BOOLOID};
 
 		insert_plan = keep_plan(psprintf(
 										 "INSERT INTO %s.voipbin_events"
 										 " (received_at, source, event_type, resource, resource_id, customer_id, data)"
-										 " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-										 " ON CONFLICT (event_type, resource_id, %s.voipbin_data_hash(data)) DO NOTHING"
-										 " RETURNING id", schema, schema),
-								7, types);
+										 " SELECT $1, $2, $3, $4, $5, $6, $7 WHERE %s"
+										 " ON CONFLICT DO NOTHING"
+										 " RETURNING id", schema,
+										 no_copy_nearby(schema, "$8", "$1", "$3", "$5", "$7")),
+								8, types);
 	}
 	{
 		Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID};
+		UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, BOOLARRAYOID};
 
 		/* one statement for the whole batch: the executor starts once, not per event */
 		batch_plan = keep_plan(psprintf(
@@ -189,10 +243,12 @@ store_plans_ready(void)
 										" SELECT r, s, e, res, rid, cid, d"
 										" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
 										" pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
-										" pg_catalog.unnest($7)) AS u(r, s, e, res, rid, cid, d)"
-										" ON CONFLICT (event_type, resource_id, %s.voipbin_data_hash(data)) DO NOTHING"
-										" RETURNING id, event_type, resource_id, data", schema, schema),
-							   7, types);
+										" pg_catalog.unnest($7), pg_catalog.unnest($8)) AS u(r, s, e, res, rid, cid, d, near)"
+										" WHERE %s"
+										" ON CONFLICT DO NOTHING"
+										" RETURNING id, event_type, resource_id, data", schema,
+										no_copy_nearby(schema, "u.near", "u.r", "u.e", "u.rid", "u.d")),
+							   8, types);
 	}
 	{
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID};
@@ -205,11 +261,19 @@ store_plans_ready(void)
 	{
 		Oid			types[] = {INTERVALOID};
 
-		/* small batches by the received_at index: no long locks */
+		/*
+		 * small batches by the received_at index: no long locks.  Whole
+		 * partitions past retention are dropped (partitions.c); this trims
+		 * the one at the edge and the default one, which the condition on
+		 * received_at leaves alone to be scanned.  By ctid, which is unique
+		 * only within a partition: a row of another one with the same ctid
+		 * is past retention too.
+		 */
 		prune_events_plan = keep_plan(psprintf(
-											   "DELETE FROM %s.voipbin_events WHERE id IN"
-											   " (SELECT id FROM %s.voipbin_events"
-											   "  WHERE received_at < now() - $1 ORDER BY received_at LIMIT 1000)",
+											   "DELETE FROM %s.voipbin_events"
+											   " WHERE received_at < now() - $1 AND ctid = ANY (ARRAY("
+											   "  SELECT ctid FROM %s.voipbin_events"
+											   "  WHERE received_at < now() - $1 LIMIT 1000))",
 											   schema, schema), 1, types);
 		prune_dead_plan = keep_plan(psprintf(
 											 "DELETE FROM %s.voipbin_dead_letters WHERE id IN"
@@ -218,6 +282,9 @@ store_plans_ready(void)
 											 schema, schema), 1, types);
 	}
 	plans_ext_oid = ext;
+	plans_window_s = dedupe_window_s();
+	boundaries_forget();
+	boundaries_refresh(schema);
 	return true;
 }
 
@@ -424,8 +491,8 @@ insert_one(StoreBatch *b, int i, bool notify)
 {
 	const WsEvent *ev = b->frames[i];
 	const FrameEvent *fe = &b->fes[i];
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
 	values[0] = TimestampTzGetDatum(store_received_at(ev));
@@ -441,6 +508,7 @@ insert_one(StoreBatch *b, int i, bool notify)
 	if (!fe->has_customer_id)
 		nulls[5] = 'n';
 	values[6] = JsonbPGetDatum(fe->data);
+	values[7] = BoolGetDatum(boundaries_near(store_received_at(ev), dedupe_window_s()));
 
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING)
@@ -467,16 +535,16 @@ insert_one(StoreBatch *b, int i, bool notify)
 static uint64
 insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
 {
-	Datum	   *cols[7];
-	bool	   *nulls[7];
-	Datum		args[7];
-	static const Oid types[7] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID,
-	JSONBOID};
+	Datum	   *cols[8];
+	bool	   *nulls[8];
+	Datum		args[8];
+	static const Oid types[8] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID,
+	JSONBOID, BOOLOID};
 	int			rc;
 
 	if (m == 1)
 		return insert_one(b, idx[0], notify);
-	for (int c = 0; c < 7; c++)
+	for (int c = 0; c < 8; c++)
 	{
 		cols[c] = palloc(sizeof(Datum) * m);
 		nulls[c] = palloc0(sizeof(bool) * m);
@@ -495,8 +563,10 @@ insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
 		cols[5][k] = UUIDPGetDatum(&fe->customer_id);
 		nulls[5][k] = !fe->has_customer_id;
 		cols[6][k] = JsonbPGetDatum(fe->data);
+		cols[7][k] = BoolGetDatum(boundaries_near(store_received_at(b->frames[idx[k]]),
+												  dedupe_window_s()));
 	}
-	for (int c = 0; c < 7; c++)
+	for (int c = 0; c < 8; c++)
 		args[c] = array_of(cols[c], nulls[c], m, types[c]);
 
 	rc = SPI_execute_plan(batch_plan, args, NULL, false, 0);

@@ -23,6 +23,16 @@ typedef enum StoreResult
 extern StoreResult store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 								TimestampTz *retry_at);
 extern void store_prune(void);
+
+/* partitions.c: partitions ahead, retention by whole partitions */
+extern void partitions_maintain(void);
+extern bool store_function_exists(const char *signature);
+
+/* boundaries.c: which events are near a partition boundary (dedupe looks across) */
+extern bool boundary_within(const TimestampTz *b, int n, TimestampTz r, int64 window_us);
+extern void boundaries_refresh(const char *schema);
+extern void boundaries_forget(void);
+extern bool boundaries_near(TimestampTz r, int window_s);
 extern const char *store_extension_schema(void);
 extern void store_begin_work(void);
 extern void store_end_work(void);

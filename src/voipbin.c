@@ -21,6 +21,7 @@ int			voipbin_reconnect_min_delay_ms = 1000;
 int			voipbin_reconnect_max_delay_ms = 30000;
 int			voipbin_idle_timeout_s = 35;
 int			voipbin_event_retention_s = 7 * 86400;
+int			voipbin_partition_interval_s = 86400;
 int			voipbin_buffer_limit_kb = 64 * 1024;
 int			voipbin_http_timeout_ms = 10000;
 
@@ -172,6 +173,13 @@ define_settings(void)
 							NULL,
 							&voipbin_store_retry_timeout_ms, 10 * 60 * 1000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	/* 1.1: scale */
+	DefineCustomIntVariable("voipbin.partition_interval",
+							"Time range of each partition of voipbin_events; retention drops whole partitions.",
+							"Counted from 2000-01-01 00:00 UTC; a change applies to partitions made after it.",
+							&voipbin_partition_interval_s, 86400, 60, 366 * 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 
 	/* 1.1: security */
 	DefineCustomEnumVariable("voipbin.notify_payload",

@@ -25,6 +25,7 @@ extern int	voipbin_reconnect_min_delay_ms;
 extern int	voipbin_reconnect_max_delay_ms;
 extern int	voipbin_idle_timeout_s;
 extern int	voipbin_event_retention_s;
+extern int	voipbin_partition_interval_s;
 extern int	voipbin_buffer_limit_kb;
 extern int	voipbin_http_timeout_ms;
 

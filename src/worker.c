@@ -84,6 +84,7 @@ typedef struct Worker
 	TimestampTz next_prune;
 	TimestampTz next_alive;		/* when voipbin_journal.alive_at is due */
 	bool		restart_checked;	/* has the previous worker's end been looked for */
+	TimestampTz stats_due;		/* when pending statistics are flushed by force */
 } Worker;
 
 static Worker w;
@@ -651,7 +652,6 @@ step(void)
 	long		timeout = -1;
 	TimestampTz due;
 	bool		more_frames;
-	long		stats_ms;
 	long		webhook_ms;
 
 	if (RecoveryInProgress())
@@ -722,6 +722,7 @@ step(void)
 
 	if (now >= w.next_prune)
 	{
+		guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
 		guarded(store_prune, "pruning old events");
 		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
 	}
@@ -741,8 +742,21 @@ step(void)
 			timeout = repair_ms;
 	}
 
-	/* the worker's inserts must reach the statistics, or autovacuum never sees them */
-	stats_ms = pgstat_report_stat(false);
+	/*
+	 * The worker's inserts must reach the statistics promptly, or autovacuum
+	 * does not see them.  pgstat_report_stat(false) flushes at most once a
+	 * second, judging the second by the end of the last transaction: called
+	 * again while idle, it would wait for the next transaction (the next
+	 * prune, a minute on).  So what it holds back is flushed by force a
+	 * second later.
+	 */
+	if (w.stats_due != 0 && now >= w.stats_due)
+	{
+		pgstat_report_stat(true);
+		w.stats_due = 0;
+	}
+	else if (pgstat_report_stat(false) > 0 && w.stats_due == 0)
+		w.stats_due = TimestampTzPlusMilliseconds(now, 1000);
 
 	/* how long until something is due */
 #define CONSIDER(t) do { long ms_ = ms_until(now, (t)); if (timeout < 0 || ms_ < timeout) timeout = ms_; } while (0)
@@ -757,8 +771,8 @@ step(void)
 		CONSIDER(w.store_retry_at ? w.store_retry_at : now);
 	if (w.subs_dirty && w.state == VB_STATE_CONNECTED)
 		CONSIDER(now);
-	if (stats_ms > 0)
-		CONSIDER(TimestampTzPlusMilliseconds(now, stats_ms));
+	if (w.stats_due != 0)
+		CONSIDER(w.stats_due);
 	if ((webhook_ms = webhook_worker_step()) >= 0)
 		CONSIDER(TimestampTzPlusMilliseconds(now, webhook_ms));
 #undef CONSIDER
@@ -893,7 +907,7 @@ voipbin_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			MemoryContextSwitchTo(loop_cxt);
-			w.next_prune = 0;	/* a new retention applies at once */
+			w.next_prune = 0;	/* a new retention or partition interval applies at once */
 			webhook_worker_reload();
 			if (load_config())
 			{

@@ -120,6 +120,7 @@ _MEMBERS = """
              SELECT d.objid FROM pg_depend d JOIN m ON m.classid = 'pg_class'::regclass
                AND d.refclassid = 'pg_class'::regclass AND d.refobjid = m.objid
              JOIN pg_class c ON c.oid = d.objid AND c.relkind <> 't'   -- TOAST: named by oid
+               AND NOT c.relispartition   -- the worker's partitions: data, not the extension's
              WHERE d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')),
     related AS (SELECT classid, objid FROM m
                 UNION SELECT 'pg_class'::regclass, oid FROM rels
