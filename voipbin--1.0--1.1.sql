@@ -290,6 +290,10 @@ COMMENT ON TABLE voipbin_events_default IS
 ALTER SEQUENCE voipbin_events_id_seq OWNED BY voipbin_events.id;
 ALTER TABLE voipbin_events ATTACH PARTITION voipbin_events_default DEFAULT;
 REVOKE ALL ON voipbin_events FROM PUBLIC;
+-- Logical replication with publish_via_partition_root sends the replica
+-- identity of the partitioned table, which has no key: FULL, so that the
+-- DELETEs of retention reach a subscriber (each partition logs its own key).
+ALTER TABLE voipbin_events REPLICA IDENTITY FULL;
 
 -- What users had on the 1.0 table goes to the partitioned one: their grants
 -- (the default partition keeps its own), and their triggers, which would
@@ -423,6 +427,7 @@ DECLARE
     hi timestamptz;
     name text;
     found_part regclass;
+    replication_role text;
 BEGIN
     IF t IS NULL OR NOT isfinite(t) OR step IS NULL OR step < interval '1 minute'
        OR date_part('month', step) <> 0 OR date_part('year', step) <> 0 THEN
@@ -455,12 +460,22 @@ BEGIN
     EXECUTE format('CREATE UNIQUE INDEX %I ON @extschema@.%I'
                    ' (event_type, resource_id, @extschema@.voipbin_data_hash(data)) NULLS NOT DISTINCT',
                    name || '_dedupe', name);
-    EXECUTE format('WITH moved AS (DELETE FROM @extschema@.voipbin_events_default'
-                   ' WHERE received_at >= $1 AND received_at < $2 RETURNING *)'
-                   ' INSERT INTO @extschema@.%I SELECT * FROM moved', name)
-        USING lo, hi;
+    -- The rows out of the default partition before the ATTACH (which checks
+    -- it holds none of the range), into the new one after it, so that a
+    -- logical replication subscriber gets the insert as well as the delete.
+    -- A move, not an event: the triggers (handlers, users') do not fire.
+    replication_role := current_setting('session_replication_role');
+    PERFORM set_config('session_replication_role', 'replica', true);
+    DROP TABLE IF EXISTS pg_temp.voipbin_moving;
+    CREATE TEMP TABLE voipbin_moving AS
+        WITH moved AS (DELETE FROM @extschema@.voipbin_events_default
+                       WHERE received_at >= lo AND received_at < hi RETURNING *)
+        SELECT * FROM moved;
     EXECUTE format('ALTER TABLE @extschema@.voipbin_events ATTACH PARTITION @extschema@.%I'
                    ' FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+    EXECUTE format('INSERT INTO @extschema@.%I SELECT * FROM pg_temp.voipbin_moving', name);
+    DROP TABLE pg_temp.voipbin_moving;
+    PERFORM set_config('session_replication_role', replication_role, true);
     RETURN ('@extschema@.' || quote_ident(name))::regclass;
 END
 $$;
