@@ -27,7 +27,9 @@ CREATE FUNCTION voipbin_status(
     OUT webhook_state text,
     OUT webhook_received bigint,
     OUT webhook_refused bigint,
-    OUT last_gap_at timestamptz)
+    OUT last_gap_at timestamptz,
+    OUT next_attempt_at timestamptz,
+    OUT failures integer)
     AS 'MODULE_PATHNAME', 'voipbin_status' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION voipbin_status() IS 'What the voipbin worker is doing, and its counters since it started';
 GRANT EXECUTE ON FUNCTION voipbin_status() TO PUBLIC;

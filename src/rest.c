@@ -429,18 +429,18 @@ rest_sleep(long ms)
  * error answer that is not JSON (a proxy's HTML page) still reports its status.
  */
 static Jsonb *
-body_to_jsonb(const RestAttempt *a, char **why)
+text_to_jsonb(const char *data, size_t len, char **why)
 {
 	char	   *s;
 	JsonLexContext *lex;
 	JsonParseErrorType err;
 
-	if (!pg_verify_mbstr(PG_UTF8, a->body.data, (int) a->body.len, true))
+	if (!pg_verify_mbstr(PG_UTF8, data, (int) len, true))
 	{
 		*why = "it is not valid UTF-8";
 		return NULL;
 	}
-	s = pg_any_to_server(a->body.data, (int) a->body.len, PG_UTF8);
+	s = pg_any_to_server(data, (int) len, PG_UTF8);
 	/* with escapes decoded, so that \u0000 fails here and not in jsonb_in */
 #if PG_VERSION_NUM >= 170000
 	lex = makeJsonLexContextCstringLen(NULL, s, strlen(s), GetDatabaseEncoding(), true);
@@ -456,6 +456,12 @@ body_to_jsonb(const RestAttempt *a, char **why)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
 }
 
+static Jsonb *
+body_to_jsonb(const RestAttempt *a, char **why)
+{
+	return text_to_jsonb(a->body.data, a->body.len, why);
+}
+
 static char *
 jsonb_string_field(JsonbContainer *obj, const char *key)
 {
@@ -466,20 +472,16 @@ jsonb_string_field(JsonbContainer *obj, const char *key)
 	return NULL;
 }
 
-/* An ERROR for an HTTP answer that is no success (SPEC.md "REST errors"). */
-static void
-report_status(const RestTarget *t, const char *method, const char *url,
-			  const RestAttempt *a, bool retried)
+char *
+rest_error_detail(const char *body, size_t len, bool with_request_id,
+				  const char *header_request_id)
 {
 	char	   *reason = NULL;
 	char	   *message = NULL;
 	char	   *request_id = NULL;
 	char	   *why;
-	Jsonb	   *env = a->body.len > 0 ? body_to_jsonb(a, &why) : NULL;
+	Jsonb	   *env = len > 0 ? text_to_jsonb(body, len, &why) : NULL;
 	StringInfoData detail;
-	int			code;
-	char	   *msg;
-	char	   *hint = NULL;
 
 	/* VoIPBIN's envelope: {"error": {"reason", "message", "request_id", …}} */
 	if (env && JB_ROOT_IS_OBJECT(env))
@@ -494,18 +496,31 @@ report_status(const RestTarget *t, const char *method, const char *url,
 			request_id = jsonb_string_field(e.val.binary.data, "request_id");
 		}
 	}
-	if (request_id == NULL)
-		request_id = a->request_id;
+	if (request_id == NULL && header_request_id && header_request_id[0])
+		request_id = pstrdup(header_request_id);
 
 	initStringInfo(&detail);
 	if (reason)
 		appendStringInfo(&detail, "reason: %s", reason);
 	if (message)
 		appendStringInfo(&detail, "%smessage: %s", detail.len ? ", " : "", message);
-	if (request_id)
+	if (request_id && with_request_id)
 		appendStringInfo(&detail, "%srequest_id: %s", detail.len ? ", " : "", request_id);
-	if (detail.len == 0)
-		appendStringInfoString(&detail, "VoIPBIN sent no error details.");
+	return detail.len ? detail.data : NULL;
+}
+
+/* An ERROR for an HTTP answer that is no success (SPEC.md "REST errors"). */
+static void
+report_status(const RestTarget *t, const char *method, const char *url,
+			  const RestAttempt *a, bool retried)
+{
+	char	   *detail = rest_error_detail(a->body.data, a->body.len, true, a->request_id);
+	int			code;
+	char	   *msg;
+	char	   *hint = NULL;
+
+	if (detail == NULL)
+		detail = "VoIPBIN sent no error details.";
 
 	if (a->status == 400)
 	{
@@ -556,7 +571,7 @@ report_status(const RestTarget *t, const char *method, const char *url,
 	ereport(ERROR,
 			(errcode(code),
 			 errmsg("%s", redact_secret(msg, t->credential)),
-			 errdetail("%s", redact_secret(detail.data, t->credential)),
+			 errdetail("%s", redact_secret(detail, t->credential)),
 			 hint ? errhint("%s", hint) : 0));
 }
 

@@ -35,6 +35,16 @@ extern Jsonb *rest_call(const RestTarget *t, const char *method,
 /* value percent-encoded for a URL's query, as REST calls encode the access key. */
 extern char *rest_query_escape(const char *value);
 
+/*
+ * What VoIPBIN's error envelope in an answer's body says ({"error":
+ * {"reason", "message", "request_id"}}), as "reason: …, message: …,
+ * request_id: …" (without request_id unless with_request_id; it falls back
+ * to header_request_id).  NULL when nothing is named.  The worker words a refused WebSocket handshake
+ * with it, as the REST functions do their errors.
+ */
+extern char *rest_error_detail(const char *body, size_t len, bool with_request_id,
+							   const char *header_request_id);
+
 /* True for an absolute http:// or https:// URL with a host (no request). */
 extern bool rest_is_http_url(const char *url);
 

@@ -109,6 +109,15 @@ voipbin_set_error(const char *error)
 }
 
 void
+voipbin_set_attempts(int failures, TimestampTz next_attempt_at)
+{
+	SpinLockAcquire(&voipbin_shared->mutex);
+	voipbin_shared->failures = failures;
+	voipbin_shared->next_attempt_at = next_attempt_at;
+	SpinLockRelease(&voipbin_shared->mutex);
+}
+
+void
 voipbin_wake_worker(void)
 {
 	Latch	   *latch;
@@ -259,7 +268,7 @@ may_see_errors(void)
  * library was upgraded, ALTER EXTENSION not yet run) declares a prefix of
  * them: only as many as its declaration has are returned.
  */
-#define STATUS_COLUMNS 16
+#define STATUS_COLUMNS 18
 
 PG_FUNCTION_INFO_V1(voipbin_status);
 Datum
@@ -272,7 +281,9 @@ voipbin_status(PG_FUNCTION_ARGS)
 	bool		retrying;
 	TimestampTz connected_since,
 				last_frame_at,
-				last_gap_at;
+				last_gap_at,
+				next_attempt_at;
+	int32		failures;
 	pid_t		pid;
 	char		last_error[VB_ERROR_LEN];
 	char		webhook_state[VB_ERROR_LEN];
@@ -291,6 +302,8 @@ voipbin_status(PG_FUNCTION_ARGS)
 	connected_since = voipbin_shared->connected_since;
 	last_frame_at = voipbin_shared->last_frame_at;
 	last_gap_at = voipbin_shared->last_gap_at;
+	next_attempt_at = voipbin_shared->next_attempt_at;
+	failures = voipbin_shared->failures;
 	pid = voipbin_shared->worker_pid;
 	strlcpy(last_error, voipbin_shared->last_error, VB_ERROR_LEN);
 	strlcpy(webhook_state, voipbin_shared->webhook_state, VB_ERROR_LEN);
@@ -322,6 +335,11 @@ voipbin_status(PG_FUNCTION_ARGS)
 	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->webhook_refused));
 	values[15] = TimestampTzGetDatum(last_gap_at);
 	nulls[15] = last_gap_at == 0;
+	/* when the worker tries again: only while it waits to */
+	values[16] = TimestampTzGetDatum(next_attempt_at);
+	nulls[16] = next_attempt_at == 0 ||
+		(state != VB_STATE_BACKOFF && state != VB_STATE_UNAUTHORIZED);
+	values[17] = Int32GetDatum(failures);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -88,6 +88,8 @@ typedef struct VoipbinShared
 	pg_atomic_uint64 webhook_refused;
 	TimestampTz last_gap_at;	/* start of the latest recorded outage */
 	TimestampTz store_failing_since;	/* storing fails with errors of the moment; 0: it works */
+	TimestampTz next_attempt_at;	/* backoff / unauthorized: the next connection attempt; 0: none */
+	int32		failures;		/* consecutive failed connection attempts */
 } VoipbinShared;
 
 extern VoipbinShared *voipbin_shared;
@@ -96,6 +98,7 @@ extern Size voipbin_shmem_size(void);
 extern void voipbin_shmem_init(void);
 extern void voipbin_set_state(VoipbinState state, const char *error);
 extern void voipbin_set_error(const char *error);
+extern void voipbin_set_attempts(int failures, TimestampTz next_attempt_at);
 extern const char *voipbin_state_name(VoipbinState state);
 extern void voipbin_wake_worker(void);
 extern void voipbin_install_hooks(void);

@@ -12,6 +12,8 @@
 
 #include <math.h>
 
+#include "pgtime.h"
+
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "common/pg_prng.h"
@@ -39,6 +41,12 @@
 #define BATCH_MAX_FRAMES 2000
 #define BATCH_MAX_BYTES (8 * 1024 * 1024)
 #define HANDSHAKE_TIMEOUT_MS 10000
+/* the network thread names a handshake timeout itself; this is the backstop */
+#define HANDSHAKE_GIVE_UP_MS (HANDSHAKE_TIMEOUT_MS + 2000)
+/* the same failure again is logged at LOG this often, with its count */
+#define FAILURE_LOG_EVERY_MS (10 * 60 * 1000)
+/* a Retry-After longer than this is not waited for in full */
+#define RETRY_AFTER_MAX_S 3600
 #define STANDBY_POLL_MS 1000
 #define STORE_RETRY_MS 1000
 #define PRUNE_EVERY_MS 60000
@@ -56,6 +64,17 @@ typedef struct Worker
 	TimestampTz connect_deadline;
 	int			failures;		/* consecutive, for the backoff */
 	bool		subs_dirty;
+
+	/*
+	 * Log throttling: the cause of the failures in a row (their message
+	 * without what changes on each, such as a request id), how many, since
+	 * when, and how many had been counted when it was last logged at LOG.
+	 */
+	char	   *fail_key;
+	int			fail_repeats;
+	int			fail_logged_repeats;
+	TimestampTz fail_since;
+	TimestampTz fail_logged_at;
 
 	/* the configuration the current connection was made with */
 	char	   *cred;
@@ -116,6 +135,9 @@ set_state(VoipbinState state, const char *error)
 
 	w.state = state;
 	voipbin_set_state(state, safe);
+	voipbin_set_attempts(w.failures,
+						 state == VB_STATE_BACKOFF || state == VB_STATE_UNAUTHORIZED ?
+						 w.next_attempt : 0);
 	report_activity();
 }
 
@@ -251,7 +273,7 @@ start_connection(void)
 	subs_reset();
 	w.conn = ws_connect(&t);
 	explicit_bzero(path, strlen(path));
-	w.connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANDSHAKE_TIMEOUT_MS);
+	w.connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANDSHAKE_GIVE_UP_MS);
 	elog(DEBUG1, "voipbin: connecting to %s://%s:%d%s/ws",
 		 ep.tls ? "wss" : "ws", ep.host, ep.port, ep.base_path);
 	set_state(VB_STATE_CONNECTING, NULL);
@@ -270,33 +292,173 @@ backoff_ms(void)
 	return (int) Max(delay, (double) voipbin_reconnect_min_delay_ms);
 }
 
+/* "10:02": when a run of failures began, in the log's time zone. */
+static char *
+clock_time(TimestampTz t)
+{
+	pg_time_t	tt = timestamptz_to_time_t(t);
+	char		buf[16];
+
+	pg_strftime(buf, sizeof(buf), "%H:%M", pg_localtime(&tt, log_timezone));
+	return pstrdup(buf);
+}
+
+/* The run of identical failures that ends now, if some of it was not logged. */
 static void
-connection_failed(int http_status, const char *why)
+log_failure_run_end(void)
+{
+	if (w.fail_key && w.fail_repeats > w.fail_logged_repeats)
+		ereport(LOG, (errmsg("voipbin: %s (failed %d times since %s)",
+							 redact_secret(w.fail_key, w.cred), w.fail_repeats,
+							 clock_time(w.fail_since))));
+	if (w.fail_key)
+		pfree(w.fail_key);
+	w.fail_key = NULL;
+	w.fail_repeats = w.fail_logged_repeats = 0;
+}
+
+/*
+ * Logs a failed attempt: at LOG when its cause (key) differs from the one
+ * before, and every FAILURE_LOG_EVERY_MS of the same with a count; each one
+ * at DEBUG1.  A long outage so costs the log a line per ten minutes.
+ */
+static void
+log_failure(const char *key, const char *line)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	char	   *safe = redact_secret(line, w.cred);
+
+	if (w.fail_key && strcmp(w.fail_key, key) == 0)
+	{
+		w.fail_repeats++;
+		if (now - w.fail_logged_at >= (TimestampTz) FAILURE_LOG_EVERY_MS * 1000)
+		{
+			ereport(LOG, (errmsg("voipbin: %s (failed %d times since %s)", safe,
+								 w.fail_repeats, clock_time(w.fail_since))));
+			w.fail_logged_at = now;
+			w.fail_logged_repeats = w.fail_repeats;
+		}
+		else
+			ereport(DEBUG1, (errmsg("voipbin: %s", safe)));
+		return;
+	}
+	log_failure_run_end();
+	w.fail_key = MemoryContextStrdup(TopMemoryContext, key);
+	w.fail_repeats = w.fail_logged_repeats = 1;
+	w.fail_since = w.fail_logged_at = now;
+	ereport(LOG, (errmsg("voipbin: %s", safe)));
+}
+
+/* Retry-After in seconds (its delta-seconds form), or -1. */
+static long
+retry_after_seconds(const char *text)
+{
+	char	   *end;
+	long		s;
+
+	if (text == NULL || !isdigit((unsigned char) text[0]))
+		return -1;
+	s = strtol(text, &end, 10);
+	while (*end == ' ' || *end == '\t')
+		end++;
+	return *end == '\0' ? Min(s, (long) RETRY_AFTER_MAX_S) : -1;
+}
+
+/* VoIPBIN's error envelope in the answer, or NULL; never an ERROR here. */
+static char *
+answer_detail(const WsHttpAnswer *a, bool with_request_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile detail = NULL;
+
+	PG_TRY();
+	{
+		detail = rest_error_detail(a->body, a->body_len, with_request_id, a->request_id);
+	}
+	PG_CATCH();
+	{
+		/* a body that is not VoIPBIN's JSON just names nothing */
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		detail = NULL;
+	}
+	PG_END_TRY();
+	return detail;
+}
+
+/*
+ * A refused handshake in the words of the REST functions (src/rest.c):
+ * the status, then what VoIPBIN's error envelope says.  *key leaves out the
+ * request id, which differs every time.
+ */
+static void
+describe_http_refusal(int status, const WsHttpAnswer *a, char **msg, char **key)
+{
+	const char *head;
+	char	   *detail = a ? answer_detail(a, true) : NULL;
+	char	   *stable = a ? answer_detail(a, false) : NULL;
+
+	if (status == 401)
+		head = "VoIPBIN refused the credential at the WebSocket handshake";
+	else if (status == 403)
+		head = "VoIPBIN denied the WebSocket handshake";
+	else if (status == 429)
+		head = "VoIPBIN's rate limit refused the WebSocket handshake";
+	else if (status >= 500)
+		head = "VoIPBIN failed the WebSocket handshake";
+	else
+		head = "VoIPBIN refused the WebSocket handshake";
+	*msg = psprintf("%s (HTTP %d%s%s)", head, status, detail ? ", " : "", detail ? detail : "");
+	*key = psprintf("%s (HTTP %d%s%s)", head, status, stable ? ", " : "", stable ? stable : "");
+}
+
+/*
+ * An attempt failed, or a connection ended: says why in last_error and the
+ * log, and schedules the next attempt.
+ */
+static void
+connection_failed(const WsEvent *ev, const char *why)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			http_status = ev ? ev->http_status : 0;
 	char	   *msg;
+	char	   *key;
+	char	   *line;
+	int			delay;
+	long		retry_after = -1;
 
 	w.conn = 0;
 	subs_reset();
 	w.failures++;
+	if (http_status > 0)
+	{
+		describe_http_refusal(http_status, ev->answer, &msg, &key);
+		if (http_status == 429 && ev->answer)
+			retry_after = retry_after_seconds(ev->answer->retry_after);
+	}
+	else
+		msg = key = pstrdup(why ? why : ev && ev->data ? ev->data : "connection failed");
+
 	if (http_status == 401)
 	{
-		msg = psprintf("VoIPBIN refused the credential (HTTP 401); waiting for a reload or %d s",
-					   voipbin_reconnect_max_delay_ms / 1000);
-		w.next_attempt = TimestampTzPlusMilliseconds(now, voipbin_reconnect_max_delay_ms);
-		ereport(LOG, (errmsg("voipbin: %s", msg)));
-		set_state(VB_STATE_UNAUTHORIZED, msg);
-		return;
+		delay = voipbin_reconnect_max_delay_ms;
+		msg = psprintf("%s; waiting for a reload or %d s", msg, delay / 1000);
+		line = msg;
 	}
+	else
 	{
-		int			delay = backoff_ms();
-
-		w.next_attempt = TimestampTzPlusMilliseconds(now, delay);
-		msg = psprintf("%s", why ? why : "connection failed");
-		ereport(LOG, (errmsg("voipbin: reconnect in %.1f s because %s",
-							 delay / 1000.0, redact_secret(msg, w.cred))));
-		set_state(VB_STATE_BACKOFF, msg);
+		delay = backoff_ms();
+		if (retry_after >= 0)
+		{
+			/* VoIPBIN said when: not sooner than that */
+			msg = psprintf("%s; Retry-After: %ld s", msg, retry_after);
+			delay = Max(delay, (int) (retry_after * 1000));
+		}
+		line = psprintf("reconnect in %.1f s because %s", delay / 1000.0, msg);
 	}
+	w.next_attempt = TimestampTzPlusMilliseconds(now, delay);
+	log_failure(key, line);
+	set_state(http_status == 401 ? VB_STATE_UNAUTHORIZED : VB_STATE_BACKOFF, msg);
 }
 
 static void
@@ -314,10 +476,14 @@ on_event(WsEvent *ev)
 			if (w.ever_connected)
 				pg_atomic_fetch_add_u64(&voipbin_shared->reconnects, 1);
 			w.ever_connected = true;
+			log_failure_run_end();
+			if (w.failures > 0)
+				ereport(LOG, (errmsg("voipbin: connected after %d failed attempt(s)", w.failures)));
+			else
+				ereport(LOG, (errmsg("voipbin: connected")));
 			w.failures = 0;
 			w.subs_dirty = true;
 			set_state(VB_STATE_CONNECTED, w.journal_problem ? w.journal_problem : "");
-			ereport(LOG, (errmsg("voipbin: connected")));
 			ws_event_free(ev);
 			break;
 		case WS_EV_CLOSED:
@@ -326,7 +492,7 @@ on_event(WsEvent *ev)
 				gaps_connection_lost(unix_us_to_timestamptz(ev->at_us), ev->data);
 				topics_dropped(unix_us_to_timestamptz(ev->at_us), ev->data);
 			}
-			connection_failed(ev->http_status, ev->data);
+			connection_failed(ev, NULL);
 			ws_event_free(ev);
 			break;
 		case WS_EV_FRAME:
@@ -676,6 +842,7 @@ step(void)
 		drop_connection();
 		w.next_attempt = 0;
 		w.failures = 0;
+		log_failure_run_end();	/* what fails after this is news */
 		if (w.cred)
 			set_state(VB_STATE_BACKOFF, NULL);
 	}
@@ -693,7 +860,8 @@ step(void)
 	else if (w.state == VB_STATE_CONNECTING && now >= w.connect_deadline)
 	{
 		ws_disconnect();
-		connection_failed(0, "the handshake did not complete within 10 s");
+		connection_failed(NULL, psprintf("the connection was not established within %d s",
+										 HANDSHAKE_GIVE_UP_MS / 1000));
 	}
 
 	/* frames first: they are what users wait for */
@@ -916,6 +1084,7 @@ voipbin_worker_main(Datum arg)
 				gaps_config_changed();
 				w.next_attempt = 0;
 				w.failures = 0;
+				log_failure_run_end();
 				set_state(w.cred ? VB_STATE_BACKOFF : VB_STATE_DISABLED,
 						  w.cred ? "" : disabled_reason());
 			}

@@ -9,6 +9,10 @@ make_ca_and_server(dirpath) writes, using the `openssl` CLI:
                            a second, unrelated CA
   rogue.pem / rogue.key    a server cert for the same names, signed by the
                            unrelated CA: a client trusting only ca.pem must refuse it
+  wrong_host.pem / .key    a server cert signed by ca.pem for another host name
+                           only (other.invalid): refused for 127.0.0.1 and localhost
+  expired.pem / .key       a server cert signed by ca.pem for the usual names,
+                           whose notAfter passed yesterday
 
 EC P-256 keys keep generation well under a second.  Everything is made
 world-readable on purpose: the PostgreSQL server runs as another OS user and
@@ -50,7 +54,7 @@ _LEAF_EXT = """\
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = {san}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
 """
@@ -78,12 +82,12 @@ def _make_ca(d, name, cn):
     os.unlink(conf)
 
 
-def _make_leaf(d, name, ca_name, cn):
+def _make_leaf(d, name, ca_name, cn, san="IP:127.0.0.1, DNS:localhost", days=825):
     conf = os.path.join(d, name + ".cnf")
     ext = os.path.join(d, name + ".ext")
     csr = name + ".csr"
     _write(conf, _REQ_CONF.format(cn=cn))
-    _write(ext, _LEAF_EXT)
+    _write(ext, _LEAF_EXT.format(san=san))
     _run(["req", "-new", "-config", conf] + _EC +
          ["-keyout", name + ".key", "-out", csr], d)
     # -set_serial instead of -CAcreateserial: no stray .srl file, and two
@@ -91,7 +95,7 @@ def _make_leaf(d, name, ca_name, cn):
     serial = "0x" + os.urandom(8).hex()
     _run(["x509", "-req", "-in", csr, "-CA", ca_name + ".pem",
           "-CAkey", ca_name + ".key", "-set_serial", serial,
-          "-days", "825", "-sha256", "-extfile", ext, "-out", name + ".pem"], d)
+          "-days", str(days), "-sha256", "-extfile", ext, "-out", name + ".pem"], d)
     for p in (conf, ext, os.path.join(d, csr)):
         os.unlink(p)
 
@@ -104,9 +108,12 @@ def make_ca_and_server(dirpath):
     _make_leaf(d, "server", "ca", "localhost")
     _make_ca(d, "other_ca", "unrelated test CA")
     _make_leaf(d, "rogue", "other_ca", "localhost")
+    _make_leaf(d, "wrong_host", "ca", "other.invalid", san="DNS:other.invalid")
+    # -days -1: notAfter a day before notBefore (now), so expired already
+    _make_leaf(d, "expired", "ca", "localhost", days=-1)
 
     paths = {}
-    for name in ("ca", "server", "other_ca", "rogue"):
+    for name in ("ca", "server", "other_ca", "rogue", "wrong_host", "expired"):
         for ext in ("pem", "key"):
             p = os.path.join(d, "%s.%s" % (name, ext))
             os.chmod(p, 0o644)
@@ -118,6 +125,7 @@ def make_ca_and_server(dirpath):
     paths.update({
         "ca": paths["ca_cert"], "server": paths["server_cert"],
         "other_ca": paths["other_ca_cert"], "rogue": paths["rogue_cert"],
+        "wrong_host": paths["wrong_host_cert"], "expired": paths["expired_cert"],
         "dir": d,
     })
     return paths

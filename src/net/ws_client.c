@@ -20,18 +20,25 @@
 #endif
 #include "ws_client.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <libwebsockets.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "journal.h"
 
@@ -69,6 +76,28 @@ static pthread_t thread;
 static bool thread_running;
 static int	wake_fd = -1;
 
+/* Addresses of one host name tried in turn, as libwebsockets would. */
+#define WS_MAX_ADDRS 8
+
+/*
+ * A close this soon after a subscribe, without a close frame, is VoIPBIN
+ * refusing a topic (it drops the TCP connection): subscriptions.c's
+ * ACTIVE_AFTER_MS.
+ */
+#define SUBSCRIBE_DROP_US 2000000
+
+/* How long a refused handshake's body may take to arrive after its headers. */
+#define BODY_WAIT_US 250000
+
+/* How far an attempt got: what a failure is named after. */
+typedef enum Phase
+{
+	PH_TCP,						/* connect() under way */
+	PH_TLS,						/* TCP connected, TLS handshake under way */
+	PH_HTTP,					/* upgrade request sent, waiting for its answer */
+	PH_OPEN						/* WebSocket established */
+} Phase;
+
 /* Owned by the network thread alone. */
 typedef struct Conn
 {
@@ -89,7 +118,21 @@ typedef struct Conn
 			   *out_tail;
 	int64_t		last_valid_us;
 	int			peer_close_code;
+	char		peer_close_text[124];	/* the close frame's reason, made printable */
 	char		reason[256];
+
+	/* what a failure is named after */
+	Phase		phase;
+	int64_t		started_us;		/* this address's attempt began */
+	int64_t		last_send_us;	/* last text message written (a subscribe) */
+	struct sockaddr_storage sa[WS_MAX_ADDRS];
+	socklen_t	salen[WS_MAX_ADDRS];
+	char		addrs[WS_MAX_ADDRS][INET6_ADDRSTRLEN + 8];	/* "1.2.3.4:443", "[::1]:443" */
+	int			naddrs,
+				addr_idx;
+	bool		next_addr_pending;	/* this address failed at TCP: try the next one */
+	char		tried[600];		/* what the addresses tried before said */
+	WsHttpAnswer *answer;		/* a refused handshake's answer, for the worker */
 } Conn;
 
 static Conn cur;
@@ -139,13 +182,14 @@ emit(WsEvent *ev)
 	while (rc < 0 && errno == EINTR);
 }
 
-static void
-emit_simple(WsEventKind kind, uint32_t conn, int http_status, const char *text)
+/* Connection news for the main thread; NULL when out of memory. */
+static WsEvent *
+new_event(WsEventKind kind, uint32_t conn, int http_status, const char *text)
 {
 	WsEvent    *ev = calloc(1, sizeof(WsEvent));
 
 	if (!ev)
-		return;					/* out of memory: nothing better to do here */
+		return NULL;
 	ev->kind = kind;
 	ev->conn = conn;
 	ev->http_status = http_status;
@@ -155,16 +199,209 @@ emit_simple(WsEventKind kind, uint32_t conn, int http_status, const char *text)
 		ev->data = strdup(text);
 		ev->len = ev->data ? strlen(ev->data) : 0;
 	}
-	emit(ev);
+	return ev;
 }
 
 static void
-report_closed(int http_status, const char *why)
+emit_connected(void)
 {
+	WsEvent    *ev = new_event(WS_EV_CONNECTED, cur.conn, 0, NULL);
+
+	if (ev)						/* out of memory: nothing better to do here */
+		emit(ev);
+}
+
+/* The CLOSED event, once per connection, with what the failure left. */
+static void
+report_closed(WsCause cause, int http_status, const char *why)
+{
+	WsEvent    *ev;
+
 	if (cur.closed_reported || cur.conn == 0)
 		return;
 	cur.closed_reported = true;
-	emit_simple(WS_EV_CLOSED, cur.conn, http_status, why);
+	ev = new_event(WS_EV_CLOSED, cur.conn, http_status, why);
+	if (!ev)
+		return;					/* out of memory: nothing better to do here */
+	ev->cause = cause;
+	ev->answer = cur.answer;
+	cur.answer = NULL;
+	emit(ev);
+}
+
+static bool
+timed_out(int timeout_s)
+{
+	/* lws's own timers fire on a one-second tick: allow for it */
+	return now_us() - cur.started_us >= (int64_t) timeout_s * 1000000 - 500000;
+}
+
+static const char *
+errno_text(int err, char *buf, size_t len)
+{
+	/* GNU strerror_r: thread-safe, unlike strerror */
+	return strerror_r(err, buf, len);
+}
+
+/*
+ * libwebsockets 4.1 says only "Unable to connect" when connect() fails: it
+ * has read the socket's error itself (SO_ERROR, which reading clears).  One
+ * more connect() to the same address, bounded to a second, tells refused
+ * from unreachable; it runs only after a failure, off the main thread.
+ */
+static int
+tcp_errno_now(int i)
+{
+	int			fd = socket(cur.sa[i].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int			err = 0;
+	socklen_t	elen = sizeof(err);
+
+	if (fd < 0)
+		return errno;
+	if (connect(fd, (struct sockaddr *) &cur.sa[i], cur.salen[i]) != 0)
+	{
+		if (errno != EINPROGRESS)
+			err = errno;
+		else
+		{
+			struct pollfd p = {.fd = fd,.events = POLLOUT};
+
+			if (poll(&p, 1, 1000) <= 0)
+				err = ETIMEDOUT;
+			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) != 0)
+				err = errno;
+		}
+	}
+	close(fd);
+	return err;
+}
+
+/* "connection to 1.2.3.4:443 refused", for the address being tried. */
+static void
+describe_tcp(char *why, size_t len)
+{
+	const char *addr = cur.addrs[cur.addr_idx];
+	int			timeout_s = cur.target.handshake_timeout_s > 0 ? cur.target.handshake_timeout_s : 10;
+	int			err;
+	char		ebuf[128];
+
+	if (timed_out(timeout_s))
+	{
+		snprintf(why, len, "connection to %s timed out after %d s", addr, timeout_s);
+		return;
+	}
+	err = tcp_errno_now(cur.addr_idx);
+	if (err == ECONNREFUSED)
+		snprintf(why, len, "connection to %s refused", addr);
+	else if (err == ETIMEDOUT)
+		snprintf(why, len, "connection to %s timed out", addr);
+	else if (err == 0)
+		snprintf(why, len, "connection to %s failed (a second try right after got through)", addr);
+	else
+		snprintf(why, len, "connection to %s failed: %s", addr, errno_text(err, ebuf, sizeof(ebuf)));
+}
+
+/* The certificate's verdict, or how the TLS handshake ended. */
+static void
+describe_tls(struct lws *wsi, char *why, size_t len)
+{
+	SSL		   *ssl = lws_get_ssl(wsi);
+	long		verdict = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+	unsigned long err = ERR_peek_last_error();
+	int			timeout_s = cur.target.handshake_timeout_s > 0 ? cur.target.handshake_timeout_s : 10;
+	const char *addr = cur.addrs[cur.addr_idx];
+	size_t		n;
+
+	if (verdict != X509_V_OK)
+	{
+		n = snprintf(why, len, "TLS with %s: certificate verify failed: %s", addr,
+					 X509_verify_cert_error_string(verdict));
+		if (n < len && (verdict == X509_V_ERR_HOSTNAME_MISMATCH ||
+						verdict == X509_V_ERR_IP_ADDRESS_MISMATCH))
+			n += snprintf(why + n, len - n, " (the certificate is not for \"%s\")", cur.target.host);
+		if (n < len && cur.target.ca_file)
+			snprintf(why + n, len - n, " (trusted: the system's CAs and voipbin.ca_file \"%s\")",
+					 cur.target.ca_file);
+		else if (n < len)
+			snprintf(why + n, len - n, " (trusted: the system's CAs; voipbin.ca_file is not set)");
+	}
+	else if (timed_out(timeout_s))
+		snprintf(why, len, "TLS handshake with %s did not complete within %d s", addr, timeout_s);
+	else if (err && ERR_reason_error_string(err))
+		snprintf(why, len, "TLS handshake with %s failed: %s", addr, ERR_reason_error_string(err));
+	else
+		snprintf(why, len, "TLS handshake with %s failed: the server closed the connection", addr);
+	ERR_clear_error();
+}
+
+/*
+ * The body of a refused handshake: libwebsockets reads the answer's headers
+ * a byte at a time and leaves the rest on the socket (or in OpenSSL's
+ * buffer).  A bounded copy, Content-Length or WS_BODY_MAX bytes, waiting at
+ * most BODY_WAIT_US for them; the worker parses it.
+ */
+static void
+capture_http_answer(struct lws *wsi)
+{
+	char		clen[24];
+	size_t		want = WS_BODY_MAX;
+	size_t		got = 0;
+	SSL		   *ssl = lws_get_ssl(wsi);
+	int			fd = (int) lws_get_socket_fd(wsi);
+	int64_t		until = now_us() + BODY_WAIT_US;
+	WsHttpAnswer *a;
+	char	   *body;
+
+	if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+	{
+		long		n = strtol(clen, NULL, 10);
+
+		want = n < 0 ? 0 : (size_t) n < WS_BODY_MAX ? (size_t) n : WS_BODY_MAX;
+	}
+	a = calloc(1, sizeof(WsHttpAnswer) + want + 1);
+	if (a == NULL)
+		return;
+	if (lws_hdr_copy(wsi, a->retry_after, sizeof(a->retry_after), WSI_TOKEN_HTTP_RETRY_AFTER) < 0)
+		a->retry_after[0] = '\0';
+	if (lws_hdr_custom_copy(wsi, a->request_id, sizeof(a->request_id), "x-request-id:", 13) < 0)
+		a->request_id[0] = '\0';
+	cur.answer = a;
+	body = a->body;
+	while (fd >= 0 && got < want)
+	{
+		int			n = ssl ? SSL_read(ssl, body + got, (int) (want - got)) :
+			(int) recv(fd, body + got, want - got, MSG_DONTWAIT);
+		int64_t		left;
+		struct pollfd p = {.fd = fd,.events = POLLIN};
+
+		if (n > 0)
+		{
+			got += n;
+			continue;
+		}
+		if (n == 0)
+			break;
+		if (ssl ? SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ :
+			(errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			break;
+		left = until - now_us();
+		if (left <= 0 || poll(&p, 1, (int) (left / 1000) + 1) < 0)
+			break;
+	}
+	ERR_clear_error();
+	body[got] = '\0';
+	a->body_len = got;
+}
+
+/* A close frame's reason, printable ASCII only: it ends up in a log line. */
+static void
+keep_close_text(const unsigned char *p, size_t len)
+{
+	size_t		n = 0;
+
+	for (size_t i = 0; i < len && n + 1 < sizeof(cur.peer_close_text); i++)
+		cur.peer_close_text[n++] = (p[i] >= 0x20 && p[i] < 0x7f) ? (char) p[i] : '?';
+	cur.peer_close_text[n] = '\0';
 }
 
 /*
@@ -234,6 +471,69 @@ free_outgoing(void)
 	cur.out_tail = NULL;
 }
 
+/*
+ * An attempt ended before the WebSocket was open: names the cause after
+ * how far it got.  said is what libwebsockets said, or NULL.
+ */
+static void
+attempt_failed(struct lws *wsi, const char *said)
+{
+	char		why[900];
+	char		one[300];
+	WsCause		cause;
+	int			status = lws_http_client_http_response(wsi);
+	int			timeout_s = cur.target.handshake_timeout_s > 0 ?
+		cur.target.handshake_timeout_s : 10;
+
+	cur.wsi = NULL;
+	if (cur.reason[0])
+	{
+		cause = cur.target.ca_file && strstr(cur.reason, "CA file") ?
+			WS_CAUSE_TLS : WS_CAUSE_OTHER;
+		snprintf(one, sizeof(one), "%s", cur.reason);
+	}
+	else if (status > 0 && status != 101)
+	{
+		cause = WS_CAUSE_HTTP;
+		capture_http_answer(wsi);
+		snprintf(one, sizeof(one), "the WebSocket handshake was answered with HTTP %d", status);
+	}
+	else if (cur.phase == PH_TCP)
+	{
+		cause = WS_CAUSE_TCP;
+		describe_tcp(one, sizeof(one));
+		if (cur.addr_idx + 1 < cur.naddrs)
+		{
+			/* the next address, from the thread's loop */
+			size_t		n = strlen(cur.tried);
+
+			snprintf(cur.tried + n, sizeof(cur.tried) - n, "%s%s", n ? "; " : "", one);
+			cur.addr_idx++;
+			cur.next_addr_pending = true;
+			return;
+		}
+	}
+	else if (cur.phase == PH_TLS)
+	{
+		cause = WS_CAUSE_TLS;
+		describe_tls(wsi, one, sizeof(one));
+	}
+	else if (timed_out(timeout_s))
+	{
+		cause = WS_CAUSE_HANDSHAKE;
+		snprintf(one, sizeof(one), "the WebSocket handshake was not answered within %d s",
+				 timeout_s);
+	}
+	else
+	{
+		cause = WS_CAUSE_HANDSHAKE;
+		snprintf(one, sizeof(one), "the WebSocket handshake failed%s%s%s",
+				 said ? " (libwebsockets: " : "", said ? said : "", said ? ")" : "");
+	}
+	snprintf(why, sizeof(why), "%s%s%s", cur.tried, cur.tried[0] ? "; " : "", one);
+	report_closed(cause, status == 101 ? 0 : status, why);
+}
+
 static int
 callback(struct lws *wsi, enum lws_callback_reasons reason,
 		 void *user, void *in, size_t len)
@@ -246,11 +546,26 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 			if (cur.target.ca_file &&
 				SSL_CTX_load_verify_locations((SSL_CTX *) user,
 											  cur.target.ca_file, NULL) != 1)
+			{
+				unsigned long err = ERR_peek_last_error();
+				const char *said = err ? ERR_reason_error_string(err) : NULL;
+
 				snprintf(cur.reason, sizeof(cur.reason),
-						 "could not load the CA file \"%s\"", cur.target.ca_file);
+						 "could not load the CA file \"%s\" (voipbin.ca_file)%s%s",
+						 cur.target.ca_file, said ? ": " : "", said ? said : "");
+				ERR_clear_error();
+			}
+			return 0;
+
+		case LWS_CALLBACK_WSI_CREATE:
+			/* seen once connect() has succeeded: TLS (or the request) is next */
+			if (wsi == cur.wsi && cur.phase == PH_TCP)
+				cur.phase = cur.target.tls ? PH_TLS : PH_HTTP;
 			return 0;
 
 		case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+			if (wsi == cur.wsi)
+				cur.phase = PH_HTTP;	/* TCP and TLS are done */
 			if (wsi == cur.wsi && cur.target.bearer)
 			{
 				unsigned char **p = (unsigned char **) in;
@@ -276,8 +591,9 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 			if (wsi != cur.wsi)
 				return -1;
 			cur.established = true;
+			cur.phase = PH_OPEN;
 			cur.last_valid_us = now_us();
-			emit_simple(WS_EV_CONNECTED, cur.conn, 0, NULL);
+			emit_connected();
 			if (cur.out_head)
 				lws_callback_on_writable(wsi);
 			return 0;
@@ -330,6 +646,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 					snprintf(cur.reason, sizeof(cur.reason), "write failed");
 					return -1;
 				}
+				cur.last_send_us = now_us();
 				if (cur.out_head)
 					lws_callback_on_writable(wsi);
 			}
@@ -337,47 +654,56 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 		case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 			if (wsi == cur.wsi && len >= 2)
+			{
 				cur.peer_close_code = (((unsigned char *) in)[0] << 8) |
 					((unsigned char *) in)[1];
+				keep_close_text((unsigned char *) in + 2, len - 2);
+			}
 			return 0;
 
 		case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
 			if (wsi == cur.wsi)
-			{
-				char		why[300];
-				int			status = lws_http_client_http_response(wsi);
+				attempt_failed(wsi, in && len ? (const char *) in : NULL);
+			return 0;
 
-				if (cur.reason[0])
-					snprintf(why, sizeof(why), "%s", cur.reason);
-				else if (status > 0 && status != 101)
-					snprintf(why, sizeof(why), "handshake answered HTTP %d", status);
-				else
-					snprintf(why, sizeof(why), "%s",
-							 in && len ? (const char *) in : "connection failed");
-				cur.wsi = NULL;
-				report_closed(status == 101 ? 0 : status, why);
-			}
+		case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+			/* lws 4.1 ends an unanswered upgrade request this way, without CONNECTION_ERROR */
+			if (wsi == cur.wsi && !cur.established)
+				attempt_failed(wsi, NULL);
 			return 0;
 
 		case LWS_CALLBACK_CLIENT_CLOSED:
 			if (wsi == cur.wsi)
 			{
 				char		why[300];
-				int64_t		quiet_us = now_us() - cur.last_valid_us;
+				WsCause		cause = WS_CAUSE_CLOSED;
+				int64_t		now = now_us();
+				int64_t		quiet_us = now - cur.last_valid_us;
 
 				if (cur.reason[0])
+				{
+					cause = WS_CAUSE_OTHER;
 					snprintf(why, sizeof(why), "%s", cur.reason);
+				}
 				else if (cur.peer_close_code)
 					snprintf(why, sizeof(why),
-							 "server closed the connection (code %d)",
-							 cur.peer_close_code);
+							 "the server closed the connection with code %d%s%s%s",
+							 cur.peer_close_code, cur.peer_close_text[0] ? " (\"" : "",
+							 cur.peer_close_text, cur.peer_close_text[0] ? "\")" : "");
 				else if (quiet_us >= (int64_t) cur.target.idle_timeout_s * 1000000 - 500000)
+				{
+					cause = WS_CAUSE_IDLE;
 					snprintf(why, sizeof(why),
-							 "no frame for %d s (idle timeout)", cur.target.idle_timeout_s);
+							 "no pong and no frame from the server for %d s (voipbin.idle_timeout): the connection is dead",
+							 cur.target.idle_timeout_s);
+				}
+				else if (cur.last_send_us && now - cur.last_send_us < SUBSCRIBE_DROP_US)
+					snprintf(why, sizeof(why),
+							 "the server closed the connection without a close frame right after subscribing (the sign of a rejected topic)");
 				else
-					snprintf(why, sizeof(why), "connection lost");
+					snprintf(why, sizeof(why), "the connection was closed without a close frame");
 				cur.wsi = NULL;
-				report_closed(0, why);
+				report_closed(cause, 0, why);
 			}
 			return 0;
 
@@ -407,24 +733,118 @@ close_current(const char *why)
 		pthread_mutex_unlock(&mu);
 		lws_context_destroy(ctx);
 	}
-	report_closed(0, why);
+	report_closed(WS_CAUSE_OTHER, 0, why);
 	free_outgoing();
 	free(cur.rx);
+	free(cur.answer);
 	free_target(&cur.target);
 	memset(&cur, 0, sizeof(cur));
+}
+
+/*
+ * Resolves the host here rather than in libwebsockets, which says nothing
+ * when the lookup fails, and so that a failure can name the address.
+ */
+static bool
+resolve(char *why, size_t len)
+{
+	struct addrinfo hints;
+	struct addrinfo *res;
+	char		port[12];
+	int			rc;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(port, sizeof(port), "%d", cur.target.port);
+	rc = getaddrinfo(cur.target.host, port, &hints, &res);
+	if (rc != 0)
+	{
+		char		ebuf[128];
+
+		snprintf(why, len, "could not resolve host \"%s\": %s", cur.target.host,
+				 rc == EAI_SYSTEM ? errno_text(errno, ebuf, sizeof(ebuf)) : gai_strerror(rc));
+		return false;
+	}
+	for (struct addrinfo *ai = res; ai && cur.naddrs < WS_MAX_ADDRS; ai = ai->ai_next)
+	{
+		char		ip[INET6_ADDRSTRLEN];
+		const void *a;
+
+		if (ai->ai_family == AF_INET)
+			a = &((struct sockaddr_in *) ai->ai_addr)->sin_addr;
+		else if (ai->ai_family == AF_INET6)
+			a = &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr;
+		else
+			continue;
+		if (!inet_ntop(ai->ai_family, a, ip, sizeof(ip)) || ai->ai_addrlen > sizeof(cur.sa[0]))
+			continue;
+		memcpy(&cur.sa[cur.naddrs], ai->ai_addr, ai->ai_addrlen);
+		cur.salen[cur.naddrs] = ai->ai_addrlen;
+		snprintf(cur.addrs[cur.naddrs], sizeof(cur.addrs[0]),
+				 ai->ai_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, cur.target.port);
+		cur.naddrs++;
+	}
+	freeaddrinfo(res);
+	if (cur.naddrs == 0)
+	{
+		snprintf(why, len, "could not resolve host \"%s\": it has no IPv4 or IPv6 address",
+				 cur.target.host);
+		return false;
+	}
+	return true;
+}
+
+/* Starts the attempt at address cur.addr_idx, on the current context. */
+static void
+connect_address(void)
+{
+	struct lws_client_connect_info ci;
+	char		ip[INET6_ADDRSTRLEN];
+	const struct sockaddr_storage *sa = &cur.sa[cur.addr_idx];
+
+	inet_ntop(sa->ss_family, sa->ss_family == AF_INET6 ?
+			  (const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr :
+			  (const void *) &((const struct sockaddr_in *) sa)->sin_addr, ip, sizeof(ip));
+	cur.phase = PH_TCP;
+	cur.started_us = now_us();
+
+	memset(&ci, 0, sizeof(ci));
+	ci.context = cur.ctx;
+	ci.address = ip;			/* the name still goes into Host, SNI and the certificate check */
+	ci.port = cur.target.port;
+	ci.path = cur.target.path;
+	ci.host = cur.target.host;
+	ci.origin = cur.target.host;
+	ci.ssl_connection = cur.target.tls ? LCCSCF_USE_SSL : 0;
+	ci.ietf_version_or_minus_one = -1;
+	ci.local_protocol_name = "voipbin";
+	ci.retry_and_idle_policy = &cur.retry;
+	ci.pwsi = &cur.wsi;
+	if (!lws_client_connect_via_info(&ci) && !cur.closed_reported && !cur.next_addr_pending)
+	{
+		cur.wsi = NULL;
+		report_closed(WS_CAUSE_OTHER, 0, cur.reason[0] ? cur.reason : "libwebsockets could not start the connection");
+	}
 }
 
 static void
 open_connection(Cmd *c)
 {
 	struct lws_context_creation_info info;
-	struct lws_client_connect_info ci;
 	struct lws_context *ctx;
+	char		why[300];
 
 	close_current("replaced by a new connection");
 	cur.conn = c->conn;
 	cur.target = c->target;		/* takes ownership of the strings */
 	memset(&c->target, 0, sizeof(c->target));
+
+	if (!resolve(why, sizeof(why)))
+	{
+		report_closed(WS_CAUSE_DNS, 0, why);
+		return;
+	}
 
 	memset(&info, 0, sizeof(info));
 	info.port = CONTEXT_PORT_NO_LISTEN;
@@ -437,7 +857,8 @@ open_connection(Cmd *c)
 	ctx = lws_create_context(&info);
 	if (!ctx)
 	{
-		report_closed(0, cur.reason[0] ? cur.reason : "could not create the libwebsockets context");
+		report_closed(cur.reason[0] ? WS_CAUSE_TLS : WS_CAUSE_OTHER, 0,
+					  cur.reason[0] ? cur.reason : "could not create the libwebsockets context");
 		return;
 	}
 	cur.ctx = ctx;
@@ -454,23 +875,7 @@ open_connection(Cmd *c)
 	if (cur.retry.secs_since_valid_ping > 10)
 		cur.retry.secs_since_valid_ping = 10;
 
-	memset(&ci, 0, sizeof(ci));
-	ci.context = ctx;
-	ci.address = cur.target.host;
-	ci.port = cur.target.port;
-	ci.path = cur.target.path;
-	ci.host = cur.target.host;
-	ci.origin = cur.target.host;
-	ci.ssl_connection = cur.target.tls ? LCCSCF_USE_SSL : 0;
-	ci.ietf_version_or_minus_one = -1;
-	ci.local_protocol_name = "voipbin";
-	ci.retry_and_idle_policy = &cur.retry;
-	ci.pwsi = &cur.wsi;
-	if (!lws_client_connect_via_info(&ci) && !cur.closed_reported)
-	{
-		cur.wsi = NULL;
-		report_closed(0, cur.reason[0] ? cur.reason : "could not start the connection");
-	}
+	connect_address();
 }
 
 static void
@@ -540,7 +945,13 @@ thread_main(void *arg)
 			pthread_mutex_unlock(&mu);
 			return NULL;
 		}
-		if (cur.ctx && lws_service(cur.ctx, 0) < 0)
+		/* an address that failed at TCP: the next one (lws would try them too) */
+		if (cur.next_addr_pending)
+		{
+			cur.next_addr_pending = false;
+			connect_address();
+		}
+		else if (cur.ctx && lws_service(cur.ctx, 0) < 0)
 			close_current("libwebsockets service failed");
 	}
 }
@@ -732,6 +1143,7 @@ ws_event_free(WsEvent *ev)
 	if (!ev)
 		return;
 	free(ev->data);
+	free(ev->answer);
 	free(ev);
 }
 

@@ -34,6 +34,35 @@ typedef enum WsEventKind
 	WS_EV_CLOSED				/* connection gone, or never made */
 } WsEventKind;
 
+/*
+ * What ended a connection or an attempt (CLOSED), so the worker can word it
+ * and tell a repeated failure from a new one.  The text in data names it in
+ * full; an HTTP answer also brings what VoIPBIN said (body, headers).
+ */
+typedef enum WsCause
+{
+	WS_CAUSE_OTHER,				/* a local reason: replaced, shut down, out of memory */
+	WS_CAUSE_DNS,				/* the host name did not resolve */
+	WS_CAUSE_TCP,				/* refused, unreachable, timed out */
+	WS_CAUSE_TLS,				/* certificate refused, handshake failed */
+	WS_CAUSE_HTTP,				/* the upgrade request answered with a status other than 101 */
+	WS_CAUSE_HANDSHAKE,			/* no (complete) answer to the upgrade request */
+	WS_CAUSE_CLOSED,			/* an open connection closed by the server or the network */
+	WS_CAUSE_IDLE				/* no pong nor frame within voipbin.idle_timeout */
+} WsCause;
+
+/* How much of a refused handshake's body is kept: VoIPBIN's error JSON is ~300 bytes. */
+#define WS_BODY_MAX 4096
+
+/* A refused handshake's answer (CLOSED with an HTTP status), for the worker to read. */
+typedef struct WsHttpAnswer
+{
+	char		retry_after[32];	/* its Retry-After header, or "" */
+	char		request_id[96];	/* its X-Request-Id header, or "" */
+	size_t		body_len;
+	char		body[];			/* its first WS_BODY_MAX bytes, NUL-terminated */
+} WsHttpAnswer;
+
 typedef struct WsEvent
 {
 	struct WsEvent *next;
@@ -45,9 +74,11 @@ typedef struct WsEvent
 	size_t		len;
 	char	   *data;			/* FRAME: the bytes; CLOSED: reason text */
 	uint8_t		source;			/* FRAME: a JournalSource (net/journal.h) */
+	uint8_t		cause;			/* CLOSED: a WsCause */
 	uint64_t	oversize_len;	/* FRAME: past voipbin.max_frame_size, the message's real length (data is its start); else 0 */
 	uint64_t	jpos;			/* FRAME: its journal position */
 	uint64_t	jend;			/* FRAME: the position past it (pass to store_frames as upto) */
+	WsHttpAnswer *answer;		/* CLOSED after an HTTP answer other than 101, else NULL */
 } WsEvent;
 
 /*
