@@ -859,9 +859,12 @@ step(void)
 		start_connection();
 	else if (w.state == VB_STATE_CONNECTING && now >= w.connect_deadline)
 	{
+		const char *stage = ws_attempt_stage();
+
 		ws_disconnect();
-		connection_failed(NULL, psprintf("the connection was not established within %d s",
-										 HANDSHAKE_GIVE_UP_MS / 1000));
+		connection_failed(NULL, psprintf("the connection was not established within %d s%s%s%s",
+										 HANDSHAKE_GIVE_UP_MS / 1000, stage ? " (still " : "",
+										 stage ? stage : "", stage ? ")" : ""));
 	}
 
 	/* frames first: they are what users wait for */

@@ -21,7 +21,7 @@ Control API (JSON in, JSON out; POST unless noted):
                    or {"events": [{...}, ...], "flush"?}
                    -> {"delivered": frames queued, "dropped": over the 2000 buffer}
   /control/send    {"text"} | {"b64", "binary"} | {"fragments": [str]} |
-                   {"fragments_b64": [b64]} | {"close_code", "close_reason"},
+                   {"fragments_b64": [b64]} | {"close_code", "close_reason", "graceful"?},
                    optional "conn", "fragment_delay", "flush"   -> {"sent": n}
   /control/drop    {"conn"?}                       -> {"sent": n}
   /control/freeze  {"on": bool}                    -> {"frozen": bool}
@@ -1001,7 +1001,13 @@ class Fake:
             for c in self.targets(body):
                 if c.write_raw(ws_frame(0x8, payload)):
                     sent += 1
-                c.kill("server_close")
+                if body.get("graceful"):
+                    # FIN after the frame is written: an abort (RST) can make
+                    # the peer's kernel discard the frame before it is read
+                    c.close_reason = c.close_reason or "server_close"
+                    c.transport.close()
+                else:
+                    c.kill("server_close")
             return {"sent": sent}
         else:
             raise ValueError("need text, b64, fragments, fragments_b64 or close_code")

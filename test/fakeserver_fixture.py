@@ -52,6 +52,11 @@ def make_certs(dirpath):
     return _gen_certs().make_ca_and_server(dirpath)
 
 
+def make_refused_leaves(paths):
+    """gen_certs.make_refused_leaves(paths): adds wrong_host and expired, of the same CA."""
+    return _gen_certs().make_refused_leaves(paths)
+
+
 class FakeServerError(RuntimeError):
     pass
 
@@ -106,7 +111,7 @@ class FakeServer:
         """A hand-made frame to every open connection (or conn=id): text, b64 (binary
         or, with binary=False, a text frame of raw bytes), fragments=[str, ...]
         (one message in continuation frames); extra: fragments_b64, fragment_delay,
-        close_code/close_reason, flush=True. Returns {"sent": connections}."""
+        close_code/close_reason (graceful=True: FIN, not RST, after it), flush=True. Returns {"sent": connections}."""
         body = dict(extra, binary=binary)
         if text is not None:
             body["text"] = text

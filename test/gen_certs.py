@@ -9,6 +9,9 @@ make_ca_and_server(dirpath) writes, using the `openssl` CLI:
                            a second, unrelated CA
   rogue.pem / rogue.key    a server cert for the same names, signed by the
                            unrelated CA: a client trusting only ca.pem must refuse it
+
+make_refused_leaves(paths) adds, for the tests of refused certificates:
+
   wrong_host.pem / .key    a server cert signed by ca.pem for another host name
                            only (other.invalid): refused for 127.0.0.1 and localhost
   expired.pem / .key       a server cert signed by ca.pem for the usual names,
@@ -108,12 +111,9 @@ def make_ca_and_server(dirpath):
     _make_leaf(d, "server", "ca", "localhost")
     _make_ca(d, "other_ca", "unrelated test CA")
     _make_leaf(d, "rogue", "other_ca", "localhost")
-    _make_leaf(d, "wrong_host", "ca", "other.invalid", san="DNS:other.invalid")
-    # -days -1: notAfter a day before notBefore (now), so expired already
-    _make_leaf(d, "expired", "ca", "localhost", days=-1)
 
     paths = {}
-    for name in ("ca", "server", "other_ca", "rogue", "wrong_host", "expired"):
+    for name in ("ca", "server", "other_ca", "rogue"):
         for ext in ("pem", "key"):
             p = os.path.join(d, "%s.%s" % (name, ext))
             os.chmod(p, 0o644)
@@ -125,9 +125,22 @@ def make_ca_and_server(dirpath):
     paths.update({
         "ca": paths["ca_cert"], "server": paths["server_cert"],
         "other_ca": paths["other_ca_cert"], "rogue": paths["rogue_cert"],
-        "wrong_host": paths["wrong_host_cert"], "expired": paths["expired_cert"],
         "dir": d,
     })
+    return paths
+
+
+def make_refused_leaves(paths):
+    """wrong_host and expired, signed by the CA of make_ca_and_server(); adds their paths."""
+    d = paths["dir"]
+    _make_leaf(d, "wrong_host", "ca", "other.invalid", san="DNS:other.invalid")
+    # -days -1: notAfter a day before notBefore (now), so expired already
+    _make_leaf(d, "expired", "ca", "localhost", days=-1)
+    for name in ("wrong_host", "expired"):
+        for ext, kind in (("pem", ""), ("key", "_key")):
+            p = os.path.join(d, "%s.%s" % (name, ext))
+            os.chmod(p, 0o644)
+            paths[name + kind] = p
     return paths
 
 

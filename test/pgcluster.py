@@ -99,6 +99,16 @@ class Cluster:
                               (self.dbname,), dbname="postgres"):
             self.execute("CREATE DATABASE %s" % self.dbname, dbname="postgres")
 
+    def start_with_resolv_conf(self, resolv_conf):
+        """Starts the server seeing resolv_conf as /etc/resolv.conf (a mount
+        namespace of its own: nothing else on the machine sees it)."""
+        subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        'mount --bind "$1" /etc/resolv.conf && exec runuser -u postgres -- '
+                        '"$2/pg_ctl" -D "$3" -l "$4" -w -t 60 start', "sh", resolv_conf, PG_BIN,
+                        self.data, self.log],
+                       check=True, timeout=90, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.execute("CREATE DATABASE %s" % self.dbname, dbname="postgres")
+
     def stop(self, mode="fast"):
         return self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop",
                          check=False)

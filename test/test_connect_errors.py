@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from conftest import point_at, reset_cluster, write_token_file
-from fakeserver_fixture import start_fake
-from pgcluster import wait_until
+from conftest import FAST, point_at, reset_cluster, write_token_file
+from fakeserver_fixture import make_refused_leaves, start_fake
+from pgcluster import Cluster, wait_until
 
 REQUEST_ID = r"request_id: req_[0-9a-zA-Z]+"
 
@@ -83,6 +83,12 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def refused_certs(certs):
+    """The session's CA, plus a certificate of it for another host name and an expired one."""
+    return make_refused_leaves(dict(certs))
+
+
 @pytest.fixture
 def slow_backoff(cluster):
     """Backoff long enough to read the state between two attempts."""
@@ -148,6 +154,31 @@ def test_connect_timeout(cluster, fake, secret_dir):
     back_to_normal(cluster, fake, secret_dir)
 
 
+def test_resolver_that_never_answers(secret_dir):
+    """The network thread stuck in getaddrinfo(): the worker gives up after 12 s
+    and says what the attempt was still doing."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind(("127.83.0.54", 53))           # ours; it never answers
+    c = Cluster(dict(FAST, **{
+        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
+        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
+    }))
+    resolv = os.path.join(c.dir, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver 127.83.0.54\noptions timeout:30 attempts:5\n")
+    try:
+        c.start_with_resolv_conf(resolv)
+        c.execute("CREATE EXTENSION voipbin")
+        s = c.wait_status(lambda s: s["state"] == "backoff", timeout=30, what="given up")
+        assert s["last_error"] == "the connection was not established within 12 s (still resolving the host name)", s
+        assert s["failures"] == 1 and s["next_attempt_at"] is not None, s
+        assert any("LOG:  voipbin: reconnect in" in l and "still resolving the host name" in l
+                   for l in c.read_log().splitlines())
+    finally:
+        dns.close()
+        c.destroy()
+
+
 def test_certificate_from_an_unknown_ca(cluster, fake, certs, secret_dir):
     log = Log(cluster)
     point_at(cluster, fake, secret_dir, ca_file=certs["other_ca"])
@@ -165,8 +196,9 @@ def test_certificate_from_an_unknown_ca(cluster, fake, certs, secret_dir):
     ("wrong_host", r"hostname mismatch \(the certificate is not for \"localhost\"\)"),
     ("expired", r"certificate has expired"),
 ])
-def test_certificate_refused(cluster, fake, certs, secret_dir, tmp_path, which, words):
+def test_certificate_refused(cluster, fake, refused_certs, secret_dir, tmp_path, which, words):
     """A certificate of the trusted CA, but for another host name, or expired."""
+    certs = refused_certs
     other = start_fake(str(tmp_path / which), certs=certs, cert=certs[which],
                        key=certs[which + "_key"])
     try:
@@ -217,12 +249,12 @@ def test_handshake_refused(cluster, fake, secret_dir, status, state, words):
         assert hs[1]["at"] - hs[0]["at"] >= 3.9, hs
     else:
         assert_next_attempt(s, at_most_s=1.6)
-    # the request id is VoIPBIN's, the one its answer carried
-    rid = re.search(r"request_id: (req_[0-9a-zA-Z]+)", s["last_error"]).group(1)
-    line = log.wait(re.escape(rid))[0]
-    assert "LOG:  voipbin: " in line, line
-    if state == "backoff":
-        assert re.search(r"LOG:  voipbin: reconnect in [0-9.]+ s because " + words.lstrip("^"), line), line
+    # logged once at LOG (the attempts after it at DEBUG1), with the request id of its answer
+    logged = (r"LOG:  voipbin: reconnect in [0-9.]+ s because " if state == "backoff"
+              else r"LOG:  voipbin: ") + words.lstrip("^")
+    line = log.wait(logged)[0]
+    fake.wait_state(lambda st: len(st["handshakes"]) >= 3, timeout=15, what="three attempts")
+    assert len(log.lines(logged)) == 1, log.lines(logged)
     assert fake.accesskey not in s["last_error"] and fake.accesskey not in line
     back_to_normal(cluster, fake, secret_dir)
 
@@ -247,7 +279,7 @@ def test_drop_right_after_subscribing(vb, fake, secret_dir, slow_backoff):
 
 def test_close_frame_code_and_reason(vb, fake, slow_backoff):
     log = Log(vb)
-    fake.send(close_code=4001, close_reason="maintenance\x01window")
+    fake.send(close_code=4001, close_reason="maintenance\x01window", graceful=True)
     s = wait_failing(vb, r'^the server closed the connection with code 4001 \("maintenance\?window"\)$')
     assert s["failures"] == 1, s
     assert log.wait(r'because the server closed the connection with code 4001 \("maintenance\?window"\)')

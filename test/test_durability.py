@@ -15,7 +15,7 @@ import time
 import psycopg2
 import pytest
 
-from pgcluster import PG_BIN, Cluster, wait_until
+from pgcluster import Cluster, wait_until
 from test_worker import subscribe, transcript
 
 HDR = struct.Struct("<IIIBBHQq")      # magic crc len flags source pad orig_len at_us
@@ -385,12 +385,7 @@ def test_fast_shutdown_while_dns_never_answers(certs, secret_dir):
     with open(resolv, "w") as f:
         f.write("nameserver 127.83.0.53\noptions timeout:30 attempts:5\n")
     try:
-        # the cluster alone sees that resolv.conf: a mount namespace of its own
-        subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                        'mount --bind "$1" /etc/resolv.conf && exec runuser -u postgres -- '
-                        '"$2/pg_ctl" -D "$3" -l "$4" -w -t 60 start', "sh", resolv, PG_BIN, c.data, c.log],
-                       check=True, timeout=90, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        c.execute("CREATE DATABASE %s" % c.dbname, dbname="postgres")
+        c.start_with_resolv_conf(resolv)
         # the worker's network thread is asking our resolver
         dns.settimeout(30)
         dns.recvfrom(4096)

@@ -340,8 +340,9 @@ def test_handshake_never_answered_gives_up_after_10s(cluster, fake, secret_dir):
     fake.config(ws_hang=True)
     point_at(cluster, fake, secret_dir)
     cluster.wait_status(lambda s: s["state"] == "connecting", what="connecting")
-    s = cluster.wait_status(lambda s: s["state"] == "backoff", timeout=15, what="gave up")
-    assert "10 s" in s["last_error"] or "timed out" in s["last_error"].lower()
+    # backoff lasts 100-150 ms before the next attempt: the failure count is what stays
+    s = cluster.wait_status(lambda s: s["failures"] >= 1, timeout=15, what="gave up")
+    assert s["last_error"] == "the WebSocket handshake was not answered within 10 s", s
     fake.config(ws_hang=False)
     cluster.wait_status(lambda s: s["state"] == "connected", timeout=15, what="connected")
     reset_cluster(cluster)
@@ -355,7 +356,9 @@ def test_backoff_grows_between_failures(cluster, fake, secret_dir):
     at = [h["at"] for h in fake.state()["handshakes"]]
     gaps = [b - a for a, b in zip(at, at[1:])]
     assert gaps[0] >= 0.15 and gaps[-1] > gaps[0] * 2 and max(gaps) <= 2.5, gaps
-    assert cluster.status()["state"] == "backoff"
+    # between two attempts, or in the next one's handshake
+    s = cluster.status()
+    assert s["state"] in ("backoff", "connecting") and s["failures"] >= 5, s
     fake.reset()
     cluster.set_conf(voipbin__reconnect_min_delay=None, voipbin__reconnect_max_delay=None)
     reset_cluster(cluster)

@@ -137,6 +137,31 @@ typedef struct Conn
 
 static Conn cur;
 
+/* Where the attempt is, for ws_attempt_stage() (written here, read by the main thread). */
+typedef enum Stage
+{
+	STAGE_NONE,
+	STAGE_RESOLVING,
+	STAGE_TCP,
+	STAGE_TLS,
+	STAGE_HTTP
+} Stage;
+static int	stage;				/* a Stage, with __atomic loads and stores */
+
+static void
+set_stage(Stage s)
+{
+	__atomic_store_n(&stage, (int) s, __ATOMIC_RELAXED);
+}
+
+static void
+set_phase(Phase p)
+{
+	cur.phase = p;
+	set_stage(p == PH_TCP ? STAGE_TCP : p == PH_TLS ? STAGE_TLS :
+			  p == PH_HTTP ? STAGE_HTTP : STAGE_NONE);
+}
+
 static int64_t
 now_us(void)
 {
@@ -220,6 +245,7 @@ report_closed(WsCause cause, int http_status, const char *why)
 	if (cur.closed_reported || cur.conn == 0)
 		return;
 	cur.closed_reported = true;
+	set_stage(STAGE_NONE);
 	ev = new_event(WS_EV_CLOSED, cur.conn, http_status, why);
 	if (!ev)
 		return;					/* out of memory: nothing better to do here */
@@ -560,12 +586,12 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 		case LWS_CALLBACK_WSI_CREATE:
 			/* seen once connect() has succeeded: TLS (or the request) is next */
 			if (wsi == cur.wsi && cur.phase == PH_TCP)
-				cur.phase = cur.target.tls ? PH_TLS : PH_HTTP;
+				set_phase(cur.target.tls ? PH_TLS : PH_HTTP);
 			return 0;
 
 		case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
 			if (wsi == cur.wsi)
-				cur.phase = PH_HTTP;	/* TCP and TLS are done */
+				set_phase(PH_HTTP); /* TCP and TLS are done */
 			if (wsi == cur.wsi && cur.target.bearer)
 			{
 				unsigned char **p = (unsigned char **) in;
@@ -591,7 +617,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 			if (wsi != cur.wsi)
 				return -1;
 			cur.established = true;
-			cur.phase = PH_OPEN;
+			set_phase(PH_OPEN);
 			cur.last_valid_us = now_us();
 			emit_connected();
 			if (cur.out_head)
@@ -806,7 +832,7 @@ connect_address(void)
 	inet_ntop(sa->ss_family, sa->ss_family == AF_INET6 ?
 			  (const void *) &((const struct sockaddr_in6 *) sa)->sin6_addr :
 			  (const void *) &((const struct sockaddr_in *) sa)->sin_addr, ip, sizeof(ip));
-	cur.phase = PH_TCP;
+	set_phase(PH_TCP);
 	cur.started_us = now_us();
 
 	memset(&ci, 0, sizeof(ci));
@@ -840,6 +866,7 @@ open_connection(Cmd *c)
 	cur.target = c->target;		/* takes ownership of the strings */
 	memset(&c->target, 0, sizeof(c->target));
 
+	set_stage(STAGE_RESOLVING);
 	if (!resolve(why, sizeof(why)))
 	{
 		report_closed(WS_CAUSE_DNS, 0, why);
@@ -1145,6 +1172,25 @@ ws_event_free(WsEvent *ev)
 	free(ev->data);
 	free(ev->answer);
 	free(ev);
+}
+
+const char *
+ws_attempt_stage(void)
+{
+	switch ((Stage) __atomic_load_n(&stage, __ATOMIC_RELAXED))
+	{
+		case STAGE_RESOLVING:
+			return "resolving the host name";
+		case STAGE_TCP:
+			return "connecting";
+		case STAGE_TLS:
+			return "in the TLS handshake";
+		case STAGE_HTTP:
+			return "waiting for the answer to the WebSocket handshake";
+		case STAGE_NONE:
+			break;
+	}
+	return NULL;
 }
 
 void

@@ -114,6 +114,14 @@ extern void ws_send_text(const char *text, size_t len);
 extern WsEvent *ws_take(void);
 extern void ws_event_free(WsEvent *ev);
 
+/*
+ * How far the current attempt has got ("resolving the host name", …), or
+ * NULL when none is under way: for the worker's words when it gives up on
+ * an attempt the network thread is still stuck in (a resolver that never
+ * answers).
+ */
+extern const char *ws_attempt_stage(void);
+
 /* Clears the eventfd after a wake-up; call before ws_take(). */
 extern void ws_ack_wakeup(void);
 
