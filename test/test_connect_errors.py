@@ -89,8 +89,17 @@ def refused_certs(certs):
     return make_refused_leaves(dict(certs))
 
 
+@pytest.fixture(autouse=True)
+def steady_backoff(cluster):
+    """1.5 s between attempts: long enough to read the state between two (FAST's
+    100 ms is not, on a loaded machine)."""
+    cluster.set_conf(voipbin__reconnect_min_delay="1500ms", voipbin__reconnect_max_delay="1500ms")
+    yield
+    cluster.set_conf(voipbin__reconnect_min_delay=None, voipbin__reconnect_max_delay=None)
+
+
 @pytest.fixture
-def slow_backoff(cluster):
+def slow_backoff(cluster, steady_backoff):
     """Backoff long enough to read the state between two attempts."""
     cluster.set_conf(voipbin__reconnect_min_delay="4s", voipbin__reconnect_max_delay="5s")
     yield
@@ -171,7 +180,7 @@ def test_resolver_that_never_answers(secret_dir):
         c.execute("CREATE EXTENSION voipbin")
         s = c.wait_status(lambda s: s["state"] == "backoff", timeout=30, what="given up")
         assert s["last_error"] == "the connection was not established within 12 s (still resolving the host name)", s
-        assert s["failures"] == 1 and s["next_attempt_at"] is not None, s
+        assert s["failures"] >= 1 and s["next_attempt_at"] is not None, s
         assert any("LOG:  voipbin: reconnect in" in l and "still resolving the host name" in l
                    for l in c.read_log().splitlines())
     finally:
@@ -242,7 +251,7 @@ def test_handshake_refused(cluster, fake, secret_dir, status, state, words):
     point_at(cluster, fake, secret_dir)
     s = wait_failing(cluster, words, state=state)
     if status == 429:
-        # Retry-After is waited for, whatever the backoff (1 s at most here)
+        # Retry-After is waited for, whatever the backoff (1.5 s here)
         assert_next_attempt(s, at_most_s=4.1, at_least_s=2.0)
         hs = fake.wait_state(lambda st: len(st["handshakes"]) >= 2, timeout=10,
                              what="the attempt after Retry-After")["handshakes"]
