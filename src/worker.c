@@ -650,11 +650,14 @@ journal_news(void)
 	}
 	if (journal_take_overflow(&count, &first_us, &last_us, &ongoing, &ongoing_first))
 	{
+		/* timestamptz_to_str() answers in one static buffer: keep the first */
+		char	   *first = pstrdup(timestamptz_to_str(unix_us_to_timestamptz(first_us)));
+
 		gaps_overflow(unix_us_to_timestamptz(first_us), unix_us_to_timestamptz(last_us), count);
 		ereport(WARNING,
 				(errmsg("voipbin: %llu received frame(s) lost between %s and %s: the journal could not take them",
 						(unsigned long long) count,
-						timestamptz_to_str(unix_us_to_timestamptz(first_us)),
+						first,
 						timestamptz_to_str(unix_us_to_timestamptz(last_us))),
 				 errdetail("The journal holds at most voipbin.spool_limit (%d kB) of frames not stored yet, on a disk with room for them.",
 						   voipbin_spool_limit_kb),

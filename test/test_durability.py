@@ -3,9 +3,11 @@
 Each crash kind with a burst that arrives while voipbin_events is locked, the
 spool limit, voipbin.max_frame_size, a damaged journal at start, a copied
 journal on a standby, and the defects found in review."""
+import datetime
 import glob
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -183,6 +185,13 @@ def test_burst_behind_a_lock_survives_a_crash(vb, fake, topic, handler, crash):
     _crash_burst(vb, fake, topic, crash)
 
 
+def _log_time(text):
+    """A timestamptz as the server prints it (2026-12-01 23:59:01.123456+00)."""
+    if re.search(r"[+-]\d\d$", text):
+        text += ":00"
+    return datetime.datetime.fromisoformat(text)
+
+
 def test_spool_limit_counts_what_does_not_fit(vb, fake, topic):
     vb.set_conf(voipbin__spool_limit="2MB", voipbin__buffer_limit="1MB")
     try:
@@ -190,6 +199,7 @@ def test_spool_limit_counts_what_does_not_fit(vb, fake, topic):
         wait_until(lambda: vb.query_one("SHOW voipbin.spool_limit")[0] == "2MB", what="reload")
         limit = 2 * 1024 * 1024
         sent = 3000
+        started = time.time()
         locker = lock_events(vb)
         try:
             # ~3 MB against a 2 MB journal: the socket is still read at full speed
@@ -210,6 +220,12 @@ def test_spool_limit_counts_what_does_not_fit(vb, fake, topic):
                          what="the overflow's WARNING")
         assert len(log) == 1, "one WARNING per overflow, not one per frame: %r" % log
         assert "WARNING:  voipbin: %d received frame(s) lost between" % lost in log[0]
+        # the first and the last lost frame's arrival: the burst took a while,
+        # so they differ, the first before the last, both within the test
+        m = re.search(r"lost between (\S+ \S+) and (\S+ \S+):", log[0])
+        assert m, log[0]
+        first, last = (_log_time(t) for t in m.groups())
+        assert started - 60 <= first.timestamp() < last.timestamp() <= time.time() + 60, m.groups()
         # nothing else broke: the next event is stored
         burst(fake, 1, start=sent)
         wait_until(lambda: count(vb) == sent - lost + 1, what="stored after the overflow")
