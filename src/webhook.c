@@ -7,7 +7,8 @@
  * voipbin.webhook_secret setting, or else the customer's webhook_secret that
  * GET /customer returns, fetched off this thread (net/secret_fetch.c) with the
  * worker's credential, and fetched again after a request fails to verify (the
- * secret may have changed), at most once a minute.
+ * secret may have been rotated), at most once a minute: the receiver answers
+ * that request 503 rather than 401, so VoIPBIN's retry meets the new key.
  *
  * Verified bodies do not pass here: the receiver appends them to the journal,
  * which hands them to the worker's store loop like WebSocket frames.
@@ -28,8 +29,6 @@
 #include "net/http_receiver.h"
 #include "net/secret_fetch.h"
 
-/* A request that fails to verify may mean a new secret: ask at most this often. */
-#define REFETCH_MIN_MS 60000
 /* While no secret is known, retry a failed fetch after 1 s, 2 s, … up to a minute. */
 #define FETCH_RETRY_MAX_MS 60000
 
@@ -50,7 +49,6 @@ typedef struct WebhookWorker
 	CredentialKind cred_kind;
 	char	   *api_url;
 	char	   *ca_file;
-	TimestampTz last_fetch;		/* when the last fetch started */
 	TimestampTz fetch_due;		/* 0: none due */
 	int			fetch_failures;
 
@@ -153,6 +151,7 @@ configure_secret(void)
 
 		secret_fetch_stop();
 		forget_credential();
+		webhook_receiver_set_refetch(false, true);
 		if (len >= WEBHOOK_SECRET_MAX)
 		{
 			webhook_receiver_set_secret(NULL, 0);
@@ -189,12 +188,15 @@ configure_secret(void)
 	wh.from_setting = false;
 	secret_fetch_stop();
 	forget_credential();
+	/* another credential: the rate limit of its refetches starts afresh */
+	webhook_receiver_set_refetch(wh.known, true);
 	wh.api_url = keep_string(wh.api_url, voipbin_api_url);
 	wh.ca_file = keep_string(wh.ca_file, voipbin_ca_file);
 	wh.fetch_failures = 0;
 	if (cred == NULL)
 	{
 		webhook_receiver_set_secret(NULL, 0);
+		webhook_receiver_set_refetch(false, true);
 		wh.known = false;
 		wh.fetch_due = 0;
 		snprintf(wh.note, sizeof(wh.note),
@@ -309,6 +311,8 @@ take_fetch_result(TimestampTz now)
 
 	if (!secret_fetch_result(&r))
 		return;
+	/* whatever came of it, failures get 401 again until the next refetch is due */
+	webhook_receiver_refetch_done();
 	secret = secret_from_answer(&r, &why);
 	secret_fetch_free(&r);
 	if (secret && strlen(secret) >= WEBHOOK_SECRET_MAX)
@@ -324,6 +328,7 @@ take_fetch_result(TimestampTz now)
 		if (!wh.known)
 			ereport(LOG, (errmsg("voipbin: webhook receiver has the customer's webhook_secret")));
 		wh.known = true;
+		webhook_receiver_set_refetch(true, false);
 		wh.fetch_failures = 0;
 		wh.note[0] = '\0';
 		return;
@@ -331,7 +336,7 @@ take_fetch_result(TimestampTz now)
 	wh.fetch_failures++;
 	if (wh.known)
 	{
-		/* the key in hand may still be right: keep it, ask again after the next failure */
+		/* the key in hand may still be right: keep it, ask again after a later failure */
 		ereport(LOG, (errmsg("voipbin: could not refresh the webhook secret: %s",
 							 redact_secret(why, wh.cred))));
 		return;
@@ -359,10 +364,9 @@ start_fetch(TimestampTz now)
 						   wh.cred_kind == CRED_JWT ? wh.cred : NULL,
 						   wh.ca_file[0] ? wh.ca_file : NULL,
 						   voipbin_http_timeout_ms, webhook_receiver_wake))
-	{
-		wh.last_fetch = now;
 		wh.fetch_due = 0;
-	}
+	else
+		webhook_receiver_refetch_done();
 }
 
 long
@@ -387,13 +391,17 @@ webhook_worker_step(void)
 	}
 
 	take_fetch_result(now);
-	if (webhook_receiver_take_secret_doubt() && !wh.from_setting && wh.cred && wh.fetch_due == 0)
+	/* a request failed to verify and claimed a refetch (the receiver rate-limits them) */
+	if (webhook_receiver_take_refetch())
 	{
-		TimestampTz earliest = TimestampTzPlusMilliseconds(wh.last_fetch, REFETCH_MIN_MS);
-
-		/* without a key a failed fetch has its own retry timer */
-		if (wh.known)
-			wh.fetch_due = Max(now, earliest);
+		if (!wh.known || wh.from_setting || !wh.cred)
+			webhook_receiver_refetch_done();
+		else if (wh.fetch_due == 0 && !secret_fetch_running())
+		{
+			ereport(LOG, (errmsg("voipbin: a webhook request did not verify: fetching the customer's webhook_secret again")));
+			wh.fetch_due = now;
+		}
+		/* else the fetch due or running answers it */
 	}
 	if (wh.listening && !wh.from_setting && wh.cred && wh.fetch_due != 0 &&
 		!secret_fetch_running())

@@ -90,12 +90,15 @@ static char path[PATH_MAX_LEN] = "/voipbin/events";
 static uint64_t max_body = 16 * 1024 * 1024;
 static char secret[WEBHOOK_SECRET_MAX];
 static size_t secret_len;
+static bool refetch_allowed;	/* the key came from GET /customer */
+static bool refetch_pending;	/* a refetch is due or running */
+static int64_t refetch_next_ms; /* CLOCK_MONOTONIC: no new refetch before */
 
 /* atomics */
 static uint64_t n_received;
 static uint64_t n_refused;
 static uint64_t inflight;
-static int	secret_doubt;
+static int	refetch_wanted;
 
 static void
 wake_main(void)
@@ -187,10 +190,60 @@ webhook_receiver_counts(uint64_t *received, uint64_t *refused)
 	*refused = __atomic_load_n(&n_refused, __ATOMIC_RELAXED);
 }
 
-bool
-webhook_receiver_take_secret_doubt(void)
+static int64_t mono_ms(void);
+
+void
+webhook_receiver_set_refetch(bool allowed, bool restart_limit)
 {
-	return __atomic_exchange_n(&secret_doubt, 0, __ATOMIC_RELAXED) != 0;
+	pthread_mutex_lock(&mu);
+	refetch_allowed = allowed;
+	if (!allowed)
+		refetch_pending = false;
+	if (restart_limit)
+		refetch_next_ms = 0;
+	pthread_mutex_unlock(&mu);
+}
+
+bool
+webhook_receiver_take_refetch(void)
+{
+	return __atomic_exchange_n(&refetch_wanted, 0, __ATOMIC_RELAXED) != 0;
+}
+
+void
+webhook_receiver_refetch_done(void)
+{
+	pthread_mutex_lock(&mu);
+	refetch_pending = false;
+	pthread_mutex_unlock(&mu);
+}
+
+/*
+ * A request did not verify with a key from GET /customer: the customer's
+ * secret may have been rotated.  True when a refetch is now due (claimed
+ * here, at most one per WEBHOOK_REFETCH_INTERVAL_MS) or already on its way:
+ * the request is then answered 503, and VoIPBIN's retry a second later
+ * meets the new key.  False: a plain 401.
+ */
+static bool
+claim_refetch(void)
+{
+	bool		due = false;
+	int64_t		now = mono_ms();
+
+	pthread_mutex_lock(&mu);
+	if (refetch_allowed && (refetch_pending || now >= refetch_next_ms))
+	{
+		if (!refetch_pending)
+		{
+			refetch_pending = true;
+			refetch_next_ms = now + WEBHOOK_REFETCH_INTERVAL_MS;
+			__atomic_store_n(&refetch_wanted, 1, __ATOMIC_RELAXED);
+		}
+		due = true;
+	}
+	pthread_mutex_unlock(&mu);
+	return due;
 }
 
 /* ---- durability ---- */
@@ -425,11 +478,11 @@ on_body(struct MHD_Connection *c, Req *r)
 	pthread_mutex_unlock(&mu);
 	status = webhook_check_body(sig, key, key_len, r->buf, r->len, &reason);
 	OPENSSL_cleanse(key, sizeof(key));
+	if (status == 401 && claim_refetch())
+		return answer(c, r, 503, "the signature does not verify with the secret in hand:"
+					  " fetching the customer's webhook_secret again, retry", false);
 	if (status != 0)
-	{
-		__atomic_store_n(&secret_doubt, 1, __ATOMIC_RELAXED);
 		return answer(c, r, status, reason, false);
-	}
 
 	/* the journal takes the buffer over, with room for a terminating NUL */
 	if (r->cap < r->len + 1)

@@ -29,6 +29,8 @@
 #define WEBHOOK_DURABLE_WAIT_MS 10000
 /* Longest secret kept (VoIPBIN's are 32 or 64 characters). */
 #define WEBHOOK_SECRET_MAX 1024
+/* After a request fails to verify, the secret is fetched again at most this often. */
+#define WEBHOOK_REFETCH_INTERVAL_MS 60000
 
 /*
  * Creates the eventfd the main thread waits on; call once, before anything
@@ -60,9 +62,18 @@ extern void webhook_receiver_set_secret(const char *secret, size_t len);
 extern void webhook_receiver_counts(uint64_t *received, uint64_t *refused);
 
 /*
- * True once after a request could not be verified (a wrong signature, or no
- * secret known): the secret may have changed, so the caller may fetch it again.
+ * Refetching the key after a request fails to verify.  allowed: the key came
+ * from GET /customer (not from voipbin.webhook_secret), so a failure may mean
+ * the customer's secret was rotated; restart_limit: forget when the last
+ * refetch was (a new credential).  The first such failure, and any while
+ * that refetch is on its way, is answered 503 (VoIPBIN retries 1 s later)
+ * instead of 401, at most once per WEBHOOK_REFETCH_INTERVAL_MS; the others
+ * get 401.
  */
-extern bool webhook_receiver_take_secret_doubt(void);
+extern void webhook_receiver_set_refetch(bool allowed, bool restart_limit);
+/* True once after a request claimed a refetch: the caller fetches the secret. */
+extern bool webhook_receiver_take_refetch(void);
+/* The refetch has ended (the new key, if any, is set): failures get 401 again. */
+extern void webhook_receiver_refetch_done(void);
 
 #endif
