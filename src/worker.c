@@ -32,6 +32,7 @@
 
 #include "repair.h"
 #include "rest.h"
+#include "spool_import.h"
 #include "store.h"
 #include "webhook.h"
 #include "net/journal.h"
@@ -1019,6 +1020,8 @@ voipbin_worker_main(Datum arg)
 	}
 	else if (errbuf[0])
 		ereport(WARNING, (errmsg("voipbin: %s", errbuf)));
+	/* before anything is received: 1.0's spooled frames are older */
+	import_spool_1_0();
 	/* pg_atomic_uint64 is a plain aligned uint64 on every platform PostgreSQL 15 builds with gcc */
 	StaticAssertStmt(sizeof(voipbin_shared->frames_lost) == sizeof(uint64), "pg_atomic_uint64 layout");
 	journal_publish_to(&voipbin_shared->network_backlog,

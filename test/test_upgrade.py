@@ -430,6 +430,78 @@ def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
         c.destroy()
 
 
+def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, secret_dir):
+    """1.0 kept what it could not store in $PGDATA/voipbin.spool and replayed
+    it at its next start; 1.1 journals instead.  The released 1.0 receives 20
+    events (40 frames) while voipbin_events is locked and, stopped, spools them; 1.1
+    starts on the same data directory: each is stored once, the file is gone,
+    and a later restart imports nothing again."""
+    db = "voipbin_spool10"
+    c = SwitchableCluster(FAST, release_1_0, dbname=db)
+    try:
+        c.start()
+        c.execute("CREATE EXTENSION voipbin VERSION '1.0'")
+        point_at(c, fake, secret_dir)
+        subscribe(c, fake, db)
+        fake.wait_topics(["customer_id:%s:call:" % fake.customer_id], timeout=15)
+        locker = c.connect(dbname=db, autocommit=False)
+        with locker.cursor() as cur:
+            cur.execute("LOCK voipbin_events IN ACCESS EXCLUSIVE MODE")
+        want = set()
+        pad = "p" * 20000
+        for n in range(20):
+            ev = dict(call_event(fake, n), pad=pad)
+            fake.publish("call_created", ev, shape="wrapped")
+            want.add(ev["id"])
+        # each comes twice (a 3-part topic, as VoIPBIN does): 40 frames.  1.0
+        # counts in frames_received those its main thread took (the batch
+        # waiting for the lock), in buffered_bytes those still queued behind
+        # it, each at more than its length: all 40 are in the worker when
+        # the queue holds (40 - taken) * 20 kB
+        def holding():
+            queued, taken = c.query_one("SELECT buffered_bytes, frames_received FROM voipbin_status()",
+                                        dbname=db)
+            return taken > 0 and queued >= (40 - taken) * len(pad)
+        wait_until(holding, timeout=20, what="1.0 holding the 40 frames")
+        # a fast stop while the table is locked: 1.0's worker spools what it holds
+        r = c.stop("fast")
+        assert r.returncode == 0, r.stdout
+        try:
+            locker.close()
+        except psycopg2.Error:
+            pass
+        spool = os.path.join(c.data, "voipbin.spool")
+        assert os.path.getsize(spool) > 40 * len(pad), "1.0 did not spool the 40 frames"
+        log_from = len(c.read_log())
+
+        # the 1.1 package on the same data directory
+        c.bin = PG_BIN
+        c.start()
+        c.execute("ALTER EXTENSION voipbin UPDATE", dbname=db)
+        wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
+                   what="the events 1.0 had spooled stored by 1.1")
+        assert c.query_one("SELECT count(*), count(*) FILTER (WHERE source = 'websocket')"
+                           " FROM voipbin_events", dbname=db) == (20, 20)
+        assert c.query_one("SELECT count(*) FROM voipbin_dead_letters", dbname=db) == (0,)
+        assert not os.path.exists(spool) and not os.path.exists(spool + ".pos")
+        log = c.read_log()[log_from:]
+        assert "imported 40 frame(s) that voipbin 1.0 had spooled" in log, log[-3000:]
+        assert not crash_lines(log)
+
+        # once: a restart has nothing to import and stores nothing twice
+        c.stop()
+        c.start()
+        wait_until(lambda: c.query_one("SELECT worker_pid FROM voipbin_status()", dbname=db)[0],
+                   timeout=20, what="the worker back")
+        assert c.read_log()[log_from:].count("had spooled") == 1
+        assert c.query_one("SELECT count(*) FROM voipbin_events", dbname=db) == (20,)
+    except BaseException:
+        print("---- server log (tail)\n" + c.read_log()[-6000:])
+        raise
+    finally:
+        c.destroy()
+
+
 @pytest.fixture(scope="module")
 def plain():
     """A cluster with only the library under test (no worker database in use)."""

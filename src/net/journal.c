@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #endif
 #include "journal.h"
+#include "pio.h"
 #include "ws_client.h"
 
 #include <dirent.h>
@@ -242,42 +243,6 @@ seg_name(char *buf, size_t len, uint64_t base)
 	snprintf(buf, len, "%016" PRIx64 ".seg", base);
 }
 
-static bool
-write_all(int fd, const void *buf, size_t len, uint64_t off)
-{
-	while (len > 0)
-	{
-		ssize_t		n = pwrite(fd, buf, len, (off_t) off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf = (const char *) buf + n;
-		len -= (size_t) n;
-		off += (uint64_t) n;
-	}
-	return true;
-}
-
-static bool
-read_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	while (len > 0)
-	{
-		ssize_t		n = pread(fd, buf, len, (off_t) off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		buf = (char *) buf + n;
-		len -= (size_t) n;
-		off += (uint64_t) n;
-	}
-	return true;
-}
-
 static size_t
 event_cost(size_t len)
 {
@@ -341,7 +306,7 @@ rd_get(Reader *r, uint64_t off, size_t len)
 			r->buf = p;
 			r->cap = want;
 		}
-		if (!read_all(r->fd, r->buf, want, off))
+		if (!pread_all(r->fd, r->buf, want, off))
 		{
 			r->blen = 0;
 			return NULL;
@@ -400,7 +365,7 @@ static bool
 meta_write(char *err, size_t errlen)
 {
 	meta.crc = meta_crc(&meta);
-	if (!write_all(meta_fd, &meta, sizeof(meta), 0) ||
+	if (!pwrite_all(meta_fd, &meta, sizeof(meta), 0) ||
 		(do_sync && fdatasync(meta_fd) != 0))
 	{
 		snprintf(err, errlen, "could not write \"%s/%s\": %s", dir_path, META_FILE,
@@ -623,7 +588,7 @@ open_files(const char *dir, char *err, size_t errlen)
 		snprintf(err, errlen, "the journal directory \"%s\" is in use by another process", dir);
 		return false;
 	}
-	if (read_all(meta_fd, &m, sizeof(m), 0) && m.magic == META_MAGIC &&
+	if (pread_all(meta_fd, &m, sizeof(m), 0) && m.magic == META_MAGIC &&
 		m.version == META_VERSION && m.crc == meta_crc(&m) && memchr(m.id, '\0', sizeof(m.id)))
 		have_meta = true;
 
@@ -1402,6 +1367,18 @@ journal_backlog(uint64_t from)
 	n = backlog_locked(from);
 	pthread_mutex_unlock(&mu);
 	return n;
+}
+
+bool
+journal_has_room(size_t len)
+{
+	bool		room;
+
+	pthread_mutex_lock(&mu);
+	room = opened && len <= MAX_RECORD &&
+		(on_disk ? disk_bytes : write_end - stored_floor) + HDR_SIZE + (uint64_t) len <= limit_bytes;
+	pthread_mutex_unlock(&mu);
+	return room;
 }
 
 void

@@ -122,6 +122,12 @@ extern uint64_t journal_start(void);
 /* Bytes the journal holds from position from on (not taken by the worker yet). */
 extern uint64_t journal_backlog(uint64_t from);
 
+/*
+ * Whether a message of len bytes fits within voipbin.spool_limit now, for a
+ * caller that would rather keep it elsewhere than have it counted as lost.
+ */
+extern bool journal_has_room(size_t len);
+
 /* Messages lost so far (limit or disk). */
 extern uint64_t journal_frames_lost(void);
 
