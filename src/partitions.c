@@ -92,7 +92,7 @@ maintain_once(int *created, int *dropped)
 	return more;
 }
 
-/* Errors propagate: the worker runs this through guarded(). */
+/* Errors propagate: the worker runs this through voipbin_guarded(). */
 void
 partitions_maintain(void)
 {

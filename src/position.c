@@ -25,25 +25,10 @@ static Oid	plans_ext = InvalidOid;
 static void
 forget(void)
 {
-	if (save_plan)
-		SPI_freeplan(save_plan);
-	if (load_plan)
-		SPI_freeplan(load_plan);
-	if (alive_plan)
-		SPI_freeplan(alive_plan);
-	save_plan = load_plan = alive_plan = NULL;
+	SPIPlanPtr *plans[] = {&save_plan, &load_plan, &alive_plan};
+
+	store_free_plans(plans, lengthof(plans));
 	plans_ext = InvalidOid;
-}
-
-static SPIPlanPtr
-keep(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "voipbin: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
 }
 
 /*
@@ -74,16 +59,16 @@ prepare(void)
 	{
 		Oid			types[] = {TEXTOID, INT8OID};
 
-		save_plan = keep(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto)"
+		save_plan = store_keep_plan(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto)"
 								  " VALUES ($1, $2)"
 								  " ON CONFLICT (journal_id) DO UPDATE"
 								  " SET stored_upto = GREATEST(j.stored_upto, EXCLUDED.stored_upto),"
 								  "     updated_at = pg_catalog.now()", schema),
 						 2, types);
-		load_plan = keep(psprintf("SELECT stored_upto, alive_at FROM %s.voipbin_journal"
+		load_plan = store_keep_plan(psprintf("SELECT stored_upto, alive_at FROM %s.voipbin_journal"
 								  " WHERE journal_id = $1", schema),
 						 1, types);
-		alive_plan = keep(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto, alive_at)"
+		alive_plan = store_keep_plan(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto, alive_at)"
 								   " VALUES ($1, 0, pg_catalog.now())"
 								   " ON CONFLICT (journal_id) DO UPDATE SET alive_at = EXCLUDED.alive_at",
 								   schema),

@@ -416,74 +416,50 @@ drive(void)
 	return timeout;
 }
 
-/* Runs one database step of the repair; an error is logged and the loop goes on. */
-static long
-guarded_step(long (*fn) (void), const char *what)
+/* voipbin_guarded() runs void steps: these carry the steps' timeouts out. */
+static long step_timeout;
+
+static void
+run_gaps_step(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile long timeout = -1;
+	step_timeout = gaps_step();
+}
 
-	PG_TRY();
-	{
-		timeout = fn();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING, (errmsg("voipbin: %s failed: %s", what, edata->message)));
-		FreeErrorData(edata);
-		timeout = 1000;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	return timeout;
+static void
+run_drive(void)
+{
+	step_timeout = drive();
 }
 
 /* An error in the middle of a repair: this attempt fails, the next one comes later. */
-static long
-drive_guarded(void)
+static void
+drive_failed(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile long timeout = -1;
-
-	PG_TRY();
+	if (repair_job.phase != JOB_IDLE && repair_job.gap_ids != NIL)
 	{
-		timeout = drive();
+		rh_cancel_all();
+		repair_job.fatal = NULL;
+		repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms(repair_job.attempt));
+		repair_job.phase = repair_job.attempt >= REPAIR_MAX_ATTEMPTS ? JOB_IDLE : JOB_BEGIN;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING, (errmsg("voipbin: gap repair failed: %s", edata->message)));
-		if (repair_job.phase != JOB_IDLE && repair_job.gap_ids != NIL)
-		{
-			rh_cancel_all();
-			repair_job.fatal = NULL;
-			repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms(repair_job.attempt));
-			repair_job.phase = repair_job.attempt >= REPAIR_MAX_ATTEMPTS ? JOB_IDLE : JOB_BEGIN;
-		}
-		FreeErrorData(edata);
-		timeout = 1000;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	return timeout;
 }
 
 long
 repair_step(void)
 {
-	long		a = guarded_step(gaps_step, "recording a gap");
-	long		b = repair_cxt ? drive_guarded() : -1;
+	long		a = voipbin_guarded(run_gaps_step, "recording a gap") ? step_timeout : 1000;
+	long		b = -1;
+
+	if (repair_cxt)
+	{
+		if (voipbin_guarded(run_drive, "gap repair"))
+			b = step_timeout;
+		else
+		{
+			drive_failed();
+			b = 1000;
+		}
+	}
 
 	if (a < 0)
 		return b;

@@ -701,6 +701,27 @@ repair_walk_answer(RhResult *r)
 
 /* ---- what the job needs to begin ---- */
 
+/* The last query's first column, its non-null values copied into the attempt's context. */
+static List *
+result_strings(void)
+{
+	List	   *out = NIL;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (v)
+		{
+			MemoryContext old = MemoryContextSwitchTo(attempt_cxt);
+
+			out = lappend(out, pstrdup(v));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	return out;
+}
+
 /*
  * Calls this database knows but that were not settled when the outage
  * began (§10.6: hangup, every recording ended, every transcribe done), among
@@ -709,7 +730,6 @@ repair_walk_answer(RhResult *r)
 static List *
 load_open_calls(const char *schema)
 {
-	List	   *ids = NIL;
 	Oid			types[1] = {TIMESTAMPTZOID};
 	Datum		values[1] = {TimestampTzGetDatum(repair_job.since)};
 	char	   *sql = psprintf(
@@ -748,43 +768,17 @@ load_open_calls(const char *schema)
 
 	if (SPI_execute_with_args(sql, 1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "voipbin: reading the calls not settled failed");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char	   *id = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-		if (id)
-		{
-			MemoryContext old = MemoryContextSwitchTo(attempt_cxt);
-
-			ids = lappend(ids, pstrdup(id));
-			MemoryContextSwitchTo(old);
-		}
-	}
-	return ids;
+	return result_strings();
 }
 
 /* The topics the live connection carries (pending ones included: they are sent). */
 static List *
 load_topics(const char *schema)
 {
-	List	   *topics = NIL;
-
 	if (SPI_execute(psprintf("SELECT topic FROM %s.voipbin_subscriptions WHERE status <> 'rejected'",
 							 schema), true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "voipbin: reading voipbin_subscriptions failed");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char	   *t = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-		if (t)
-		{
-			MemoryContext old = MemoryContextSwitchTo(attempt_cxt);
-
-			topics = lappend(topics, pstrdup(t));
-			MemoryContextSwitchTo(old);
-		}
-	}
-	return topics;
+	return result_strings();
 }
 
 

@@ -73,8 +73,8 @@ store_unix_us(TimestampTz t)
 	return (int64) (t + UNIX_TO_PG_EPOCH_US);
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
+SPIPlanPtr
+store_keep_plan(const char *sql, int nargs, Oid *types)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
 
@@ -84,18 +84,24 @@ keep_plan(const char *sql, int nargs, Oid *types)
 	return plan;
 }
 
+void
+store_free_plans(SPIPlanPtr **plans, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (*plans[i])
+		{
+			SPI_freeplan(*plans[i]);
+			*plans[i] = NULL;
+		}
+}
+
 static void
 forget_plans(void)
 {
 	SPIPlanPtr *plans[] = {&insert_plan, &batch_plan, &dead_letter_plan, &prune_events_plan,
 	&prune_dead_plan};
 
-	for (size_t i = 0; i < lengthof(plans); i++)
-		if (*plans[i])
-		{
-			SPI_freeplan(*plans[i]);
-			*plans[i] = NULL;
-		}
+	store_free_plans(plans, lengthof(plans));
 	plans_ext_oid = InvalidOid;
 }
 
@@ -223,7 +229,7 @@ store_plans_ready(void)
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID,
 		BOOLOID};
 
-		insert_plan = keep_plan(psprintf(
+		insert_plan = store_keep_plan(psprintf(
 										 "INSERT INTO %s.voipbin_events"
 										 " (received_at, source, event_type, resource, resource_id, customer_id, data)"
 										 " SELECT $1, $2, $3, $4, $5, $6, $7 WHERE %s"
@@ -237,7 +243,7 @@ store_plans_ready(void)
 		UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, BOOLARRAYOID};
 
 		/* one statement for the whole batch: the executor starts once, not per event */
-		batch_plan = keep_plan(psprintf(
+		batch_plan = store_keep_plan(psprintf(
 										"INSERT INTO %s.voipbin_events"
 										" (received_at, source, event_type, resource, resource_id, customer_id, data)"
 										" SELECT r, s, e, res, rid, cid, d"
@@ -253,7 +259,7 @@ store_plans_ready(void)
 	{
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID};
 
-		dead_letter_plan = keep_plan(psprintf(
+		dead_letter_plan = store_keep_plan(psprintf(
 											  "INSERT INTO %s.voipbin_dead_letters (received_at, source, raw, error)"
 											  " VALUES ($1, $2, $3, $4)", schema),
 									 4, types);
@@ -269,13 +275,13 @@ store_plans_ready(void)
 		 * only within a partition: a row of another one with the same ctid
 		 * is past retention too.
 		 */
-		prune_events_plan = keep_plan(psprintf(
+		prune_events_plan = store_keep_plan(psprintf(
 											   "DELETE FROM %s.voipbin_events"
 											   " WHERE received_at < now() - $1 AND ctid = ANY (ARRAY("
 											   "  SELECT ctid FROM %s.voipbin_events"
 											   "  WHERE received_at < now() - $1 LIMIT 1000))",
 											   schema, schema), 1, types);
-		prune_dead_plan = keep_plan(psprintf(
+		prune_dead_plan = store_keep_plan(psprintf(
 											 "DELETE FROM %s.voipbin_dead_letters WHERE id IN"
 											 " (SELECT id FROM %s.voipbin_dead_letters"
 											 "  WHERE received_at < now() - $1 ORDER BY received_at LIMIT 1000)",
@@ -989,7 +995,7 @@ store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 /*
  * Deletes events and dead letters past voipbin.event_retention, a batch at a
  * time, each batch its own transaction so no lock is held for long.  Errors
- * propagate: the worker runs this through guarded().
+ * propagate: the worker runs this through voipbin_guarded().
  */
 void
 store_prune(void)

@@ -5,6 +5,7 @@
 #define VOIPBIN_STORE_H
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "net/ws_client.h"
 
 typedef enum StoreResult
@@ -36,6 +37,15 @@ extern bool boundaries_near(TimestampTz r, int window_s);
 extern const char *store_extension_schema(void);
 extern void store_begin_work(void);
 extern void store_end_work(void);
+
+/*
+ * SPI plans kept across transactions, for the installed extension's tables:
+ * prepared and kept (an ERROR if SPI cannot), and freed, each pointer set to
+ * NULL.  Used by store.c and position.c, which remake theirs whenever the
+ * extension changes.
+ */
+extern SPIPlanPtr store_keep_plan(const char *sql, int nargs, Oid *types);
+extern void store_free_plans(SPIPlanPtr **plans, int n);
 
 /*
  * position.c: voipbin_journal, how far each journal is stored.  Each needs a

@@ -102,6 +102,8 @@ extern void voipbin_set_attempts(int failures, TimestampTz next_attempt_at);
 extern const char *voipbin_state_name(VoipbinState state);
 extern void voipbin_wake_worker(void);
 extern void voipbin_install_hooks(void);
+/* worker.c: one database step of the worker's loop, an error logged and survived */
+extern bool voipbin_guarded(void (*step) (void), const char *what);
 
 /* ---- topics (topic.c) ---- */
 extern char *topic_normalize(const char *topic, const char *own_customer_id,

@@ -110,7 +110,6 @@ typedef struct Worker
 static Worker w;
 
 static void topics_dropped(TimestampTz closed_at, const char *why);
-static void guarded(void (*step) (void), const char *what);
 
 static TimestampTz
 unix_us_to_timestamptz(int64 us)
@@ -696,7 +695,7 @@ store_pending(void)
 	w.store_retry_at = 0;
 	if (!w.position_known)
 	{
-		guarded(load_position, "reading the journal position");
+		voipbin_guarded(load_position, "reading the journal position");
 		if (!w.position_known)
 		{
 			w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
@@ -748,11 +747,16 @@ store_pending(void)
 	return w.pending_head != NULL;
 }
 
-/* Runs one database step; an error is logged and the loop goes on. */
-static void
-guarded(void (*step) (void), const char *what)
+/*
+ * Runs one database step of the worker's loop; an error is logged as a
+ * WARNING ("voipbin: <what> failed: …"), its transaction aborted, and the
+ * loop goes on.  False when that happened.
+ */
+bool
+voipbin_guarded(void (*step) (void), const char *what)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
 
 	PG_TRY();
 	{
@@ -768,9 +772,11 @@ guarded(void (*step) (void), const char *what)
 		AbortCurrentTransaction();
 		ereport(WARNING, (errmsg("voipbin: %s failed: %s", what, edata->message)));
 		FreeErrorData(edata);
+		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
+	return ok;
 }
 
 static void
@@ -803,7 +809,7 @@ topics_dropped(TimestampTz closed_at, const char *why)
 {
 	dropped_at = closed_at;
 	dropped_why = why;
-	guarded(topics_dropped_step, "recording a dropped connection");
+	voipbin_guarded(topics_dropped_step, "recording a dropped connection");
 }
 
 static long
@@ -882,7 +888,7 @@ step(void)
 	if (w.subs_dirty && w.state == VB_STATE_CONNECTED)
 	{
 		w.subs_dirty = false;
-		guarded(subs_sync, "reading voipbin_subscriptions");
+		voipbin_guarded(subs_sync, "reading voipbin_subscriptions");
 		gaps_resubscribed();
 		report_activity();
 	}
@@ -890,22 +896,22 @@ step(void)
 	if (w.state == VB_STATE_CONNECTED && (due = subs_next_deadline()) != 0)
 	{
 		if (due <= now)
-			guarded(promote_now, "marking topics active");
+			voipbin_guarded(promote_now, "marking topics active");
 		else
 			timeout = ms_until(now, due);
 	}
 
 	if (now >= w.next_prune)
 	{
-		guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
-		guarded(store_prune, "pruning old events");
+		voipbin_guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
+		voipbin_guarded(store_prune, "pruning old events");
 		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
 	}
 
 	if (w.state == VB_STATE_CONNECTED && w.position_known && journal_id() &&
 		now >= w.next_alive)
 	{
-		guarded(note_alive, "recording that the worker is connected");
+		voipbin_guarded(note_alive, "recording that the worker is connected");
 		w.next_alive = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ALIVE_EVERY_MS);
 	}
 

@@ -194,10 +194,11 @@ class Cluster:
 
 
 class Listener:
-    """A LISTEN client on its own connection, like any user's."""
+    """A LISTEN client on its own connection, like any user's (user: the role
+    it connects as).  poll() returns (channel, payload, monotonic time)s."""
 
-    def __init__(self, cluster, *channels):
-        self.conn = cluster.connect()
+    def __init__(self, cluster, *channels, user="postgres"):
+        self.conn = cluster.connect(user=user)
         with self.conn.cursor() as cur:
             for ch in channels:
                 cur.execute("LISTEN %s" % ch)

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import FAST, point_at, reset_cluster, write_token_file
 from fakeserver_fixture import start_fake
-from pgcluster import Cluster, wait_until
+from pgcluster import Cluster, Listener, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, "..", "README.md")
@@ -333,36 +333,18 @@ def test_unset_credential_shows_empty(cluster):
 # 2. notify_payload = 'id': LISTEN hears no data
 # ---------------------------------------------------------------------------
 
-class RoleListener:
-    def __init__(self, cluster, user, *channels):
-        self.conn = cluster.connect(user=user)
-        with self.conn.cursor() as cur:
-            for ch in channels:
-                cur.execute("LISTEN %s" % ch)
-        self.received = []
-
-    def poll(self):
-        import select
-        if select.select([self.conn], [], [], 0.05)[0]:
-            self.conn.poll()
-            while self.conn.notifies:
-                n = self.conn.notifies.pop(0)
-                self.received.append((n.channel, json.loads(n.payload)))
-        return self.received
-
-    def close(self):
-        self.conn.close()
-
-
 def test_connect_only_role_hears_no_data_with_id(vb, fake):
     vb.execute("DROP ROLE IF EXISTS snoop; CREATE ROLE snoop LOGIN")
     topic = vb.query_one("SELECT voipbin_subscribe(%s)", ("customer_id:%s:" % fake.customer_id,))[0]
     fake.wait_topics([topic])
-    snoop = RoleListener(vb, "snoop", "voipbin_events", "call_ringing")
+    snoop = Listener(vb, "voipbin_events", "call_ringing", user="snoop")
+
+    def heard():
+        return [(ch, json.loads(p)) for ch, p, _ in snoop.poll()]
     try:
         def last_payload_for(data):
             fake.publish("call_ringing", data)
-            got = wait_until(lambda: [p for ch, p in snoop.poll() if ch == "voipbin_events"
+            got = wait_until(lambda: [p for ch, p in heard() if ch == "voipbin_events"
                                       and p["resource_id"] == data["id"]],
                              what="notification of %s" % data["id"])
             return got[-1]
@@ -378,7 +360,7 @@ def test_connect_only_role_hears_no_data_with_id(vb, fake):
         secret = call(fake, "ringing")
         fake.publish("call_ringing", secret)
         def both():
-            rs = [r for r in snoop.poll() if r[1]["resource_id"] == secret["id"]]
+            rs = [r for r in heard() if r[1]["resource_id"] == secret["id"]]
             return rs if len(rs) >= 2 else None
         got = wait_until(both, what="both notifications")
         assert sorted(ch for ch, _ in got) == ["call_ringing", "voipbin_events"]
