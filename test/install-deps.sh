@@ -7,6 +7,7 @@ packages=(
     postgresql-15 postgresql-server-dev-15
     libwebsockets-dev libcurl4-openssl-dev libssl-dev
     libmicrohttpd-dev  # the webhook receiver (src/net/http_receiver.c)
+    nginx-light  # test_webhook.py runs the README's reverse-proxy snippet (its own nginx, not the service)
     python3-aiohttp python3-pytest python3-psycopg2
     git  # test_upgrade.py builds the released 1.0 from history; make dist
     debhelper postgresql-server-dev-all  # dpkg-buildpackage: dh --with pgxs, pg_buildext

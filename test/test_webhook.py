@@ -3,8 +3,14 @@ webhook sender against a live cluster; the fake VoIPBIN serves GET /customer
 (the secret) and the WebSocket."""
 import json
 import os
+import pwd
+import re
+import shutil
 import signal
 import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -583,3 +589,131 @@ def test_standby_does_not_listen_until_promoted(hook, vb, fake):
         hook.close()
         replica.destroy()
         vb.start()
+
+
+# ---------------------------------------------------------------------------
+# The README's nginx snippet, run: a real nginx in front of the receiver
+# ---------------------------------------------------------------------------
+
+NGINX = "/usr/sbin/nginx"
+README = os.path.join(os.path.dirname(HERE), "README.md")
+
+
+def readme_nginx_snippet():
+    """The ```nginx block of the README's "Receiving webhooks" section."""
+    with open(README) as f:
+        text = f.read()
+    section = text[text.index("## Receiving webhooks"):]
+    section = section[:section.index("\n## ", 1)]
+    m = re.search(r"```nginx\n(.*?)```", section, re.S)
+    assert m, "no ```nginx block in README's Receiving webhooks"
+    return m.group(1)
+
+
+def _templated(snippet, replacements):
+    """The snippet with each (old, new) replaced exactly once: a README that
+    no longer has one of them fails here rather than testing something else."""
+    for old, new in replacements:
+        assert snippet.count(old) == 1, "README's nginx snippet has %d x %r" % (snippet.count(old), old)
+        snippet = snippet.replace(old, new)
+    return snippet
+
+
+def _as_postgres():
+    pw = pwd.getpwnam("postgres")
+    os.setgid(pw.pw_gid)
+    os.setgroups([])
+    os.setuid(pw.pw_uid)
+
+
+@pytest.fixture
+def nginx(hook, certs):
+    """nginx, as the postgres OS user (not root), on a free loopback port,
+    running the README's snippet with this test's receiver port and
+    certificate; stopped by its PID."""
+    if not os.access(NGINX, os.X_OK):
+        pytest.skip("nginx is not installed (test/install-deps.sh installs nginx-light)")
+    prefix = tempfile.mkdtemp(prefix="voipbin-nginx-")
+    os.chmod(prefix, 0o755)
+    port = _free_port()
+    pw = pwd.getpwnam("postgres")
+    for d in ("logs", "tmp"):
+        os.mkdir(os.path.join(prefix, d))
+        os.chown(os.path.join(prefix, d), pw.pw_uid, pw.pw_gid)
+    server = _templated(readme_nginx_snippet(), [
+        ("server 127.0.0.1:8089;", "server 127.0.0.1:%d;" % hook.port_),
+        ("listen 443 ssl;", "listen 127.0.0.1:%d ssl;" % port),
+        ("/etc/letsencrypt/live/hooks.example.com/fullchain.pem", certs["server_cert"]),
+        ("/etc/letsencrypt/live/hooks.example.com/privkey.pem", certs["server_key"]),
+    ])
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("daemon off;\nmaster_process on;\nworker_processes 1;\n"
+                "pid {p}/logs/nginx.pid;\nerror_log {p}/logs/error.log info;\n"
+                "events {{ worker_connections 64; }}\n"
+                "http {{\n"
+                "    access_log {p}/logs/access.log;\n"
+                "    client_body_temp_path {p}/tmp/body;\n    proxy_temp_path {p}/tmp/proxy;\n"
+                "    fastcgi_temp_path {p}/tmp/fastcgi;\n    uwsgi_temp_path {p}/tmp/uwsgi;\n"
+                "    scgi_temp_path {p}/tmp/scgi;\n"
+                "{server}}}\n".format(p=prefix, server=server))
+    errlog = os.path.join(prefix, "logs", "error.log")
+    check = subprocess.run([NGINX, "-t", "-p", prefix, "-c", conf, "-e", errlog],
+                           preexec_fn=_as_postgres, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=30)
+    assert check.returncode == 0, check.stdout
+    proc = subprocess.Popen([NGINX, "-p", prefix, "-c", conf, "-e", errlog],
+                            preexec_fn=_as_postgres, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up():
+            assert proc.poll() is None, "nginx exited: " + open(errlog).read()[-2000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, timeout=15, what="nginx listening")
+        ctx = ssl.create_default_context(cafile=certs["ca"])
+        # VoIPBIN's side: https to the public name, here the test certificate's
+        s = Sender("localhost", port, PATH, SECRET, ssl_context=ctx)
+        s.nginx_pid = proc.pid
+        s.nginx_log = errlog
+        yield s
+        s.close()
+    finally:
+        proc.terminate()          # SIGTERM to the master: a fast shutdown
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+def test_readme_nginx_snippet_delivers(nginx, hook, vb, fake):
+    """VoIPBIN's signed webhook over https through the README's nginx
+    configuration, as written there, into voipbin_events."""
+    assert pwd.getpwuid(os.stat("/proc/%d" % nginx.nginx_pid).st_uid).pw_name == "postgres"
+    data = call(fake, "ringing")
+    body = envelope("call_ringing", data)
+    status, text = nginx.send(body)
+    assert status == 200, (text, open(nginx.nginx_log).read()[-2000:])
+    assert [(r[0], r[1], r[2]) for r in rows(vb)] == [("webhook", "call_ringing", data["id"])]
+    assert rows(vb)[0][3] == data
+    sock = nginx.conn.sock
+    # VoIPBIN's retry through the proxy: one row; PUT, its other method
+    assert nginx.send(body)[0] == 200
+    other = call(fake, "progressing")
+    assert nginx.send(envelope("call_progressing", other), method="PUT")[0] == 200
+    assert [r[2] for r in rows(vb)] == [data["id"], other["id"]]
+    assert nginx.conn.sock is sock            # keep-alive through the proxy
+    # the signature reaches the receiver unchanged: a tampered body is refused
+    assert nginx.deliver(body.replace(b"ringing", b"hangup!"), signature=sign(SECRET, body)) == 401
+    # only the receiver's path is proxied
+    assert nginx.send(body, path="/voipbin/other")[0] == 404
+    assert nginx.send(body, path="/")[0] == 404
+    # client_max_body_size 16m: nginx refuses a bigger body itself
+    assert nginx.send(b"{" + b" " * (17 * 1024 * 1024) + b"}")[0] == 413
+    assert len(rows(vb)) == 2 and dead(vb) == []
+    assert nginx.send(envelope("call_ringing", call(fake)))[0] == 200
+    assert len(rows(vb)) == 3

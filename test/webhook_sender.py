@@ -42,15 +42,21 @@ def sign(secret, body):
 
 
 class Sender:
-    def __init__(self, host, port, path, secret, method="POST", timeout=TIMEOUT):
+    def __init__(self, host, port, path, secret, method="POST", timeout=TIMEOUT,
+                 ssl_context=None):
+        """ssl_context: speak https (as VoIPBIN does to a public webhook_uri)."""
         self.host, self.port, self.path = host, port, path
         self.secret = secret
         self.method = method
         self.timeout = timeout
+        self.ssl_context = ssl_context
         self.conn = None
 
     def _connection(self):
-        if self.conn is None:
+        if self.conn is None and self.ssl_context is not None:
+            self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                                    context=self.ssl_context)
+        elif self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         return self.conn
 
