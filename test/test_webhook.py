@@ -126,6 +126,31 @@ def test_duplicates_across_retries_and_websocket(hook, vb, fake, topic):
     assert len(got) == 1 and got[0][0] == "webhook" and got[0][1] == "transcript_created"
 
 
+def test_handler_runs_once_for_a_webhook_event(hook, vb, fake):
+    """A webhook body runs the event's handlers as a WebSocket frame would,
+    once: VoIPBIN's retry of the same body is a duplicate and runs nothing."""
+    vb.execute("""
+        CREATE TABLE wh_runs (source text, resource_id text);
+        CREATE FUNCTION wh_h(e voipbin_events) RETURNS void LANGUAGE sql
+            AS $$ INSERT INTO wh_runs VALUES (e.source, e.resource_id::text) $$;
+        SELECT voipbin_on('call_ringing', 'wh_h(voipbin_events)');""")
+    try:
+        data = call(fake, "ringing")
+        body = envelope("call_ringing", data)
+        before = vb.status()["duplicates"]
+        assert hook.send(body)[0] == 200
+        assert hook.send(body)[0] == 200          # VoIPBIN's retry
+        # 200 means journaled; the handler runs in the transaction that stores it
+        wait_until(lambda: vb.query("SELECT source, resource_id FROM wh_runs") == [("webhook", data["id"])],
+                   what="the handler's one run")
+        vb.wait_status(lambda st: st["duplicates"] >= before + 1, what="the retry counted as a duplicate")
+        assert vb.query("SELECT source, resource_id FROM wh_runs") == [("webhook", data["id"])]
+    finally:
+        vb.execute("""
+            SELECT voipbin_off('call_ringing', 'wh_h(voipbin_events)');
+            DROP FUNCTION wh_h(voipbin_events); DROP TABLE wh_runs;""")
+
+
 def test_event_first_over_websocket_then_webhook(hook, vb, fake, topic):
     subscribe(vb, fake, topic)
     data = call(fake, "hangup")
