@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -294,6 +295,14 @@ def test_damaged_journal_at_start_replays_what_it_can(vb, fake, topic):
     assert "unreadable byte(s) at its end" in log
 
 
+def _promoted_stores_nothing(replica):
+    """Promotes the standby: connected, nothing pending, nothing stored."""
+    replica.execute("SELECT pg_promote()")
+    replica.wait_status(lambda s: s["state"] == "connected", timeout=30, what="promoted and connected")
+    replica.wait_status(lambda s: s["buffered_bytes"] == 0, what="nothing pending on the promoted server")
+    assert count(replica) == 0 and count(replica, "voipbin_dead_letters") == 0
+
+
 def test_copied_journal_on_a_standby_is_not_stored_twice(vb, fake, topic, secret_dir):
     """pg_basebackup copies the journal with frames not stored yet: the
     promoted standby must not store them again (the original server does)."""
@@ -307,10 +316,7 @@ def test_copied_journal_on_a_standby_is_not_stored_twice(vb, fake, topic, secret
         assert len(glob.glob(os.path.join(replica.data, "voipbin_journal", "*.seg"))) > 0
         replica.start()
         replica.wait_status(lambda s: s["state"] == "standby", what="standby")
-        replica.execute("SELECT pg_promote()")
-        replica.wait_status(lambda s: s["state"] == "connected", timeout=30, what="promoted and connected")
-        replica.wait_status(lambda s: s["buffered_bytes"] == 0, what="nothing pending on the promoted server")
-        assert count(replica) == 0 and count(replica, "voipbin_dead_letters") == 0
+        _promoted_stores_nothing(replica)
         assert "copied from another server" in replica.read_log()
     finally:
         locker.rollback()
@@ -320,6 +326,65 @@ def test_copied_journal_on_a_standby_is_not_stored_twice(vb, fake, topic, secret
     # the original stores them, once
     wait_until(lambda: count(vb) == 50 and count(vb, "voipbin_dead_letters") == 1, timeout=60,
                what="stored on the original")
+
+
+def _write_spool_1_0(path, frames, stored_upto=0, torn=b""):
+    """A spool file as release 1.0's src/spool.c wrote it: per frame a 24-byte
+    header (magic "VBSP", length, arrival time in Unix us, flags, padding)
+    and its bytes; voipbin.spool.pos, the offset stored up to.  torn: a record
+    cut short at the end, as a crash mid-append leaves it.  Returns each
+    record's end offset.  (test_upgrade.py has the real 1.0 write one.)"""
+    ends, off = [], 0
+    with open(path, "wb") as f:
+        for text in frames:
+            b = text.encode()
+            f.write(struct.pack("<IIqII", 0x56425350, len(b), int(time.time() * 1e6), 0, 0) + b)
+            off += 24 + len(b)
+            ends.append(off)
+        f.write(torn)
+    with open(path + ".pos", "wb") as f:
+        f.write(struct.pack("<Q", stored_upto))
+    for p in (path, path + ".pos"):
+        shutil.chown(p, "postgres", "postgres")
+        os.chmod(p, 0o600)
+    return ends
+
+
+def _spooled(fake, tag, n):
+    return [json.dumps({"type": "transcript_created", "data": transcript(fake, "%s %d" % (tag, i))})
+            for i in range(n)]
+
+
+def test_1_0_spool_imported_from_its_stored_offset(vb, fake):
+    """What 1.0 recorded as stored is not imported again, a torn last record
+    is no frame, the rest is stored once and the file removed."""
+    frames = _spooled(fake, "spooled", 3)
+    torn = struct.pack("<IIqII", 0x56425350, 1000, 0, 0, 0) + b'{"type":"transcript_created"'
+    spool = os.path.join(vb.data, "voipbin.spool")
+    vb.stop()
+    _write_spool_1_0(spool, frames, stored_upto=24 + len(frames[0]), torn=torn)   # the first stored
+    vb.start()
+    wait_until(lambda: count(vb) == 2, timeout=30, what="the two unstored frames stored")
+    assert {r[0] for r in vb.query("SELECT data->>'message' FROM voipbin_events")} == {"spooled 1", "spooled 2"}
+    assert count(vb, "voipbin_dead_letters") == 0
+    assert not os.path.exists(spool) and not os.path.exists(spool + ".pos")
+    assert "imported 2 frame(s) that voipbin 1.0 had spooled" in vb.read_log()
+
+
+def test_1_0_spool_on_a_standby_is_not_imported(vb, fake):
+    """A standby's voipbin.spool is its primary's, copied by pg_basebackup:
+    renamed aside, never stored there, not even after promotion."""
+    replica = vb.make_replica()
+    try:
+        spool = os.path.join(replica.data, "voipbin.spool")
+        _write_spool_1_0(spool, _spooled(fake, "copied", 3))
+        replica.start()
+        replica.wait_status(lambda s: s["state"] == "standby", what="standby")
+        assert not os.path.exists(spool) and os.path.getsize(spool + ".copied") > 0
+        _promoted_stores_nothing(replica)
+        assert "a copy of its primary's" in replica.read_log()
+    finally:
+        replica.destroy()
 
 
 def test_cancel_of_the_worker_is_not_a_restart(vb, fake, topic):
