@@ -9,6 +9,7 @@ packages=(
     libmicrohttpd-dev  # the webhook receiver (src/net/http_receiver.c)
     nginx-light  # test_webhook.py runs the README's reverse-proxy snippet (its own nginx, not the service)
     python3-aiohttp python3-pytest python3-psycopg2
+    python3-pytest-xdist  # test/sanitize.sh runs the suite two tests at a time
     git  # test_upgrade.py builds the released 1.0 from history; make dist
     debhelper postgresql-server-dev-all  # dpkg-buildpackage: dh --with pgxs, pg_buildext
     nodejs  # node --check of examples/live_transcripts.js
