@@ -10,7 +10,7 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 NET_OBJS = src/net/ws_client.o src/net/journal.o \
            src/net/http_receiver.o src/net/webhook_request.o src/net/secret_fetch.o \
            src/net/spool_1_0.o
-OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/endpoint.o \
+OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/frame_json.o src/endpoint.o \
        src/store.o src/partitions.o src/boundaries.o src/subscriptions.o src/worker.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o \
        src/gaps.o src/repair.o src/repair_walk.o src/repair_http.o src/store_errors.o src/dead_letters.o src/webhook.o \

@@ -257,6 +257,8 @@ frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
 	Jsonb	   *data = NULL;
 	const char *event_type = NULL;
 	int			type_len = 0;
+	int			data_off,
+				data_len;
 
 	memset(out, 0, sizeof(*out));
 	if (binary)
@@ -272,11 +274,11 @@ frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
 				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
 				 errmsg("frame is not valid UTF-8")));
 
-	/* the bytes are UTF-8; the database may not be */
+	/* the bytes are UTF-8; the database may not be (then text is a converted copy) */
 	text = pg_any_to_server(bytes, (int) len, PG_UTF8);
-	if (text == bytes)
-		text = pnstrdup(bytes, len);
-	root = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+	if (text != bytes)
+		len = strlen(text);
+	root = frame_json_parse(text, (int) len, &data_off, &data_len);
 	rc = &root->root;
 	if (!JB_ROOT_IS_OBJECT(root) || JB_ROOT_IS_SCALAR(root))
 		ereport(ERROR,
@@ -296,6 +298,10 @@ frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
 		data = root;
 		out->bare = true;
 	}
+
+	/* the payload's JSON text: the whole frame, or the "data" member's bytes */
+	out->data_text = out->bare ? text : text + data_off;
+	out->data_text_len = out->bare ? (int) len : data_len;
 
 	if (event_type && type_len > 0)
 		out->event_type = pnstrdup(event_type, type_len);

@@ -309,8 +309,9 @@ is_channel_name(const char *s)
 
 /*
  * Two notifications per event; they go out when the transaction commits.
- * data_text, when given, is the payload's JSON text as received (a bare
- * frame in a UTF-8 database), which spares converting the jsonb back.
+ * data_text, when given, is data's JSON text as received (a slice of the
+ * frame, whatever its shape: frame_json.c), which spares converting the
+ * jsonb back.
  */
 static void
 notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb *data,
@@ -357,13 +358,6 @@ notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb
 		Async_Notify(event_type, p.data);
 	Async_Notify("voipbin_events", p.data);
 	pfree(p.data);
-}
-
-/* The frame's text when it is exactly the event's data as JSON, else NULL. */
-static const char *
-received_text(const WsEvent *ev, const FrameEvent *fe)
-{
-	return fe->bare && GetDatabaseEncoding() == PG_UTF8 ? ev->data : NULL;
 }
 
 static const char *
@@ -528,7 +522,7 @@ insert_one(StoreBatch *b, int i, bool notify)
 													 SPI_tuptable->tupdesc, 1, &isnull));
 
 		notify_row(id, fe->event_type, fe->has_resource_id ? &fe->resource_id : NULL, fe->data,
-				   received_text(ev, fe), ev->len);
+				   fe->data_text, fe->data_text_len);
 	}
 	return 1;
 }
@@ -606,8 +600,8 @@ insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
 				VARSIZE(fe->data) == VARSIZE(data) &&
 				memcmp(fe->data, data, VARSIZE(data)) == 0)
 			{
-				text = received_text(b->frames[idx[k]], fe);
-				text_len = b->frames[idx[k]]->len;
+				text = fe->data_text;
+				text_len = fe->data_text_len;
 				k++;
 				break;
 			}

@@ -124,12 +124,18 @@ typedef struct FrameEvent
 	pg_uuid_t	customer_id;
 	Jsonb	   *data;
 	bool		bare;			/* the frame is the resource object itself */
+	/* data as JSON text: a slice of the frame (in the server encoding), for the NOTIFY payload */
+	const char *data_text;
+	int			data_text_len;
 } FrameEvent;
 
 /* frame_classify()'s error for a binary frame: a dead letter keeps no opcode */
 #define FRAME_BINARY_ERROR "binary frame: VoIPBIN sends events as text frames"
 
 extern void frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out);
+
+/* ---- a frame's JSON text (frame_json.c) ---- */
+extern Jsonb *frame_json_parse(const char *text, int len, int *data_off, int *data_len);
 
 /* ---- endpoint and credential (endpoint.c) ---- */
 typedef enum CredentialKind

@@ -103,6 +103,81 @@ def test_three_shapes_give_the_same_row(vb, fake, topic):
     assert all(r[4]["status"] == "hangup" and "type" in r[4] for r in rows)
 
 
+def shaped_frames(fake, ids):
+    """One call_hangup per shape as exact text, none of it jsonb's canonical
+    form (spacing, key order, an escape, 1.50, "data" keys nested inside),
+    and the bytes the payload's "data" must be: a slice of the frame."""
+    def body(rid):
+        return ('{ "id":"%s","customer_id" : "%s", "status":"hangup",'
+                ' "source":{"type":"tel","target":"+15550001"},"destination":{"type":"tel","target":"+15550002"},'
+                ' "tm_create":"2026-02-21T10:05:10.1Z","tm_update":"2026-02-21T10:05:11.2Z",'
+                ' "note":"caf\\u00e9 \\"q\\"", "n": 1.50, "data": {"data": [ ]} }' % (rid, fake.customer_id))
+    raw, wrapped, quick = body(ids[0]), body(ids[1]), body(ids[2])
+    return [
+        ("raw", raw, raw),
+        ("wrapped", '{"type" :"call_hangup",\n  "data":  %s  }' % wrapped, wrapped),
+        ("quick-start", '{"event_type":"call_hangup","data":%s ,"extra":[1,{"data":0}],"topic":"t"}' % quick,
+         quick),
+    ]
+
+
+def payload_text(row_id, rid, data_text):
+    return '{"id": %d, "event_type": "call_hangup", "resource_id": "%s", "data": %s}' % (row_id, rid, data_text)
+
+
+def test_notify_payload_is_the_frames_own_data_text_in_every_shape(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    listener = Listener(vb, "call_hangup", "voipbin_events")
+    ids = [str(uuid.uuid4()) for _ in range(6)]
+    # three frames at once (one multi-row statement), then each alone (the single-row plan)
+    batch = shaped_frames(fake, ids[:3])
+    fake.publish(events=[{"event_type": "call_hangup", "data": json.loads(text), "frame": frame}
+                         for _, frame, text in batch])
+    singles = shaped_frames(fake, ids[3:])
+    for _, frame, text in singles:
+        fake.publish("call_hangup", json.loads(text), frame=frame)
+    got = listener.wait_for(12)
+    rows = dict(vb.query("SELECT resource_id::text, id FROM voipbin_events"))
+    assert len(rows) == 6
+    for rid, (shape, _, text) in zip(ids, batch + singles):
+        want = payload_text(rows[rid], rid, text)
+        heard = sorted(ch for ch, p, _ in got if p == want)
+        assert heard == ["call_hangup", "voipbin_events"], (shape, want, [p for _, p, _ in got])
+        assert json.loads(want)["data"] == vb.query_one(
+            "SELECT data FROM voipbin_events WHERE id = %s", (rows[rid],))[0]
+    listener.close()
+
+
+def test_notify_payload_id_carries_no_data_in_any_shape(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    listener = Listener(vb, "voipbin_events")
+    vb.set_conf(voipbin__notify_payload="id")
+    try:
+        def heard(frames):
+            rids = {json.loads(text)["id"] for _, _, text in frames}
+            for _, frame, text in frames:
+                fake.publish("call_hangup", json.loads(text), frame=frame)
+
+            def three():
+                ps = [json.loads(p) for _, p, _ in listener.poll()]
+                ps = [p for p in ps if p["resource_id"] in rids]
+                return ps if len(ps) == 3 else None
+            return wait_until(three, what="three notifications")
+
+        def fresh():
+            return shaped_frames(fake, [str(uuid.uuid4()) for _ in range(3)])
+        # a reload reaches the worker asynchronously: poll until it has
+        wait_until(lambda: all("data" not in p for p in heard(fresh())), timeout=15,
+                   what="notify_payload = id in effect")
+        payloads = heard(fresh())
+        for p in payloads:
+            assert set(p) == {"id", "event_type", "resource_id"}, p
+            assert p["event_type"] == "call_hangup"
+    finally:
+        vb.set_conf(voipbin__notify_payload=None)
+        listener.close()
+
+
 def test_duplicates_dropped_and_counted(vb, fake, topic):
     # a 2-part prefix matches both topics VoIPBIN publishes: every event arrives twice
     subscribe(vb, fake, "customer_id:%s" % fake.customer_id)
