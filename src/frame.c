@@ -15,6 +15,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/uuid.h"
 
 /* Keys that identify a resource kind, most specific first (protocol doc §4). */
@@ -244,12 +245,9 @@ object_value(JsonbContainer *obj, const char *key)
 	return JsonbValueToJsonb(&v);
 }
 
-/*
- * Classifies one frame.  Raises an ERROR (caught by the caller, which
- * dead-letters the frame) when the bytes are not a JSON object.
- */
-void
-frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
+/* frame_classify() in the scratch context below. */
+static void
+classify_in_scratch(const char *bytes, size_t len, bool binary, FrameEvent *out)
 {
 	char	   *text;
 	Jsonb	   *root;
@@ -311,6 +309,52 @@ frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
 	out->has_resource_id = uuid_from_json(&data->root, "id", &out->resource_id);
 	out->has_customer_id = uuid_from_json(&data->root, "customer_id", &out->customer_id);
 	out->data = data;
+}
+
+/*
+ * Parsing leaves a few times the frame's size behind (the lexer's strings,
+ * the tree of JsonbValues): it goes into this context, reset for each frame,
+ * so that a batch of 2,000 frames keeps only their results.
+ */
+static MemoryContext scratch = NULL;
+
+static char *
+copy_text(const char *s, const char *frame, size_t frame_len, int len)
+{
+	/* a slice of the frame stays one; converted text is copied out of scratch */
+	if (s >= frame && s < frame + frame_len)
+		return unconstify(char *, s);
+	return pnstrdup(s, len);
+}
+
+/*
+ * Classifies one frame.  Raises an ERROR (caught by the caller, which
+ * dead-letters the frame) when the bytes are not a JSON object.  What out
+ * points to is allocated in CurrentMemoryContext, or is part of bytes.
+ */
+void
+frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out)
+{
+	MemoryContext result_cxt = CurrentMemoryContext;
+	FrameEvent	fe;
+
+	memset(out, 0, sizeof(*out));
+	if (scratch == NULL)
+		scratch = AllocSetContextCreate(TopMemoryContext, "voipbin frame parsing",
+										ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(scratch);	/* after an error, what that frame left */
+	MemoryContextSwitchTo(scratch);
+	classify_in_scratch(bytes, len, binary, &fe);
+	MemoryContextSwitchTo(result_cxt);
+
+	*out = fe;
+	out->event_type = pstrdup(fe.event_type);
+	out->resource = fe.resource ? pstrdup(fe.resource) : NULL;
+	out->data = palloc(VARSIZE(fe.data));
+	memcpy(out->data, fe.data, VARSIZE(fe.data));
+	out->data_text = copy_text(fe.data_text, bytes, len, fe.data_text_len);
+	MemoryContextReset(scratch);
 }
 
 /*

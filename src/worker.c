@@ -41,6 +41,13 @@
 /* One transaction takes at most this much: big enough to amortise a commit. */
 #define BATCH_MAX_FRAMES 2000
 #define BATCH_MAX_BYTES (8 * 1024 * 1024)
+#define BATCH_MIN_BYTES (32 * 1024)
+/*
+ * What storing a batch allocates, in multiples of its bytes: the jsonb of
+ * each frame, the statement's array of them, the rows RETURNING copies, two
+ * NOTIFY payloads per event and PostgreSQL's table of them (measured: bench/).
+ */
+#define BATCH_MEMORY_FACTOR 6
 #define HANDSHAKE_TIMEOUT_MS 10000
 /* the network thread names a handshake timeout itself; this is the backstop */
 #define HANDSHAKE_GIVE_UP_MS (HANDSHAKE_TIMEOUT_MS + 2000)
@@ -88,6 +95,7 @@ typedef struct Worker
 	WsEvent    *pending_head,
 			   *pending_tail;
 	size_t		pending_bytes;
+	int			pending_frames;
 	TimestampTz store_retry_at;
 
 	/*
@@ -110,6 +118,33 @@ typedef struct Worker
 static Worker w;
 
 static void topics_dropped(TimestampTz closed_at, const char *why);
+
+/*
+ * voipbin.buffer_limit bounds all the worker holds of received frames: the
+ * journal's memory cache, the batch taken from it, and what storing that
+ * batch allocates.  A batch is a 32nd of the limit (2 MB at the 64MB
+ * default: more than 2,000 of VoIPBIN's frames; 256 kB at 8MB); the cache
+ * gets what the batch leaves, at least a quarter.  Pure.
+ */
+static size_t
+batch_bytes_for(size_t limit)
+{
+	return Min(Max(limit / 32, BATCH_MIN_BYTES), BATCH_MAX_BYTES);
+}
+
+static size_t
+cache_bytes_for(size_t limit)
+{
+	size_t		batch = batch_bytes_for(limit) * (1 + BATCH_MEMORY_FACTOR);
+
+	return limit > batch && limit - batch > limit / 4 ? limit - batch : limit / 4;
+}
+
+static size_t
+buffer_limit_bytes(void)
+{
+	return (size_t) voipbin_buffer_limit_kb * 1024;
+}
 
 static TimestampTz
 unix_us_to_timestamptz(int64 us)
@@ -514,6 +549,7 @@ free_pending(void)
 	}
 	w.pending_tail = NULL;
 	w.pending_bytes = 0;
+	w.pending_frames = 0;
 }
 
 static void
@@ -530,6 +566,7 @@ take_frame(WsEvent *ev)
 		w.pending_head = ev;
 	w.pending_tail = ev;
 	w.pending_bytes += ev->len;
+	w.pending_frames++;
 }
 
 /*
@@ -549,11 +586,12 @@ pull_events(void)
 	}
 	if (!w.position_known)
 		return;
-	while (w.pending_bytes < BATCH_MAX_BYTES)
+	/* one batch waits here, no more: the rest is the cache's, within its share of the limit */
+	while (w.pending_bytes < batch_bytes_for(buffer_limit_bytes()) && w.pending_frames < BATCH_MAX_FRAMES)
 	{
 		uint64		next;
-		WsEvent    *ev = journal_read(w.cursor, BATCH_MAX_BYTES - w.pending_bytes,
-									  BATCH_MAX_FRAMES, &next);
+		WsEvent    *ev = journal_read(w.cursor, batch_bytes_for(buffer_limit_bytes()) - w.pending_bytes,
+									  BATCH_MAX_FRAMES - w.pending_frames, &next);
 
 		w.cursor = next;
 		if (ev == NULL)
@@ -712,7 +750,7 @@ store_pending(void)
 
 		for (WsEvent *ev = w.pending_head; ev && n < BATCH_MAX_FRAMES; ev = ev->next)
 		{
-			if (n > 0 && bytes + ev->len > BATCH_MAX_BYTES)
+			if (n > 0 && bytes + ev->len > batch_bytes_for(buffer_limit_bytes()))
 				break;
 			batch[n++] = ev;
 			bytes += ev->len;
@@ -736,6 +774,7 @@ store_pending(void)
 		if (!w.pending_head)
 			w.pending_tail = NULL;
 		w.pending_bytes -= bytes;
+		w.pending_frames -= n;
 		for (int i = 0; i < n; i++)
 			ws_event_free(batch[i]);
 		CHECK_FOR_INTERRUPTS();
@@ -878,7 +917,7 @@ step(void)
 	}
 
 	/* frames first: they are what users wait for */
-	journal_set_limits((uint64) voipbin_spool_limit_kb * 1024, (size_t) voipbin_buffer_limit_kb * 1024);
+	journal_set_limits((uint64) voipbin_spool_limit_kb * 1024, cache_bytes_for(buffer_limit_bytes()));
 	ws_set_max_frame_size((size_t) voipbin_max_frame_size);
 	more_frames = store_pending();
 	publish_backlog();
@@ -1007,6 +1046,13 @@ voipbin_worker_main(Datum arg)
 						PGC_USERSET, PGC_S_SESSION);
 	}
 
+	/*
+	 * No JIT: the batch statement is planned once and run thousands of
+	 * times; compiling it would cost milliseconds of latency per batch, and
+	 * loading LLVM some 8 MB of the worker's memory budget.
+	 */
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+
 	SpinLockAcquire(&voipbin_shared->mutex);
 	voipbin_shared->worker_pid = MyProcPid;
 	voipbin_shared->worker_latch = MyLatch;
@@ -1015,7 +1061,7 @@ voipbin_worker_main(Datum arg)
 
 	/* the journal first: the network thread appends to it from its first frame */
 	if (!journal_open(journal_directory(), (uint64) voipbin_spool_limit_kb * 1024,
-					  (size_t) voipbin_buffer_limit_kb * 1024, enableFsync,
+					  cache_bytes_for(buffer_limit_bytes()), enableFsync,
 					  errbuf, sizeof(errbuf)))
 	{
 		ereport(WARNING,
