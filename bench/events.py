@@ -131,6 +131,29 @@ def generate(n_events, seed=1):
     return out
 
 
+SHAPES = ("raw", "wrapped", "quick-start")
+
+
+def reshape(frames, shape):
+    """The same events in another of the three frame shapes (protocol doc 4.1):
+    raw (the resource itself, VoIPBIN today), wrapped {"type","data"} (until
+    August, and the webhook's), quick-start {"event_type","timestamp","topic","data"}
+    (the public quick-start pages)."""
+    if shape == "raw":
+        return frames
+    out = []
+    for et, resource, rid, text in frames:
+        if shape == "wrapped":
+            framed = '{"type":%s,"data":%s}' % (json.dumps(et), text)
+        else:
+            data = json.loads(text)
+            framed = '{"event_type":%s,"timestamp":%s,"topic":%s,"data":%s}' % (
+                json.dumps(et), json.dumps(data.get("tm_update") or data["tm_create"]),
+                json.dumps("customer_id:%s:%s:%s" % (CUSTOMER_ID, resource, rid)), text)
+        out.append((et, resource, rid, framed))
+    return out
+
+
 def write_frames(path, frames):
     """The emitter's frames file: [u32 big-endian length][UTF-8 payload]..."""
     with open(path, "wb") as f:
