@@ -826,6 +826,17 @@ promote_now(void)
 		w.subs_dirty = true;
 }
 
+/*
+ * alive_at is written while connected, once the position is read (a 1.0
+ * extension has no voipbin_journal; a memory-only journal has no row): the
+ * same test decides whether it is due and whether the loop waits for it.
+ */
+static bool
+alive_wanted(void)
+{
+	return w.state == VB_STATE_CONNECTED && w.position_known && journal_id() != NULL;
+}
+
 static void
 note_alive(void)
 {
@@ -947,8 +958,7 @@ step(void)
 		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
 	}
 
-	if (w.state == VB_STATE_CONNECTED && w.position_known && journal_id() &&
-		now >= w.next_alive)
+	if (alive_wanted() && now >= w.next_alive)
 	{
 		voipbin_guarded(note_alive, "recording that the worker is connected");
 		w.next_alive = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ALIVE_EVERY_MS);
@@ -981,7 +991,7 @@ step(void)
 	/* how long until something is due */
 #define CONSIDER(t) do { long ms_ = ms_until(now, (t)); if (timeout < 0 || ms_ < timeout) timeout = ms_; } while (0)
 	CONSIDER(w.next_prune);
-	if (w.state == VB_STATE_CONNECTED)
+	if (alive_wanted())
 		CONSIDER(w.next_alive);
 	if (w.cred && w.conn == 0)
 		CONSIDER(w.next_attempt);

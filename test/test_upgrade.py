@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 
 import psycopg2
@@ -352,6 +353,22 @@ def test_released_script_is_frozen():
             "voipbin--1.0.sql differs from release 1.0: put the change in voipbin--1.0--1.1.sql"
 
 
+def worker_cpu_seconds(c, db, over):
+    """CPU time the worker process used during `over` seconds of wall time."""
+    pid = c.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'voipbin'",
+                      dbname=db)[0]
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu():
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick   # utime + stime
+    start, t0 = cpu(), time.monotonic()
+    wait_until(lambda: time.monotonic() - t0 >= over or None, timeout=over + 1, interval=0.05,
+               what="the measuring window")
+    return cpu() - start
+
+
 def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
     """1.0 stores events; the 1.1 package is installed and the server
     restarted; the database stays at 1.0 for a while; then it is updated.
@@ -400,6 +417,8 @@ def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
                         " for ALTER EXTENSION voipbin UPDATE")
         assert not crash_lines(c.read_log()[log_from:])
         assert kept_rows(c, db, max_id) == before, "rows changed while the database was at 1.0"
+        # waiting is sleeping: a timer that cannot run at 1.0 must not spin the loop
+        assert worker_cpu_seconds(c, db, over=2.0) < 0.5, "the worker spins while waiting at 1.0"
 
         # the update: every row kept, nothing lost, storing goes on
         c.execute("ALTER EXTENSION voipbin UPDATE", dbname=db)
