@@ -2,6 +2,7 @@
 VoIPBIN server for each test, and the worker pointed at it."""
 import os
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -77,6 +78,27 @@ def point_at(cluster, fake, secret_dir, credential=None, ca_file=None):
     reset_cluster(cluster)
     cluster.set_conf(voipbin__api_url=fake.api_url, voipbin__ca_file=ca_file or fake.ca_file,
                      voipbin__token_file=write_token_file(secret_dir, credential or fake.accesskey))
+
+
+def cluster_with_a_silent_resolver(secret_dir, nameserver):
+    """A cluster started with a resolv.conf of its own naming `nameserver`, a
+    UDP socket bound here that never answers; returns it and that socket."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind((nameserver, 53))
+    c = Cluster(dict(FAST, **{
+        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
+        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
+    }))
+    resolv = os.path.join(c.dir, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver %s\noptions timeout:30 attempts:5\n" % nameserver)
+    try:
+        c.start_with_resolv_conf(resolv)
+    except BaseException:
+        dns.close()
+        c.destroy()
+        raise
+    return c, dns
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from conftest import FAST, point_at, reset_cluster, write_token_file
+from conftest import cluster_with_a_silent_resolver, point_at, reset_cluster, write_token_file
 from fakeserver_fixture import make_refused_leaves, start_fake
-from pgcluster import Cluster, wait_until
+from pgcluster import wait_until
 
 REQUEST_ID = r"request_id: req_[0-9a-zA-Z]+"
 
@@ -166,17 +166,8 @@ def test_connect_timeout(cluster, fake, secret_dir):
 def test_resolver_that_never_answers(secret_dir):
     """The network thread stuck in getaddrinfo(): the worker gives up after 12 s
     and says what the attempt was still doing."""
-    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    dns.bind(("127.83.0.54", 53))           # ours; it never answers
-    c = Cluster(dict(FAST, **{
-        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
-        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
-    }))
-    resolv = os.path.join(c.dir, "resolv.conf")
-    with open(resolv, "w") as f:
-        f.write("nameserver 127.83.0.54\noptions timeout:30 attempts:5\n")
+    c, dns = cluster_with_a_silent_resolver(secret_dir, "127.83.0.54")
     try:
-        c.start_with_resolv_conf(resolv)
         c.execute("CREATE EXTENSION voipbin")
         s = c.wait_status(lambda s: s["state"] == "backoff", timeout=30, what="given up")
         assert s["last_error"] == "the connection was not established within 12 s (still resolving the host name)", s

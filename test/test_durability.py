@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -18,7 +17,7 @@ import time
 import psycopg2
 import pytest
 
-from pgcluster import Cluster, wait_until
+from pgcluster import wait_until
 from test_worker import subscribe, transcript
 
 HDR = struct.Struct("<IIIBBHQq")      # magic crc len flags source pad orig_len at_us
@@ -455,18 +454,9 @@ def test_journal_on_its_own(tmp_path):
 def test_fast_shutdown_while_dns_never_answers(certs, secret_dir):
     """The network thread blocked in getaddrinfo() against a resolver that never
     answers must not hold up pg_ctl stop -m fast (under 3 s)."""
-    from conftest import FAST, write_token_file
-    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    dns.bind(("127.83.0.53", 53))           # ours; it never answers
-    c = Cluster(dict(FAST, **{
-        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
-        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
-    }))
-    resolv = os.path.join(c.dir, "resolv.conf")
-    with open(resolv, "w") as f:
-        f.write("nameserver 127.83.0.53\noptions timeout:30 attempts:5\n")
+    from conftest import cluster_with_a_silent_resolver
+    c, dns = cluster_with_a_silent_resolver(secret_dir, "127.83.0.53")
     try:
-        c.start_with_resolv_conf(resolv)
         # the worker's network thread is asking our resolver
         dns.settimeout(30)
         dns.recvfrom(4096)
