@@ -431,11 +431,11 @@ DECLARE
     found_part regclass;
     replication_role text;
 BEGIN
-    IF t IS NULL OR NOT isfinite(t) OR step IS NULL OR step < interval '1 minute'
+    IF t IS NULL OR NOT isfinite(t) OR step IS NULL OR step < interval '10 seconds'
        OR date_part('month', step) <> 0 OR date_part('year', step) <> 0 THEN
         RAISE EXCEPTION 'no voipbin_events partition for % by %', t, step
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'The time must be finite, the interval at least a minute and without months.';
+                  HINT = 'The time must be finite, the interval at least 10 seconds and without months.';
     END IF;
     SELECT p.partition INTO found_part FROM @extschema@.voipbin_partitions() p
     WHERE t >= p.lower AND t < p.upper;
@@ -489,11 +489,14 @@ COMMENT ON FUNCTION voipbin_partition_for(timestamptz, interval) IS
 -- still within retention (a few ranges a call; more: true), and retention
 -- by whole partitions.  A partition is dropped once its upper bound is past
 -- retention; while its reader or writer holds it, it is left for next time.
--- The rows past retention in the partition at the edge (and in the default
--- one) are the worker's batched deletes.
+-- next_drop: when the oldest partition left becomes due, so that the worker
+-- comes back then rather than up to a minute later (a partition waiting for
+-- the next pass is that much more table).  The rows past retention in the
+-- partition at the edge (and in the default one) are the worker's batched
+-- deletes.
 CREATE FUNCTION voipbin_maintain_partitions(step interval, retention interval,
                                             OUT created integer, OUT dropped integer,
-                                            OUT more boolean)
+                                            OUT more boolean, OUT next_drop timestamptz)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = pg_catalog, pg_temp
     SET lock_timeout = '5s'
@@ -530,6 +533,7 @@ BEGIN
                 RAISE LOG 'voipbin: partition % is in use; it is dropped at the next pass', old_part.partition;
             END;
         END LOOP;
+        next_drop := (SELECT min(p.upper) FROM @extschema@.voipbin_partitions() p) + retention;
     END IF;
 END
 $$;

@@ -167,7 +167,7 @@ store_extension_schema(void)
 static int
 dedupe_window_s(void)
 {
-	return Min(voipbin_partition_interval_s / 4, 3600);
+	return Min(partition_step_s(voipbin_partition_interval_s, voipbin_event_retention_s) / 4, 3600);
 }
 
 /*
@@ -273,7 +273,9 @@ store_plans_ready(void)
 		 * the one at the edge and the default one, which the condition on
 		 * received_at leaves alone to be scanned.  By ctid, which is unique
 		 * only within a partition: a row of another one with the same ctid
-		 * is past retention too.
+		 * is past retention too.  $1 is the retention and a minute's grace:
+		 * a partition that becomes due is dropped within it, and deleting its
+		 * rows first would only cost WAL and dead tuples.
 		 */
 		prune_events_plan = store_keep_plan(psprintf(
 											   "DELETE FROM %s.voipbin_events"
@@ -991,28 +993,54 @@ store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
  * time, each batch its own transaction so no lock is held for long.  Errors
  * propagate: the worker runs this through voipbin_guarded().
  */
+#define PRUNE_PASS_MS 2000
+#define PRUNE_GRACE_S 60
+
+static Datum
+interval_of_s(int64 s)
+{
+	Interval   *i = palloc0(sizeof(Interval));
+
+	i->time = s * USECS_PER_SEC;
+	return IntervalPGetDatum(i);
+}
+
+/*
+ * A pass is bounded in time, not in rows, so that retention keeps up with
+ * any rate the worker can store at: store_prune_unfinished says that it
+ * stopped with rows still due, and the worker comes back soon rather than
+ * in a minute.
+ */
+bool		store_prune_unfinished = false;
+
 void
 store_prune(void)
 {
-	Interval   *keep;
-	Datum		values[1];
+	Datum		events_cutoff[1];
+	Datum		dead_cutoff[1];
 	bool		more = true;
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_PASS_MS);
 
+	store_prune_unfinished = false;
 	if (voipbin_event_retention_s <= 0)
 		return;
-	keep = palloc0(sizeof(Interval));
-	keep->time = (int64) voipbin_event_retention_s * USECS_PER_SEC;
-	values[0] = IntervalPGetDatum(keep);
-	for (int round = 0; more && round < 100; round++)
+	events_cutoff[0] = interval_of_s((int64) voipbin_event_retention_s + PRUNE_GRACE_S);
+	dead_cutoff[0] = interval_of_s(voipbin_event_retention_s);
+	while (more)
 	{
 		uint64		deleted = 0;
 
+		if (GetCurrentTimestamp() >= until)
+		{
+			store_prune_unfinished = true;
+			return;
+		}
 		store_begin_work();
 		if (store_plans_ready())
 		{
-			SPI_execute_plan(prune_events_plan, values, NULL, false, 0);
+			SPI_execute_plan(prune_events_plan, events_cutoff, NULL, false, 0);
 			deleted += SPI_processed;
-			SPI_execute_plan(prune_dead_plan, values, NULL, false, 0);
+			SPI_execute_plan(prune_dead_plan, dead_cutoff, NULL, false, 0);
 			deleted += SPI_processed;
 		}
 		store_end_work();

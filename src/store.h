@@ -24,9 +24,12 @@ typedef enum StoreResult
 extern StoreResult store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 								TimestampTz *retry_at);
 extern void store_prune(void);
+extern bool store_prune_unfinished;
 
 /* partitions.c: partitions ahead, retention by whole partitions */
+extern int	partition_step_s(int interval_s, int retention_s);
 extern void partitions_maintain(void);
+extern TimestampTz partitions_next_drop;
 extern bool store_function_exists(const char *signature);
 
 /* boundaries.c: which events are near a partition boundary (dedupe looks across) */

@@ -58,6 +58,7 @@
 #define STANDBY_POLL_MS 1000
 #define STORE_RETRY_MS 1000
 #define PRUNE_EVERY_MS 60000
+#define PRUNE_AGAIN_MS 1000		/* rows or a partition still due */
 /* how early a restart's gap may start: VoIPBIN pings every 10 s anyway */
 #define ALIVE_EVERY_MS 15000
 #define STORE_SLICE_MS 200
@@ -953,9 +954,20 @@ step(void)
 
 	if (now >= w.next_prune)
 	{
+		TimestampTz after;
+
 		voipbin_guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
 		voipbin_guarded(store_prune, "pruning old events");
-		w.next_prune = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_EVERY_MS);
+		after = GetCurrentTimestamp();
+		w.next_prune = TimestampTzPlusMilliseconds(after, store_prune_unfinished ?
+												   PRUNE_AGAIN_MS : PRUNE_EVERY_MS);
+		/*
+		 * The next partition due is dropped when it is, not up to a minute
+		 * on.  One due already was in use (the drop waited lock_timeout for
+		 * it): that waits for the minute, not the worker for it every second.
+		 */
+		if (partitions_next_drop > after && partitions_next_drop < w.next_prune)
+			w.next_prune = TimestampTzPlusMilliseconds(partitions_next_drop, 10);
 	}
 
 	if (alive_wanted() && now >= w.next_alive)

@@ -201,6 +201,57 @@ def test_retention_trims_the_partition_at_the_edge(live):
                timeout=60, what="rows past retention deleted, the rest kept")
 
 
+def test_a_short_retention_drops_quarter_partitions_when_due(live):
+    """Retention much shorter than partition_interval (here 40 s against the
+    default day): partitions are a quarter of the retention, and each goes
+    when its whole range is past retention, not at the worker's next minute,
+    so the table holds retention's worth of rows plus a quarter at most; no
+    row is deleted one by one first (no dead tuples)."""
+    drop_partitions(live)
+    live.execute("TRUNCATE voipbin_events")
+    try:
+        live.set_conf(voipbin__partition_interval=None, voipbin__event_retention="40s")
+        wait_until(lambda: covered_until(live) is not None, timeout=20,
+                   what="a partition for now")
+        ranges = {(p[2] - p[1]).total_seconds() for p in partitions(live)}
+        assert ranges == {10.0}, partitions(live)
+        deadline = time.monotonic() + 25
+        while time.monotonic() < deadline:
+            insert_rows(live, 50, "0 seconds")
+            time.sleep(0.5)
+        late = []
+        end = time.monotonic() + 45
+        while time.monotonic() < end:
+            # a partition whose range ended more than 40 s + 5 s ago is late
+            late += live.query("SELECT partition::text, upper, now() FROM voipbin_partitions()"
+                               " WHERE upper < now() - interval '45 seconds'")
+            time.sleep(0.5)
+        assert not late, late[:3]
+        assert live.query_one("SELECT count(*) FROM voipbin_events"
+                              " WHERE received_at < now() - interval '45 seconds'")[0] == 0
+        assert live.query_one("SELECT coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables"
+                              " WHERE relid IN (SELECT partition FROM voipbin_partitions())")[0] == 0
+    finally:
+        live.set_conf(voipbin__event_retention=None)
+
+
+def test_dead_letter_retention_keeps_up(live):
+    """Dead letters stay one table: retention deletes them in batches, and a
+    pass is bounded in time, not rows, so that 150,000 due at once go within
+    a few passes (not 100,000 a minute)."""
+    live.set_conf(voipbin__event_retention="7d")
+    live.execute("TRUNCATE voipbin_dead_letters")
+    live.execute("INSERT INTO voipbin_dead_letters (received_at, raw, error)"
+                 " SELECT now() - interval '2 days' + g * interval '1 ms', 'x'::bytea, 'test'"
+                 " FROM generate_series(1, 150000) g")
+    live.execute("INSERT INTO voipbin_dead_letters (raw, error) VALUES ('y', 'recent')")
+    live.set_conf(voipbin__event_retention="1d")
+    wait_until(lambda: live.query_one("SELECT count(*) FROM voipbin_dead_letters")[0] == 1,
+               timeout=45, what="150,000 dead letters past retention deleted")
+    assert live.query_one("SELECT error FROM voipbin_dead_letters")[0] == "recent"
+    live.set_conf(voipbin__event_retention=None)
+
+
 def test_dedupe_across_a_partition_boundary(live, fake):
     """VoIPBIN sends the same event again seconds later; here the second copy
     arrives after a partition boundary, so it goes to the next partition:
