@@ -7,8 +7,10 @@
  * voipbin.webhook_secret setting, or else the customer's webhook_secret that
  * GET /customer returns, fetched off this thread (net/secret_fetch.c) with the
  * worker's credential, and fetched again after a request fails to verify (the
- * secret may have been rotated), at most once a minute: the receiver answers
- * that request 503 rather than 401, so VoIPBIN's retry meets the new key.
+ * secret may have been rotated), at most once a minute: the receiver holds
+ * that request (on its own thread, up to 5 s) until the fetch has ended and
+ * checks it again against the key then in hand, so the first request signed
+ * with a rotated secret is stored, not refused.
  *
  * Verified bodies do not pass here: the receiver appends them to the journal,
  * which hands them to the worker's store loop like WebSocket frames.
@@ -311,8 +313,6 @@ take_fetch_result(TimestampTz now)
 
 	if (!secret_fetch_result(&r))
 		return;
-	/* whatever came of it, failures get 401 again until the next refetch is due */
-	webhook_receiver_refetch_done();
 	secret = secret_from_answer(&r, &why);
 	secret_fetch_free(&r);
 	if (secret && strlen(secret) >= WEBHOOK_SECRET_MAX)
@@ -329,10 +329,14 @@ take_fetch_result(TimestampTz now)
 			ereport(LOG, (errmsg("voipbin: webhook receiver has the customer's webhook_secret")));
 		wh.known = true;
 		webhook_receiver_set_refetch(true, false);
+		/* after the key: the requests waiting for it are checked against it */
+		webhook_receiver_refetch_done();
 		wh.fetch_failures = 0;
 		wh.note[0] = '\0';
 		return;
 	}
+	/* the waiting requests are checked against the key in hand (if any): 401 */
+	webhook_receiver_refetch_done();
 	wh.fetch_failures++;
 	if (wh.known)
 	{

@@ -163,21 +163,22 @@ def test_event_first_over_websocket_then_webhook(hook, vb, fake, topic):
 
 @pytest.mark.parametrize("how", ["tampered", "no signature", "other key", "malformed", "upper prefix"])
 def test_bad_signature_refused(hook, vb, fake, how):
-    """401 after VoIPBIN's retries: the first failure of a minute may be a
-    503 while the worker checks the customer's secret again (see below)."""
+    """401 on the first attempt, nothing stored: the first failure of a minute
+    waits while the worker fetches the customer's secret again (see below),
+    and then fails against the fresh key too."""
     body = envelope("call_ringing", call(fake))
     refused = vb.status()["webhook_refused"]
     if how == "tampered":
-        status = hook.deliver(body.replace(b"ringing", b"hangup!"), signature=sign(SECRET, body))
+        status, text = hook.send(body.replace(b"ringing", b"hangup!"), signature=sign(SECRET, body))
     elif how == "no signature":
-        status = hook.deliver(body, signature="")
+        status, text = hook.send(body, signature="")
     elif how == "other key":
-        status = hook.deliver(body, sign_with="not the customer's secret")
+        status, text = hook.send(body, sign_with="not the customer's secret")
     elif how == "malformed":
-        status = hook.deliver(body, signature=sign(SECRET, body)[:-2])
+        status, text = hook.send(body, signature=sign(SECRET, body)[:-2])
     else:
-        status = hook.deliver(body, signature=sign(SECRET, body).replace("sha256=", "SHA256="))
-    assert status == 401
+        status, text = hook.send(body, signature=sign(SECRET, body).replace("sha256=", "SHA256="))
+    assert status == 401, (status, text)
     assert rows(vb) == [] and dead(vb) == []
     vb.wait_status(lambda s: s["webhook_refused"] >= refused + 1, what="refusal counted")
 
@@ -190,26 +191,31 @@ def _customer_fetches(fake):
 def test_rotated_secret_is_fetched_again(hook, vb, fake):
     """The customer's webhook_secret changes (a new customer behind the
     credential, a rotation): the first request that does not verify with the
-    key in hand is answered 503 while the worker fetches the secret again, so
-    VoIPBIN's retry a second later is stored.  At most one refetch a minute:
-    within it, another change is not seen and the old key no longer works."""
+    key in hand waits while the worker fetches the secret again, is checked
+    against the fresh one and answered 200, stored once.  At most one refetch
+    a minute: within it, another change is not seen and the old key no longer
+    works."""
     before = _customer_fetches(fake)
+    refused = vb.status()["webhook_refused"]
     new = "RotatedSecret_" + uuid.uuid4().hex
     fake.set_customer(webhook_secret=new)
     s = Sender("127.0.0.1", hook.port_, PATH, new)
     try:
         data = call(fake, "ringing")
         body = envelope("call_ringing", data)
-        status, text = s.send(body)
-        assert status == 503 and "fetching the customer's webhook_secret again" in text, (status, text)
-        assert rows(vb) == []
-        assert s.deliver(body) == 200       # VoIPBIN's retries meet the new key
+        status, text = s.send(body)        # one attempt, no retry
+        assert status == 200, (status, text)
         assert [(r[0], r[2]) for r in rows(vb)] == [("webhook", data["id"])]
         assert _customer_fetches(fake) == before + 1
+        assert vb.status()["webhook_refused"] == refused
         assert "did not verify: fetching the customer's webhook_secret again" in vb.read_log()
+        assert s.send(body)[0] == 200       # VoIPBIN's retry of it: still one row
+        assert len(rows(vb)) == 1
 
         # the old key is refused at once now, and costs no fetch
+        started = time.monotonic()
         assert hook.send(envelope("call_ringing", call(fake)))[0] == 401
+        assert time.monotonic() - started < 2
         # a second change within the minute: 401, no fetch (bad signatures
         # from anyone cannot make the worker hammer GET /customer)
         newer = "RotatedAgain_" + uuid.uuid4().hex
@@ -224,6 +230,63 @@ def test_rotated_secret_is_fetched_again(hook, vb, fake):
         assert len(rows(vb)) == 2
     finally:
         s.close()
+
+
+def test_request_waiting_for_the_refetch_blocks_no_one(hook, vb, fake):
+    """While a request waits for GET /customer (slow here: 2 s), another
+    connection signed with the key in hand is answered at once."""
+    new = "RotatedSecret_" + uuid.uuid4().hex
+    fake.set_customer(webhook_secret=new)
+    fake.control("config", {"rest_delay": 2})
+    waiting = {}
+    data = call(fake, "ringing")
+
+    def rotated():
+        s = Sender("127.0.0.1", hook.port_, PATH, new)
+        started = time.monotonic()
+        try:
+            waiting["status"] = s.send(envelope("call_ringing", data))[0]
+        finally:
+            waiting["took"] = time.monotonic() - started
+            s.close()
+    t = threading.Thread(target=rotated)
+    before = _customer_fetches(fake)
+    try:
+        t.start()
+        wait_until(lambda: _customer_fetches(fake) > before, what="the refetch under way")
+        started = time.monotonic()
+        assert hook.send(envelope("call_ringing", call(fake)))[0] == 200   # the old key, still in hand
+        assert time.monotonic() - started < 1.5 and "status" not in waiting
+        t.join(15)
+        assert waiting["status"] == 200 and 1.5 <= waiting["took"] < 5, waiting
+        assert data["id"] in [r[2] for r in rows(vb)] and len(rows(vb)) == 2
+    finally:
+        t.join(15)
+        fake.control("config", {"rest_delay": 0})
+
+
+@pytest.mark.parametrize("how", ["GET /customer fails", "too slow"])
+def test_failed_refetch_keeps_the_old_key_and_answers_401(hook, vb, fake, how):
+    """The refetch fails (HTTP 500) or takes longer than the request may wait
+    (5 s): the key in hand is kept, and the request that did not verify with
+    it gets 401, not 503 (503 is only for no key at all)."""
+    fake.set_customer(webhook_secret="RotatedSecret_" + uuid.uuid4().hex)
+    fake.control("config", {"rest_status": 500} if how == "GET /customer fails" else {"rest_delay": 8})
+    try:
+        started = time.monotonic()
+        status, text = hook.send(envelope("call_ringing", call(fake)), sign_with="RotatedSecret_x")
+        took = time.monotonic() - started
+        assert status == 401, (status, text)
+        if how == "too slow":
+            assert 4.5 <= took < 7, took
+        else:
+            assert took < 5, took
+        assert rows(vb) == []
+        if how == "GET /customer fails":
+            # the old key is kept, and still works
+            assert hook.send(envelope("call_ringing", call(fake)))[0] == 200
+    finally:
+        fake.control("config", {"rest_status": None, "rest_delay": 0})
 
 
 @pytest.mark.parametrize("method", ["PUT", "GET", "DELETE"])

@@ -56,6 +56,7 @@ typedef struct Req
 	size_t		cap;
 	uint64_t	max;
 	bool		answered;
+	const char *reason;			/* why the signature was refused */
 } Req;
 
 /*
@@ -80,6 +81,8 @@ static bool watchdog_running;
 static bool watchdog_stop;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+/* signalled (with mu) when a refetch ends or the receiver stops */
+static pthread_cond_t refetch_cond;
 
 static int	wake_fd = -1;
 static struct MHD_Daemon *daemons[MAX_SOCKETS];
@@ -93,6 +96,7 @@ static size_t secret_len;
 static bool refetch_allowed;	/* the key came from GET /customer */
 static bool refetch_pending;	/* a refetch is due or running */
 static int64_t refetch_next_ms; /* CLOCK_MONOTONIC: no new refetch before */
+static bool stopping;			/* webhook_receiver_stop(): waiters give up */
 
 /* atomics */
 static uint64_t n_received;
@@ -136,6 +140,7 @@ webhook_receiver_init(char *errbuf, size_t errlen)
 	pthread_condattr_init(&attr);
 	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
 	pthread_cond_init(&conns_cond, &attr);
+	pthread_cond_init(&refetch_cond, &attr);
 	pthread_condattr_destroy(&attr);
 	wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (wake_fd < 0)
@@ -197,8 +202,11 @@ webhook_receiver_set_refetch(bool allowed, bool restart_limit)
 {
 	pthread_mutex_lock(&mu);
 	refetch_allowed = allowed;
-	if (!allowed)
+	if (!allowed && refetch_pending)
+	{
 		refetch_pending = false;
+		pthread_cond_broadcast(&refetch_cond);
+	}
 	if (restart_limit)
 		refetch_next_ms = 0;
 	pthread_mutex_unlock(&mu);
@@ -215,35 +223,51 @@ webhook_receiver_refetch_done(void)
 {
 	pthread_mutex_lock(&mu);
 	refetch_pending = false;
+	pthread_cond_broadcast(&refetch_cond);
 	pthread_mutex_unlock(&mu);
 }
 
 /*
  * A request did not verify with a key from GET /customer: the customer's
- * secret may have been rotated.  True when a refetch is now due (claimed
- * here, at most one per WEBHOOK_REFETCH_INTERVAL_MS) or already on its way:
- * the request is then answered 503, and VoIPBIN's retry a second later
- * meets the new key.  False: a plain 401.
+ * secret may have been rotated.  Claims a refetch when one is due (at most
+ * one per WEBHOOK_REFETCH_INTERVAL_MS), then waits, on this connection's own
+ * thread and at most WEBHOOK_REFETCH_WAIT_MS, until the refetch that is due
+ * or on its way has ended (the main thread has set the new key, if any).
+ * True when there was such a refetch to wait for: the caller verifies again
+ * with the key now in hand.  False (no refetch allowed or due): a plain 401.
  */
 static bool
-claim_refetch(void)
+await_refetch(void)
 {
-	bool		due = false;
 	int64_t		now = mono_ms();
+	struct timespec until;
+	bool		waited = false;
 
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += WEBHOOK_REFETCH_WAIT_MS / 1000;
+	until.tv_nsec += (long) (WEBHOOK_REFETCH_WAIT_MS % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000)
+	{
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
 	pthread_mutex_lock(&mu);
-	if (refetch_allowed && (refetch_pending || now >= refetch_next_ms))
+	if (refetch_allowed && !stopping && (refetch_pending || now >= refetch_next_ms))
 	{
 		if (!refetch_pending)
 		{
 			refetch_pending = true;
 			refetch_next_ms = now + WEBHOOK_REFETCH_INTERVAL_MS;
 			__atomic_store_n(&refetch_wanted, 1, __ATOMIC_RELAXED);
+			wake_main();
 		}
-		due = true;
+		waited = true;
+		while (refetch_pending && !stopping &&
+			   pthread_cond_timedwait(&refetch_cond, &mu, &until) != ETIMEDOUT)
+			;
 	}
 	pthread_mutex_unlock(&mu);
-	return due;
+	return waited;
 }
 
 /* ---- durability ---- */
@@ -459,30 +483,39 @@ append(Req *r, const char *data, size_t n)
 	return true;
 }
 
+/* The body's signature against the key in hand: 0, 401 or 503 (none known). */
+static int
+verify(const char *sig, Req *r)
+{
+	char		key[WEBHOOK_SECRET_MAX];
+	size_t		key_len;
+	int			status;
+
+	pthread_mutex_lock(&mu);
+	key_len = secret_len;
+	memcpy(key, secret, key_len);
+	pthread_mutex_unlock(&mu);
+	status = webhook_check_body(sig, key, key_len, r->buf, r->len, &r->reason);
+	OPENSSL_cleanse(key, sizeof(key));
+	return status;
+}
+
 /* The whole body is there. */
 static enum MHD_Result
 on_body(struct MHD_Connection *c, Req *r)
 {
-	char		key[WEBHOOK_SECRET_MAX];
-	size_t		key_len;
-	const char *reason;
 	const char *sig = MHD_lookup_connection_value(c, MHD_HEADER_KIND, WEBHOOK_SIGNATURE_HEADER);
 	int			status;
 	char	   *data;
 	size_t		len;
 
 	set_deadline(c, false);
-	pthread_mutex_lock(&mu);
-	key_len = secret_len;
-	memcpy(key, secret, key_len);
-	pthread_mutex_unlock(&mu);
-	status = webhook_check_body(sig, key, key_len, r->buf, r->len, &reason);
-	OPENSSL_cleanse(key, sizeof(key));
-	if (status == 401 && claim_refetch())
-		return answer(c, r, 503, "the signature does not verify with the secret in hand:"
-					  " fetching the customer's webhook_secret again, retry", false);
+	status = verify(sig, r);
+	/* a rotated secret: the request waits for the fresh one, then is checked again */
+	if (status == 401 && await_refetch())
+		status = verify(sig, r);
 	if (status != 0)
-		return answer(c, r, status, reason, false);
+		return answer(c, r, status, r->reason, false);
 
 	/* the journal takes the buffer over, with room for a terminating NUL */
 	if (r->cap < r->len + 1)
@@ -652,6 +685,9 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 	char		portstr[16];
 
 	webhook_receiver_stop();
+	pthread_mutex_lock(&mu);
+	stopping = false;
+	pthread_mutex_unlock(&mu);
 	ok[0] = bad[0] = '\0';
 	snprintf(portstr, sizeof(portstr), "%d", port);
 
@@ -740,6 +776,11 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 void
 webhook_receiver_stop(void)
 {
+	/* a request waiting for a refetch gives up now, and is checked with the key in hand */
+	pthread_mutex_lock(&mu);
+	stopping = true;
+	pthread_cond_broadcast(&refetch_cond);
+	pthread_mutex_unlock(&mu);
 	/* joins the connection threads: one waiting on the journal takes at most its wait */
 	for (int i = 0; i < n_daemons; i++)
 	{

@@ -31,6 +31,8 @@
 #define WEBHOOK_SECRET_MAX 1024
 /* After a request fails to verify, the secret is fetched again at most this often. */
 #define WEBHOOK_REFETCH_INTERVAL_MS 60000
+/* How long a request that failed to verify waits for that refetch (VoIPBIN waits 30 s in all). */
+#define WEBHOOK_REFETCH_WAIT_MS 5000
 
 /*
  * Creates the eventfd the main thread waits on; call once, before anything
@@ -65,15 +67,16 @@ extern void webhook_receiver_counts(uint64_t *received, uint64_t *refused);
  * Refetching the key after a request fails to verify.  allowed: the key came
  * from GET /customer (not from voipbin.webhook_secret), so a failure may mean
  * the customer's secret was rotated; restart_limit: forget when the last
- * refetch was (a new credential).  The first such failure, and any while
- * that refetch is on its way, is answered 503 (VoIPBIN retries 1 s later)
- * instead of 401, at most once per WEBHOOK_REFETCH_INTERVAL_MS; the others
- * get 401.
+ * refetch was (a new credential).  The first such failure claims a refetch
+ * (at most one per WEBHOOK_REFETCH_INTERVAL_MS); it, and any that fails while
+ * that refetch is on its way, waits up to WEBHOOK_REFETCH_WAIT_MS for it and
+ * is then checked again against the key in hand: 200 (once durable) if it
+ * verifies now, else 401.  The others get 401 at once.
  */
 extern void webhook_receiver_set_refetch(bool allowed, bool restart_limit);
 /* True once after a request claimed a refetch: the caller fetches the secret. */
 extern bool webhook_receiver_take_refetch(void);
-/* The refetch has ended (the new key, if any, is set): failures get 401 again. */
+/* The refetch has ended, and the new key, if any, is set: the waiting requests are checked again. */
 extern void webhook_receiver_refetch_done(void);
 
 #endif
