@@ -442,6 +442,14 @@ BEGIN
     IF found_part IS NOT NULL THEN
         RETURN found_part;
     END IF;
+    -- The partitioned table first, as every reader locks it before its
+    -- partitions (ATTACH locks the default partition, which a reader would
+    -- then wait for while holding the table: a deadlock).  And held until
+    -- the commit, so that no query is planned with the partitions of before
+    -- a move and run with the rows of after it: it would scan the default
+    -- partition without the moved rows, not the new partition, and see them
+    -- nowhere.
+    LOCK TABLE @extschema@.voipbin_events IN ACCESS EXCLUSIVE MODE;
     lo := date_bin(step, t, timestamptz '2000-01-01 00:00:00+00');
     hi := lo + step;
     SELECT greatest(lo, max(p.upper)) INTO lo FROM @extschema@.voipbin_partitions() p
@@ -511,22 +519,36 @@ BEGIN
     created := 0;
     dropped := 0;
     more := false;
-    LOOP
-        part := @extschema@.voipbin_partition_for(t, step);
-        SELECT p.upper INTO t FROM @extschema@.voipbin_partitions() p WHERE p.partition = part;
-        EXIT WHEN t > now() + 2 * step;
-    END LOOP;
-    FOR i IN 1..4 LOOP
-        SELECT min(received_at) INTO t FROM @extschema@.voipbin_events_default
-        WHERE received_at >= coalesce(cutoff, '-infinity') AND isfinite(received_at);
-        EXIT WHEN t IS NULL;
-        PERFORM @extschema@.voipbin_partition_for(t, step);
-        more := i = 4;
-    END LOOP;
+    BEGIN
+        LOOP
+            part := @extschema@.voipbin_partition_for(t, step);
+            SELECT p.upper INTO t FROM @extschema@.voipbin_partitions() p WHERE p.partition = part;
+            EXIT WHEN t > now() + 2 * step;
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        -- a long reader of voipbin_events (pg_dump, say): meanwhile the
+        -- default partition takes the events; they move at a later pass
+        RAISE LOG 'voipbin: voipbin_events is in use; its partitions ahead are made at the next pass';
+    END;
+    BEGIN
+        FOR i IN 1..4 LOOP
+            SELECT min(received_at) INTO t FROM @extschema@.voipbin_events_default
+            WHERE received_at >= coalesce(cutoff, '-infinity') AND isfinite(received_at);
+            EXIT WHEN t IS NULL;
+            PERFORM @extschema@.voipbin_partition_for(t, step);
+            more := i = 4;
+        END LOOP;
+    EXCEPTION WHEN lock_not_available THEN
+        -- a long reader of voipbin_events: the rows move at the next pass
+        RAISE LOG 'voipbin: voipbin_events is in use; rows of its default partition move at the next pass';
+        more := false;
+    END;
     created := (SELECT count(*) FROM @extschema@.voipbin_partitions()) - before;
     IF cutoff IS NOT NULL THEN
         FOR old_part IN SELECT * FROM @extschema@.voipbin_partitions() WHERE upper <= cutoff LOOP
             BEGIN
+                -- the table before its partition, in the order readers lock them
+                LOCK TABLE @extschema@.voipbin_events IN ACCESS EXCLUSIVE MODE;
                 EXECUTE format('DROP TABLE %s', old_part.partition);
                 dropped := dropped + 1;
             EXCEPTION WHEN lock_not_available THEN

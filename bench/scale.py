@@ -207,10 +207,16 @@ class Scale(B.Bench):
         a = self.a
         c = self.cluster
         c.execute("TRUNCATE %s" % EXT)
+        if self.partitioned:
+            # as on a fresh install: the partitions made at start, a day each under
+            # the default retention, would hold the whole run (a change of retention
+            # or interval applies to the partitions made after it)
+            for (name,) in c.query("SELECT partition::text FROM voipbin_partitions()"):
+                c.execute("DROP TABLE %s" % name)
         n = int(a.sustained_rate * a.sustained_seconds)
         path, n = sustained_frames(a.cache, n)
-        if self.partitioned:
-            # partitions well under the retention, or the one at the edge holds most of the rows
+        if self.partitioned and a.sustained_interval:
+            # by default the worker's own choice: a quarter of the short retention
             c.set_conf(voipbin__partition_interval=a.sustained_interval)
         c.set_conf(voipbin__event_retention=a.sustained_retention)
         # a gigabyte or two of frames: the emitter takes a while to read them
@@ -249,6 +255,8 @@ class Scale(B.Bench):
             behind = n - (c.status()["events_stored"] - st0["events_stored"])
             log("sustained: the worker is %d events behind 5 min after the last frame" % behind)
         wal = self.wal_since(lsn0)
+        part_range = (self.q1("SELECT max(upper - lower)::text FROM voipbin_partitions()")
+                      if self.partitioned else None)
         c.set_conf(voipbin__event_retention="0")
         if self.partitioned:
             c.set_conf(voipbin__partition_interval=None)
@@ -265,7 +273,7 @@ class Scale(B.Bench):
             "ratio": peak_last / at_mark["bytes"],
             "dead_mid_max": max(dead_mid or [0]), "dead_last_max": max(dead_last or [0]),
             "dead_end": samples[-1]["dead"], "live_end": samples[-1]["live"],
-            "wal_gb": wal / 1e9, "load": uptime(),
+            "wal_gb": wal / 1e9, "load": uptime(), "partition_range": part_range,
             "samples": [{k: (round(v, 1) if k == "t" else v) for k, v in s.items()}
                         for s in samples[::6]]}
         log("sustained: %s" % json.dumps(B._rounded({k: v for k, v in self.res["sustained"].items()
@@ -375,7 +383,9 @@ def part_sustained(b, s):
     lines = [
         "%s events at %g/s (%.0f s), `voipbin.event_retention = '%s'`%s; emitter late > 1 ms: %d frames (max %.1f ms)."
         % (fmt(s["events"]), a.sustained_rate, a.sustained_seconds, a.sustained_retention,
-           ", `voipbin.partition_interval = '%s'`" % a.sustained_interval if b.partitioned else "",
+           (", `voipbin.partition_interval = '%s'`" % a.sustained_interval if a.sustained_interval
+            else ", `voipbin.partition_interval` at its default (partitions of %s: a quarter of the retention)"
+            % s.get("partition_range", "?")) if b.partitioned else "",
            s["late"], s["max_late_ms"]),
         "",
         "| | measured |", "|---|---|",
@@ -480,7 +490,9 @@ def parse_args(argv):
     p.add_argument("--sustained-rate", type=float, default=3000)
     p.add_argument("--sustained-seconds", type=float, default=600)
     p.add_argument("--sustained-retention", default="3min")
-    p.add_argument("--sustained-interval", default="1min", help="voipbin.partition_interval of the sustained row (partitioned table)")
+    p.add_argument("--sustained-interval", default="",
+                   help="voipbin.partition_interval of the sustained row (default: the setting's"
+                   " default, which the worker shortens to a quarter of the retention)")
     p.add_argument("--drop-rows", type=int, default=10_000_000)
     p.add_argument("--drop-window", type=float, default=180,
                    help="dropday: how long to wait (partitioned) or to measure (not)")

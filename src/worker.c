@@ -959,8 +959,11 @@ step(void)
 		voipbin_guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
 		voipbin_guarded(store_prune, "pruning old events");
 		after = GetCurrentTimestamp();
-		w.next_prune = TimestampTzPlusMilliseconds(after, store_prune_unfinished ?
-												   PRUNE_AGAIN_MS : PRUNE_EVERY_MS);
+		/* partitions are made two ranges ahead: back within one, or rows go to the default one */
+		w.next_prune = TimestampTzPlusMilliseconds(after, store_prune_unfinished ? PRUNE_AGAIN_MS :
+												   Min(PRUNE_EVERY_MS,
+													   (int64) partition_step_s(voipbin_partition_interval_s,
+																				voipbin_event_retention_s) * 1000));
 		/*
 		 * The next partition due is dropped when it is, not up to a minute
 		 * on.  One due already was in use (the drop waited lock_timeout for
