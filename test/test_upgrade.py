@@ -449,48 +449,54 @@ def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
         c.destroy()
 
 
+def spool_with_1_0(c, fake, secret_dir, db):
+    """The released 1.0 receives 20 events (40 frames) while voipbin_events is
+    locked and, stopped, spools them.  Returns their ids and the spool's path."""
+    c.start()
+    c.execute("CREATE EXTENSION voipbin VERSION '1.0'")
+    point_at(c, fake, secret_dir)
+    subscribe(c, fake, db)
+    fake.wait_topics(["customer_id:%s:call:" % fake.customer_id], timeout=15)
+    locker = c.connect(dbname=db, autocommit=False)
+    with locker.cursor() as cur:
+        cur.execute("LOCK voipbin_events IN ACCESS EXCLUSIVE MODE")
+    want = set()
+    pad = "p" * 20000
+    for n in range(20):
+        ev = dict(call_event(fake, n), pad=pad)
+        fake.publish("call_created", ev, shape="wrapped")
+        want.add(ev["id"])
+    # each comes twice (a 3-part topic, as VoIPBIN does): 40 frames.  1.0
+    # counts in frames_received those its main thread took (the batch
+    # waiting for the lock), in buffered_bytes those still queued behind
+    # it, each at more than its length: all 40 are in the worker when
+    # the queue holds (40 - taken) * 20 kB
+    def holding():
+        queued, taken = c.query_one("SELECT buffered_bytes, frames_received FROM voipbin_status()",
+                                    dbname=db)
+        return taken > 0 and queued >= (40 - taken) * len(pad)
+    wait_until(holding, timeout=20, what="1.0 holding the 40 frames")
+    # a fast stop while the table is locked: 1.0's worker spools what it holds
+    r = c.stop("fast")
+    assert r.returncode == 0, r.stdout
+    try:
+        locker.close()
+    except psycopg2.Error:
+        pass
+    spool = os.path.join(c.data, "voipbin.spool")
+    assert os.path.getsize(spool) > 40 * len(pad), "1.0 did not spool the 40 frames"
+    return want, spool
+
+
 def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, secret_dir):
     """1.0 kept what it could not store in $PGDATA/voipbin.spool and replayed
-    it at its next start; 1.1 journals instead.  The released 1.0 receives 20
-    events (40 frames) while voipbin_events is locked and, stopped, spools them; 1.1
-    starts on the same data directory: each is stored once, the file is gone,
-    and a later restart imports nothing again."""
+    it at its next start; 1.1 journals instead.  1.1 starts on the data
+    directory where 1.0 spooled 40 frames: each is stored once, the file is
+    gone, and a later restart imports nothing again."""
     db = "voipbin_spool10"
     c = SwitchableCluster(FAST, release_1_0, dbname=db)
     try:
-        c.start()
-        c.execute("CREATE EXTENSION voipbin VERSION '1.0'")
-        point_at(c, fake, secret_dir)
-        subscribe(c, fake, db)
-        fake.wait_topics(["customer_id:%s:call:" % fake.customer_id], timeout=15)
-        locker = c.connect(dbname=db, autocommit=False)
-        with locker.cursor() as cur:
-            cur.execute("LOCK voipbin_events IN ACCESS EXCLUSIVE MODE")
-        want = set()
-        pad = "p" * 20000
-        for n in range(20):
-            ev = dict(call_event(fake, n), pad=pad)
-            fake.publish("call_created", ev, shape="wrapped")
-            want.add(ev["id"])
-        # each comes twice (a 3-part topic, as VoIPBIN does): 40 frames.  1.0
-        # counts in frames_received those its main thread took (the batch
-        # waiting for the lock), in buffered_bytes those still queued behind
-        # it, each at more than its length: all 40 are in the worker when
-        # the queue holds (40 - taken) * 20 kB
-        def holding():
-            queued, taken = c.query_one("SELECT buffered_bytes, frames_received FROM voipbin_status()",
-                                        dbname=db)
-            return taken > 0 and queued >= (40 - taken) * len(pad)
-        wait_until(holding, timeout=20, what="1.0 holding the 40 frames")
-        # a fast stop while the table is locked: 1.0's worker spools what it holds
-        r = c.stop("fast")
-        assert r.returncode == 0, r.stdout
-        try:
-            locker.close()
-        except psycopg2.Error:
-            pass
-        spool = os.path.join(c.data, "voipbin.spool")
-        assert os.path.getsize(spool) > 40 * len(pad), "1.0 did not spool the 40 frames"
+        want, spool = spool_with_1_0(c, fake, secret_dir, db)
         log_from = len(c.read_log())
 
         # the 1.1 package on the same data directory
@@ -517,6 +523,52 @@ def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, s
         # default partition: a count may see none of them meanwhile)
         wait_until(lambda: c.query_one("SELECT count(*) FROM voipbin_events", dbname=db) == (20,),
                    timeout=30, what="the 20 rows, none twice, after the restart")
+    except BaseException:
+        print("---- server log (tail)\n" + c.read_log()[-6000:])
+        raise
+    finally:
+        c.destroy()
+
+
+def test_an_import_of_1_0_s_spool_cut_by_a_crash_imports_nothing_twice(release_1_0, fake,
+                                                                       secret_dir):
+    """The one moment of the import no outside kill can hit: the 40 frames
+    are in the journal, on disk, and 1.0's file is not yet marked taken.  The
+    worker dies there (VOIPBIN_FAULT, a crash restart of the server); the next
+    one finds the import's marker, skips the 40 frames the journal already
+    holds, and each is received once: 20 events, 20 duplicates (each event
+    came twice), not 60."""
+    db = "voipbin_spool10c"
+    c = SwitchableCluster(FAST, release_1_0, dbname=db)
+    try:
+        want, spool = spool_with_1_0(c, fake, secret_dir, db)
+        log_from = len(c.read_log())
+        c.bin = PG_BIN
+        os.environ["VOIPBIN_FAULT"] = "spool-import-journaled"
+        try:
+            # pg_ctl alone: Cluster.start()'s first query could meet the crash restart
+            c._run("pg_ctl", "-D", c.data, "-l", c.log, "-w", "-t", "60", "start")
+        finally:
+            del os.environ["VOIPBIN_FAULT"]
+        wait_until(lambda: "terminated by signal 9" in c.read_log()[log_from:], timeout=30,
+                   what="the worker killed at the fault point")
+
+        def back():
+            try:
+                return c.query_one("SELECT worker_pid FROM voipbin_status()", dbname=db)[0]
+            except psycopg2.Error:
+                return None     # still in crash recovery
+        wait_until(back, timeout=30, what="the server and a new worker back after the crash")
+        marker = os.path.join(c.data, "voipbin.spool.importing")
+        c.execute("ALTER EXTENSION voipbin UPDATE", dbname=db)
+        wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
+                   what="the events 1.0 had spooled stored by 1.1")
+        log = c.read_log()[log_from:]
+        assert "its 40 frame(s) already in the journal are not imported again" in log, log[-3000:]
+        assert not os.path.exists(spool) and not os.path.exists(marker)
+        s = c.wait_status(lambda s: s["frames_received"] >= 40, what="the 40 frames taken")
+        assert (s["events_stored"], s["duplicates"], s["dead_letters"]) == (20, 20, 0), s
+        assert c.query_one("SELECT count(*) FROM voipbin_events", dbname=db) == (20,)
     except BaseException:
         print("---- server log (tail)\n" + c.read_log()[-6000:])
         raise

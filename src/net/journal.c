@@ -1359,6 +1359,17 @@ journal_start(void)
 }
 
 uint64_t
+journal_end(void)
+{
+	uint64_t	v;
+
+	pthread_mutex_lock(&mu);
+	v = write_end;
+	pthread_mutex_unlock(&mu);
+	return v;
+}
+
+uint64_t
 journal_backlog(uint64_t from)
 {
 	uint64_t	n;

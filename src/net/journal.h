@@ -119,6 +119,9 @@ extern void journal_stored(uint64_t upto);
 /* The oldest position the journal still holds. */
 extern uint64_t journal_start(void);
 
+/* The position past the last record written: where the next one goes, or before it. */
+extern uint64_t journal_end(void);
+
 /* Bytes the journal holds from position from on (not taken by the worker yet). */
 extern uint64_t journal_backlog(uint64_t from);
 
