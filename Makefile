@@ -8,7 +8,8 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 # src/net/: code that runs off the worker's main thread.  It is compiled
 # without PostgreSQL's include path, so a PostgreSQL header there fails the build.
 NET_OBJS = src/net/ws_client.o src/net/journal.o \
-           src/net/http_receiver.o src/net/webhook_request.o src/net/secret_fetch.o \
+           src/net/http_receiver.o src/net/http_gate.o src/net/request_line.o \
+           src/net/webhook_request.o src/net/secret_fetch.o \
            src/net/spool_1_0.o
 OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/frame_json.o src/endpoint.o \
        src/store.o src/partitions.o src/boundaries.o src/subscriptions.o src/worker.o \

@@ -10,6 +10,21 @@
  * thread can block on the database (a locked table, a slow trigger) at any
  * time, so the receiver must not live in its wait loop.
  *
+ * libmicrohttpd does not listen itself: http_gate.c accepts, checks each new
+ * connection's request line (0.9.75 hangs up without an answer or a hook on
+ * one it cannot split) and hands the good ones over with
+ * MHD_add_connection().  Later requests on a kept-alive connection are parsed
+ * by libmicrohttpd alone: a request line it cannot split (no space, an empty
+ * method, a space in the target) still closes the connection without an
+ * answer, and a bad or missing version gets its own 400 (505 for another
+ * major version) before any hook of ours runs, so that one is not counted.
+ * No hook of 0.9.75 comes earlier (the socket is shut for writing before the
+ * connection's close is announced), and peeking in between requests would
+ * misread a pipelined request libmicrohttpd has partly read already.  From
+ * the request line on, every request has a context (on_request_line()), so
+ * libmicrohttpd's own answers to bad headers reach on_completed() and are
+ * counted.
+ *
  * Nothing here includes or calls PostgreSQL: all signals stay blocked on
  * these threads, and news for the main thread goes through an eventfd.
  */
@@ -21,6 +36,7 @@
 #define _GNU_SOURCE
 #endif
 #include "http_receiver.h"
+#include "http_gate.h"
 #include "journal.h"
 #include "webhook_request.h"
 
@@ -55,7 +71,8 @@ typedef struct Req
 	size_t		len;
 	size_t		cap;
 	uint64_t	max;
-	bool		answered;
+	bool		head_seen;		/* on_head() has run */
+	bool		answered;		/* by this file, not libmicrohttpd */
 	const char *reason;			/* why the signature was refused */
 } Req;
 
@@ -85,8 +102,30 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t refetch_cond;
 
 static int	wake_fd = -1;
-static struct MHD_Daemon *daemons[MAX_SOCKETS];
-static int	n_daemons;
+static struct MHD_Daemon *daemon_;	/* one for all sockets: the gate hands it connections */
+static int	n_listening;
+
+/*
+ * A connection the gate has handed over, until libmicrohttpd announces it
+ * (on its own thread): the request's deadline counts from the gate's accept.
+ */
+typedef struct Handed
+{
+	int			fd;
+	int64_t		deadline_ms;
+	int64_t		stale_ms;		/* never announced (libmicrohttpd failed it): forgotten then */
+} Handed;
+static Handed handed[WEBHOOK_MAX_CONNECTIONS];	/* guarded by conns_mu */
+static unsigned int n_conns;	/* announced and not closed yet; guarded by conns_mu */
+
+/*
+ * libmicrohttpd's own connection limit is set above the gate's: 0.9.75 keeps
+ * a mutex locked when a connection handed to it finds the limit reached
+ * (new_connection_process_()'s "firm check"), and every thread of the daemon
+ * then deadlocks.  The gate counts exactly (handed[] and n_conns) and never
+ * lets it get that far.
+ */
+#define MHD_LIMIT (WEBHOOK_MAX_CONNECTIONS + 16)
 
 /* guarded by mu */
 static char path[PATH_MAX_LEN] = "/voipbin/events";
@@ -195,8 +234,6 @@ webhook_receiver_counts(uint64_t *received, uint64_t *refused)
 	*refused = __atomic_load_n(&n_refused, __ATOMIC_RELAXED);
 }
 
-static int64_t mono_ms(void);
-
 void
 webhook_receiver_set_refetch(bool allowed, bool restart_limit)
 {
@@ -239,7 +276,7 @@ webhook_receiver_refetch_done(void)
 static bool
 await_refetch(void)
 {
-	int64_t		now = mono_ms();
+	int64_t		now = http_mono_ms();
 	struct timespec until;
 	bool		waited = false;
 
@@ -286,15 +323,6 @@ deliver(char *data, size_t len)
 
 /* ---- the watchdog ---- */
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void
 set_deadline(struct MHD_Connection *c, bool on)
 {
@@ -305,7 +333,7 @@ set_deadline(struct MHD_Connection *c, bool on)
 	if (conn == NULL)
 		return;
 	pthread_mutex_lock(&conns_mu);
-	conn->deadline_ms = on ? mono_ms() + WEBHOOK_REQUEST_DEADLINE_S * 1000 : 0;
+	conn->deadline_ms = on ? http_mono_ms() + WEBHOOK_REQUEST_DEADLINE_S * 1000 : 0;
 	pthread_mutex_unlock(&conns_mu);
 }
 
@@ -323,8 +351,15 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
 		if (conn == NULL || info == NULL)
 			return;
 		conn->fd = info->connect_fd;
-		conn->deadline_ms = mono_ms() + WEBHOOK_REQUEST_DEADLINE_S * 1000;
+		conn->deadline_ms = http_mono_ms() + WEBHOOK_REQUEST_DEADLINE_S * 1000;
 		pthread_mutex_lock(&conns_mu);
+		for (int i = 0; i < WEBHOOK_MAX_CONNECTIONS; i++)
+			if (handed[i].stale_ms && handed[i].fd == conn->fd)
+			{
+				conn->deadline_ms = handed[i].deadline_ms;
+				handed[i].stale_ms = 0;
+			}
+		n_conns++;
 		conn->next = conns;
 		if (conns)
 			conns->prev = conn;
@@ -343,6 +378,7 @@ on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
 			conns = conn->next;
 		if (conn->next)
 			conn->next->prev = conn->prev;
+		n_conns--;
 		pthread_mutex_unlock(&conns_mu);
 		free(conn);
 		*socket_context = NULL;
@@ -356,7 +392,7 @@ watchdog_main(void *arg)
 	while (!watchdog_stop)
 	{
 		struct timespec next;
-		int64_t		now = mono_ms();
+		int64_t		now = http_mono_ms();
 
 		for (Conn *c = conns; c; c = c->next)
 			if (c->deadline_ms && now >= c->deadline_ms)
@@ -428,8 +464,12 @@ on_head(struct MHD_Connection *c, const char *url, const char *method, void **co
 	uint64_t	max;
 	const char *reason;
 	int			status;
-	Req		   *r;
+	Req		   *r = *con_cls ? *con_cls : calloc(1, sizeof(*r));
 
+	if (r == NULL)
+		return MHD_NO;
+	*con_cls = r;
+	r->head_seen = true;
 	pthread_mutex_lock(&mu);
 	memcpy(want, path, sizeof(want));
 	max = max_body;
@@ -446,13 +486,8 @@ on_head(struct MHD_Connection *c, const char *url, const char *method, void **co
 	status = webhook_check_head(&head, want, max, &reason);
 	if (status != 0)
 		/* an unread body must not be taken for the next request: close */
-		return answer(c, NULL, status, reason, true);
-
-	r = calloc(1, sizeof(*r));
-	if (r == NULL)
-		return MHD_NO;
+		return answer(c, r, status, reason, true);
 	r->max = max;
-	*con_cls = r;
 	return MHD_YES;
 }
 
@@ -546,7 +581,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
 {
 	Req		   *r = *con_cls;
 
-	if (r == NULL)
+	if (r == NULL || !r->head_seen)
 		return on_head(c, url, method, con_cls);
 	if (r->answered)
 	{
@@ -578,6 +613,18 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 	/* the next request on a keep-alive connection has its own time */
 	set_deadline(c, true);
+	if (r == NULL || !r->answered)
+	{
+		const union MHD_ConnectionInfo *info =
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+
+		/* libmicrohttpd answered it itself: a bad header line, headers too large, no Host:, … */
+		if (info && info->http_status >= 400)
+		{
+			__atomic_add_fetch(&n_refused, 1, __ATOMIC_RELAXED);
+			wake_main();
+		}
+	}
 	if (r == NULL)
 		return;
 	if (r->buf)
@@ -587,6 +634,70 @@ on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 	}
 	free(r);
 	*con_cls = NULL;
+}
+
+/*
+ * The request line is parsed: the request gets its context now, so that
+ * libmicrohttpd reports its end to on_completed() even when it answers the
+ * request itself, before on_request() would see it (a bad header line,
+ * headers over the limit, no Host:), and that answer is counted as refused.
+ */
+static void *
+on_request_line(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	return calloc(1, sizeof(Req));
+}
+
+/* ---- the gate's hooks (its thread) ---- */
+
+static void
+gate_hand_over(int fd, const struct sockaddr *addr, socklen_t addrlen, int64_t deadline_ms)
+{
+	int64_t		now = http_mono_ms();
+
+	pthread_mutex_lock(&conns_mu);
+	for (int i = 0; i < WEBHOOK_MAX_CONNECTIONS; i++)
+		if (handed[i].stale_ms && (handed[i].fd == fd || handed[i].stale_ms <= now))
+			handed[i].stale_ms = 0;
+	for (int i = 0; i < WEBHOOK_MAX_CONNECTIONS; i++)
+		if (handed[i].stale_ms == 0)
+		{
+			handed[i] = (Handed) {.fd = fd, .deadline_ms = deadline_ms, .stale_ms = now + 5000};
+			break;
+		}
+	pthread_mutex_unlock(&conns_mu);
+	/* libmicrohttpd's thread for it announces it to on_connection(); on failure it closes fd */
+	if (MHD_add_connection(daemon_, fd, addr, addrlen) != MHD_YES)
+	{
+		pthread_mutex_lock(&conns_mu);
+		for (int i = 0; i < WEBHOOK_MAX_CONNECTIONS; i++)
+			if (handed[i].stale_ms && handed[i].fd == fd)
+				handed[i].stale_ms = 0;
+		pthread_mutex_unlock(&conns_mu);
+	}
+}
+
+/* Connections libmicrohttpd holds: announced ones, and those handed over and not announced yet. */
+static unsigned int
+gate_held(void)
+{
+	int64_t		now = http_mono_ms();
+	unsigned int n;
+
+	pthread_mutex_lock(&conns_mu);
+	n = n_conns;
+	for (int i = 0; i < WEBHOOK_MAX_CONNECTIONS; i++)
+		if (handed[i].stale_ms && handed[i].stale_ms > now)
+			n++;
+	pthread_mutex_unlock(&conns_mu);
+	return n;
+}
+
+static void
+gate_refused(int status)
+{
+	__atomic_add_fetch(&n_refused, 1, __ATOMIC_RELAXED);
+	wake_main();
 }
 
 /* ---- listening ---- */
@@ -629,7 +740,7 @@ add(char *buf, size_t len, const char *sep, const char *fmt,...)
 static int
 listen_on(struct addrinfo *ai, char *err, size_t errlen)
 {
-	int			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+	int			fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
 	int			on = 1;
 
 	if (fd < 0)
@@ -649,8 +760,9 @@ listen_on(struct addrinfo *ai, char *err, size_t errlen)
 	return fd;
 }
 
+/* The HTTP server, with no socket of its own: the gate hands it connections. */
 static struct MHD_Daemon *
-serve(int fd)
+serve(void)
 {
 	sigset_t	all;
 	sigset_t	old;
@@ -660,10 +772,10 @@ serve(int fd)
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-						 MHD_USE_POLL,
+						 MHD_USE_POLL | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
 						 0, NULL, NULL, on_request, NULL,
-						 MHD_OPTION_LISTEN_SOCKET, (MHD_socket) fd,
-						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) WEBHOOK_MAX_CONNECTIONS,
+						 MHD_OPTION_URI_LOG_CALLBACK, on_request_line, NULL,
+						 MHD_OPTION_CONNECTION_LIMIT, (unsigned int) MHD_LIMIT,
 						 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) WEBHOOK_IDLE_TIMEOUT_S,
 						 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) WEBHOOK_HEADER_LIMIT,
 						 MHD_OPTION_STRICT_FOR_CLIENT, (int) 1,
@@ -683,6 +795,8 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 	char		ok[STATE_LEN];
 	char		bad[STATE_LEN];
 	char		portstr[16];
+	int			fds[MAX_SOCKETS];
+	int			n_fds = 0;
 
 	webhook_receiver_stop();
 	pthread_mutex_lock(&mu);
@@ -729,28 +843,42 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 					dup = true;
 			if (dup)
 				continue;
-			if (n_daemons == MAX_SOCKETS)
+			if (n_fds == MAX_SOCKETS)
 				break;
 			fd = listen_on(ai, err, sizeof(err));
-			if (fd >= 0 && (daemons[n_daemons] = serve(fd)) == NULL)
-			{
-				snprintf(err, sizeof(err), "libmicrohttpd could not start");
-				close(fd);
-				fd = -1;
-			}
 			if (fd < 0)
 			{
 				add(bad, sizeof(bad), "; ", "could not listen on %s: %s", where, err);
 				continue;
 			}
-			n_daemons++;
+			fds[n_fds++] = fd;
 			add(ok, sizeof(ok), ", ", "%s", where);
 		}
 		freeaddrinfo(res);
 	}
 	free(list);
 
-	if (n_daemons > 0)
+	if (n_fds > 0)
+	{
+		static const HttpGateHooks hooks = {gate_hand_over, gate_held, gate_refused};
+		char		err[128];
+
+		if ((daemon_ = serve()) == NULL)
+		{
+			snprintf(bad, sizeof(bad), "could not listen on %s: libmicrohttpd could not start", ok);
+			for (int i = 0; i < n_fds; i++)
+				close(fds[i]);
+		}
+		else if (!http_gate_start(fds, n_fds, &hooks, err, sizeof(err)))
+		{
+			snprintf(bad, sizeof(bad), "could not listen on %s: %s", ok, err);
+			MHD_stop_daemon(daemon_);
+			daemon_ = NULL;
+		}
+		else
+			n_listening = n_fds;
+	}
+	if (n_listening > 0)
 	{
 		sigset_t	all;
 		sigset_t	old;
@@ -762,15 +890,15 @@ webhook_receiver_start(const char *addresses, int port, char *state, size_t stat
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 
-	if (n_daemons > 0 && bad[0])
+	if (n_listening > 0 && bad[0])
 		snprintf(state, statelen, "listening on %s (%s)", ok, bad);
-	else if (n_daemons > 0)
+	else if (n_listening > 0)
 		snprintf(state, statelen, "listening on %s", ok);
 	else if (bad[0])
 		snprintf(state, statelen, "%s", bad);
 	else
 		snprintf(state, statelen, "not listening: voipbin.webhook_listen_addresses is empty");
-	return n_daemons;
+	return n_listening;
 }
 
 void
@@ -782,13 +910,12 @@ webhook_receiver_stop(void)
 	pthread_cond_broadcast(&refetch_cond);
 	pthread_mutex_unlock(&mu);
 	/* joins the connection threads: one waiting on the journal takes at most its wait */
-	for (int i = 0; i < n_daemons; i++)
-	{
-		/* closes the listening socket too */
-		MHD_stop_daemon(daemons[i]);
-		daemons[i] = NULL;
-	}
-	n_daemons = 0;
+	/* first the gate: it closes the listening sockets and hands nothing over any more */
+	http_gate_stop();
+	if (daemon_)
+		MHD_stop_daemon(daemon_);
+	daemon_ = NULL;
+	n_listening = 0;
 	if (watchdog_running)
 	{
 		pthread_mutex_lock(&conns_mu);
