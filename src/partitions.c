@@ -36,8 +36,7 @@
 
 /*
  * The range of the partitions made: voipbin.partition_interval, or a
- * quarter of a retention shorter than four intervals.  Pure, for the unit
- * tests too.
+ * quarter of a retention shorter than four intervals.
  */
 int
 partition_step_s(int interval_s, int retention_s)
@@ -66,12 +65,13 @@ store_function_exists(const char *signature)
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-static Datum
-seconds_interval(int s)
+/* An interval of s seconds, as a Datum (palloc'd in the current context). */
+Datum
+seconds_interval(int64 s)
 {
 	Interval   *i = palloc0(sizeof(Interval));
 
-	i->time = (int64) s * USECS_PER_SEC;
+	i->time = s * USECS_PER_SEC;
 	return IntervalPGetDatum(i);
 }
 

@@ -988,30 +988,19 @@ store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 	return result;
 }
 
-/*
- * Deletes events and dead letters past voipbin.event_retention, a batch at a
- * time, each batch its own transaction so no lock is held for long.  Errors
- * propagate: the worker runs this through voipbin_guarded().
- */
 #define PRUNE_PASS_MS 2000
 #define PRUNE_GRACE_S 60
 
-static Datum
-interval_of_s(int64 s)
-{
-	Interval   *i = palloc0(sizeof(Interval));
-
-	i->time = s * USECS_PER_SEC;
-	return IntervalPGetDatum(i);
-}
+bool		store_prune_unfinished = false;
 
 /*
- * A pass is bounded in time, not in rows, so that retention keeps up with
- * any rate the worker can store at: store_prune_unfinished says that it
- * stopped with rows still due, and the worker comes back soon rather than
- * in a minute.
+ * Deletes events and dead letters past voipbin.event_retention, a batch at a
+ * time, each batch its own transaction so no lock is held for long.  Errors
+ * propagate: the worker runs this through voipbin_guarded().  A pass is
+ * bounded in time, not in rows, so that retention keeps up with any rate the
+ * worker can store at: store_prune_unfinished says that it stopped with rows
+ * still due, and the worker comes back soon rather than in a minute.
  */
-bool		store_prune_unfinished = false;
 
 void
 store_prune(void)
@@ -1024,8 +1013,8 @@ store_prune(void)
 	store_prune_unfinished = false;
 	if (voipbin_event_retention_s <= 0)
 		return;
-	events_cutoff[0] = interval_of_s((int64) voipbin_event_retention_s + PRUNE_GRACE_S);
-	dead_cutoff[0] = interval_of_s(voipbin_event_retention_s);
+	events_cutoff[0] = seconds_interval((int64) voipbin_event_retention_s + PRUNE_GRACE_S);
+	dead_cutoff[0] = seconds_interval(voipbin_event_retention_s);
 	while (more)
 	{
 		uint64		deleted = 0;

@@ -28,6 +28,7 @@ extern bool store_prune_unfinished;
 
 /* partitions.c: partitions ahead, retention by whole partitions */
 extern int	partition_step_s(int interval_s, int retention_s);
+extern Datum seconds_interval(int64 s);
 extern void partitions_maintain(void);
 extern TimestampTz partitions_next_drop;
 extern bool store_function_exists(const char *signature);

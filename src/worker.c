@@ -955,19 +955,20 @@ step(void)
 	if (now >= w.next_prune)
 	{
 		TimestampTz after;
+		int64		every_ms;
 
 		voipbin_guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
 		voipbin_guarded(store_prune, "pruning old events");
 		after = GetCurrentTimestamp();
 		/* partitions are made two ranges ahead: back within one, or rows go to the default one */
-		w.next_prune = TimestampTzPlusMilliseconds(after, store_prune_unfinished ? PRUNE_AGAIN_MS :
-												   Min(PRUNE_EVERY_MS,
-													   (int64) partition_step_s(voipbin_partition_interval_s,
-																				voipbin_event_retention_s) * 1000));
+		every_ms = Min(PRUNE_EVERY_MS, (int64) partition_step_s(voipbin_partition_interval_s,
+															   voipbin_event_retention_s) * 1000);
+		w.next_prune = TimestampTzPlusMilliseconds(after, store_prune_unfinished ? PRUNE_AGAIN_MS : every_ms);
 		/*
-		 * The next partition due is dropped when it is, not up to a minute
-		 * on.  One due already was in use (the drop waited lock_timeout for
-		 * it): that waits for the minute, not the worker for it every second.
+		 * The next partition due is dropped when it is, not up to a pass
+		 * later.  One due already was in use (the drop waited lock_timeout
+		 * for it): that waits for the next pass, not the worker for it every
+		 * second.
 		 */
 		if (partitions_next_drop > after && partitions_next_drop < w.next_prune)
 			w.next_prune = TimestampTzPlusMilliseconds(partitions_next_drop, 10);

@@ -300,6 +300,42 @@ def test_a_reader_sees_every_row_while_rows_move_out_of_the_default_partition(li
     assert live.query_one("SELECT count(*) FROM voipbin_events")[0] == n
 
 
+def test_a_long_reader_puts_the_move_off_and_the_worker_goes_on(live, fake):
+    """A transaction that holds voipbin_events (a pg_dump, a long report)
+    keeps the worker from moving rows out of the default partition: after
+    lock_timeout (5 s, the worker's storing waits that long) the move waits
+    for a later pass, logged, and the worker stores events again; once the
+    reader is gone the rows move."""
+    live.set_conf(voipbin__partition_interval="1h", voipbin__event_retention="7d")
+    drop_partitions(live)
+    live.execute("TRUNCATE voipbin_events")
+    insert_rows(live, 100, "2 days")
+    subscribe(live, fake, "customer_id:%s:transcript:" % fake.customer_id)
+    log_from = len(live.read_log())
+    reader = live.connect(autocommit=False)
+    try:
+        with reader.cursor() as cur:
+            cur.execute("SELECT count(*) FROM voipbin_events")
+        kick(live)
+        wait_until(lambda: "voipbin_events is in use" in live.read_log()[log_from:], timeout=30,
+                   what="the move put off, logged")
+        before = live.status()["events_stored"]
+        fake.publish("transcript_created", transcript(fake))
+        live.wait_status(lambda s: s["events_stored"] == before + 1, timeout=30,
+                         what="an event stored meanwhile")
+        assert live.query_one("SELECT count(*) FROM voipbin_events_default"
+                              " WHERE received_at < now() - interval '1 day'")[0] == 100
+    finally:
+        reader.rollback()
+        reader.close()
+    kick(live)
+    wait_until(lambda: live.query_one("SELECT count(*) FROM voipbin_events_default"
+                                      " WHERE received_at < now() - interval '1 day'")[0] == 0,
+               timeout=60, what="the rows moved once the reader is gone")
+    assert live.query_one("SELECT count(*) FROM voipbin_events"
+                          " WHERE received_at < now() - interval '1 day'")[0] == 100
+
+
 def test_dedupe_across_a_partition_boundary(live, fake):
     """VoIPBIN sends the same event again seconds later; here the second copy
     arrives after a partition boundary, so it goes to the next partition:
