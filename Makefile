@@ -15,7 +15,7 @@ OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/frame_json.o src/e
        src/store.o src/partitions.o src/boundaries.o src/subscriptions.o src/worker.o \
        src/rest.o src/customer.o src/dedupe.o src/position.o \
        src/gaps.o src/repair.o src/repair_walk.o src/repair_http.o src/store_errors.o src/dead_letters.o src/webhook.o \
-       src/spool_import.o src/fault.o $(NET_OBJS)
+       src/spool_import.o src/fault.o src/before_triggers.o $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)

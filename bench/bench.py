@@ -332,17 +332,24 @@ class Bench:
 
         self.start_servers(a.ping_interval, a.fsync)
         c = self.cluster
-        # the plain copy: same columns, defaults and indexes, its own sequence, no trigger
+        # The plain copy: same columns, defaults and indexes, its own sequence, no
+        # trigger.  Like the partition the extension writes into now, not like
+        # the partitioned table: the indexes are the partitions' (a partitioned
+        # table can have no unique dedupe index), and a copy of the parent alone
+        # would have none, which measured the other clients against a table
+        # without a single index.
+        part = c.query_one("SELECT voipbin_partition_for(now(), current_setting('voipbin.partition_interval')::interval)::text")[0]
         c.execute("CREATE SCHEMA bench")
         c.execute("CREATE SEQUENCE bench.voipbin_events_id_seq")
-        c.execute("CREATE TABLE %s (LIKE %s INCLUDING ALL)" % (PLAIN, EXT))
+        c.execute("CREATE TABLE %s (LIKE %s INCLUDING ALL)" % (PLAIN, part))
         c.execute("ALTER TABLE %s ALTER COLUMN id SET DEFAULT nextval('bench.voipbin_events_id_seq')"
                   % PLAIN)
         c.execute(NOTIFY_TRIGGER_FN)
-        ext_idx, plain_idx = self.index_defs(EXT), self.index_defs(PLAIN)
-        if ext_idx != plain_idx:
+        ext_idx, plain_idx = self.index_defs(part), self.index_defs(PLAIN)
+        if ext_idx != plain_idx or not ext_idx:
             raise BenchError("the plain copy's indexes differ: %r vs %r" % (ext_idx, plain_idx))
         self.res["indexes"] = ext_idx
+        self.res["like_partition"] = part
         self.res["ext_triggers"] = [r[0] for r in c.query(
             "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
             (EXT,))]
@@ -561,8 +568,16 @@ class Bench:
         self.reset_table(EXT)
         self.em.load(fs.path)
         before = self.cluster.status()
+        pid = before["worker_pid"]
+        ticks0 = thread_ticks(pid)
         r = self.stream(fs, EXT)
+        ticks1 = thread_ticks(pid)
         after = self.cluster.status()
+        # CPU per event: what the worker itself spends, whatever else shares the machine
+        spent = {t: v[1] - ticks0.get(t, (None, 0))[1] for t, v in ticks1.items()}
+        per_1k = 1000.0 / CLK_TCK / (fs.n / 1000.0)
+        r["cpu_main_ms_per_1k"] = spent.get(str(pid), 0) * per_1k
+        r["cpu_all_ms_per_1k"] = sum(spent.values()) * per_1k
         r["dead_letters"] = after["dead_letters"] - before["dead_letters"]
         r["duplicates"] = after["duplicates"] - before["duplicates"]
         if r["dead_letters"] or r["duplicates"]:
@@ -983,6 +998,12 @@ def report(b):
         if key in R:
             rows.append(("Throughput, events committed/s: " + label, fmt_rate(med(key, "rate")),
                          all_runs(key, "rate", fmt_rate)))
+    for key, label in tp:
+        if key.startswith("tp_extension") and key in R and "cpu_main_ms_per_1k" in R[key][0]:
+            rows.append(("Worker CPU, ms per 1,000 events, main thread (all threads): " + label.split(", ", 1)[-1]
+                         if ", " in label else "Worker CPU, ms per 1,000 events, main thread (all threads)",
+                         "%.1f (%.1f)" % (med(key, "cpu_main_ms_per_1k"), med(key, "cpu_all_ms_per_1k")),
+                         all_runs(key, "cpu_main_ms_per_1k", lambda x: "%.1f" % x)))
     for key, label in (("lat_extension", "extension"),
                        ("lat_extension_baseline", "extension, baseline library without the journal"),
                        ("lat_batched", "batched Python")):
@@ -1136,8 +1157,9 @@ def methods(b):
   `voipbin.buffer_limit` would partly go through the spool file; the throughput set is kept
   under the default 64MB, and the burst rows give the rate when it spools.
 - **Same table**: the Python clients and COPY write `{PLAIN}`, created with
-  `CREATE TABLE … (LIKE {EXT} INCLUDING ALL)` and its own sequence: the same columns, defaults
-  and indexes ({"; ".join(b.res.get("indexes", []))}), checked at start. The extension's
+  `CREATE TABLE … (LIKE {b.res.get("like_partition", "<the current partition>")} INCLUDING ALL)`
+  (the partition of `{EXT}` the extension writes into) and its own sequence: the same columns,
+  defaults and indexes ({"; ".join(b.res.get("indexes", []))}), checked at start. The extension's
   table also has the row trigger {", ".join(b.res.get("ext_triggers", [])) or "(none)"} (handlers); the copy
   has no trigger. The worker is disabled (no credential) while the other clients run. The
   Python classifier is checked against `voipbin_classify()` on 400 frames: the rows are identical.

@@ -24,6 +24,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -53,6 +54,9 @@ static Oid	plans_ext_oid = InvalidOid;
 static int	plans_window_s = 0;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr batch_plan = NULL;
+static SPIPlanPtr batch_ids_plan = NULL;
+static Oid	events_seq = InvalidOid;	/* what voipbin_events.id's default draws from */
+static const char *plans_schema = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
 static SPIPlanPtr prune_events_plan = NULL;
 static SPIPlanPtr prune_dead_plan = NULL;
@@ -98,11 +102,13 @@ store_free_plans(SPIPlanPtr **plans, int n)
 static void
 forget_plans(void)
 {
-	SPIPlanPtr *plans[] = {&insert_plan, &batch_plan, &dead_letter_plan, &prune_events_plan,
-	&prune_dead_plan};
+	SPIPlanPtr *plans[] = {&insert_plan, &batch_plan, &batch_ids_plan, &dead_letter_plan,
+	&prune_events_plan, &prune_dead_plan};
 
 	store_free_plans(plans, lengthof(plans));
 	plans_ext_oid = InvalidOid;
+	events_seq = InvalidOid;
+	plans_schema = NULL;
 }
 
 /* pg_extension.extnamespace; PostgreSQL 15 exports no function for it. */
@@ -200,6 +206,55 @@ no_copy_nearby(const char *schema, const char *near, const char *r, const char *
 }
 
 /*
+ * One statement for the whole batch, so the executor starts once, not per
+ * event.  The unnests are in a target list (a ProjectSet, row by row), not in
+ * FROM, which would copy every row into a tuplestore first.  ids: the worker
+ * gives each row's id ($9) and only the ids come back; otherwise the rows
+ * come back whole, as BEFORE triggers left them.
+ */
+static SPIPlanPtr
+batch_insert_plan(const char *schema, bool ids)
+{
+	Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+	UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, BOOLARRAYOID, INT8ARRAYOID};
+
+	return store_keep_plan(psprintf(
+									"INSERT INTO %s.voipbin_events"
+									" (%sreceived_at, source, event_type, resource, resource_id, customer_id, data)"
+									" SELECT %sr, s, e, res, rid, cid, d"
+									" FROM (SELECT pg_catalog.unnest($1) AS r, pg_catalog.unnest($2) AS s,"
+									" pg_catalog.unnest($3) AS e, pg_catalog.unnest($4) AS res,"
+									" pg_catalog.unnest($5) AS rid, pg_catalog.unnest($6) AS cid,"
+									" pg_catalog.unnest($7) AS d, pg_catalog.unnest($8) AS near%s) AS u"
+									" WHERE %s"
+									" ON CONFLICT DO NOTHING"
+									" RETURNING %s", schema,
+									ids ? "id, " : "", ids ? "i, " : "",
+									ids ? ", pg_catalog.unnest($9) AS i" : "",
+									no_copy_nearby(schema, "u.near", "u.r", "u.e", "u.rid", "u.d"),
+									ids ? "id" : "id, event_type, resource_id, data"),
+						   ids ? 9 : 8, types);
+}
+
+/* The sequence voipbin_events.id is drawn from, InvalidOid if there is none. */
+static Oid
+events_sequence(const char *schema)
+{
+	bool		isnull;
+	Datum		seq;
+	int			rc = SPI_execute(psprintf("SELECT pg_catalog.pg_get_serial_sequence(%s, 'id')"
+										  "::pg_catalog.regclass::pg_catalog.oid",
+										  quote_literal_cstr(psprintf("%s.voipbin_events", schema))),
+								 true, 1);
+
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "voipbin: looking up the sequence of voipbin_events.id failed: %s",
+			 SPI_result_code_string(rc));
+	seq = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? InvalidOid : DatumGetObjectId(seq);
+}
+
+/*
  * Plans for the installed extension; false when it is not installed.  Every
  * name is qualified: voipbin_retry_dead_letters() prepares them in a user's
  * backend, under whatever search_path it has.
@@ -238,24 +293,9 @@ store_plans_ready(void)
 										 no_copy_nearby(schema, "$8", "$1", "$3", "$5", "$7")),
 								8, types);
 	}
-	{
-		Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
-		UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, BOOLARRAYOID};
-
-		/* one statement for the whole batch: the executor starts once, not per event */
-		batch_plan = store_keep_plan(psprintf(
-										"INSERT INTO %s.voipbin_events"
-										" (received_at, source, event_type, resource, resource_id, customer_id, data)"
-										" SELECT r, s, e, res, rid, cid, d"
-										" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), pg_catalog.unnest($3),"
-										" pg_catalog.unnest($4), pg_catalog.unnest($5), pg_catalog.unnest($6),"
-										" pg_catalog.unnest($7), pg_catalog.unnest($8)) AS u(r, s, e, res, rid, cid, d, near)"
-										" WHERE %s"
-										" ON CONFLICT DO NOTHING"
-										" RETURNING id, event_type, resource_id, data", schema,
-										no_copy_nearby(schema, "u.near", "u.r", "u.e", "u.rid", "u.d")),
-							   8, types);
-	}
+	batch_plan = batch_insert_plan(schema, false);
+	batch_ids_plan = batch_insert_plan(schema, true);
+	events_seq = events_sequence(schema);
 	{
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID};
 
@@ -290,6 +330,7 @@ store_plans_ready(void)
 											 schema, schema), 1, types);
 	}
 	plans_ext_oid = ext;
+	plans_schema = schema;
 	plans_window_s = dedupe_window_s();
 	boundaries_forget();
 	boundaries_refresh(schema);
@@ -319,19 +360,33 @@ static void
 notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb *data,
 		   const char *data_text, size_t data_len)
 {
-	StringInfoData p;
+	/*
+	 * One buffer for every payload: thousands of events a batch, each a
+	 * fresh allocation of its size, only touched fresh memory (page faults)
+	 * for what Async_Notify copies anyway.
+	 */
+	static StringInfoData p = {NULL};
 	int			before_data;
 
-	initStringInfo(&p);
+	if (p.data == NULL || p.maxlen > 4 * NOTIFY_PAYLOAD_LIMIT)
+	{
+		if (p.data)
+			pfree(p.data);
+		p.data = MemoryContextAlloc(TopMemoryContext, 2 * NOTIFY_PAYLOAD_LIMIT);
+		p.maxlen = 2 * NOTIFY_PAYLOAD_LIMIT;
+	}
+	resetStringInfo(&p);
 	appendStringInfo(&p, "{\"id\": " INT64_FORMAT ", \"event_type\": ", id);
 	escape_json(&p, event_type);
 	appendStringInfoString(&p, ", \"resource_id\": ");
 	if (resource_id != NULL)
 	{
+		char	   *u = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(resource_id)));
+
 		appendStringInfoChar(&p, '"');
-		appendStringInfoString(&p, DatumGetCString(DirectFunctionCall1(uuid_out,
-																	   UUIDPGetDatum(resource_id))));
+		appendStringInfoString(&p, u);
 		appendStringInfoChar(&p, '"');
+		pfree(u);
 	}
 	else
 		appendStringInfoString(&p, "null");
@@ -359,7 +414,6 @@ notify_row(int64 id, const char *event_type, const pg_uuid_t *resource_id, Jsonb
 	if (is_channel_name(event_type))
 		Async_Notify(event_type, p.data);
 	Async_Notify("voipbin_events", p.data);
-	pfree(p.data);
 }
 
 static const char *
@@ -487,7 +541,11 @@ array_of(Datum *values, bool *nulls, int n, Oid type)
 	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, type, len, byval, align));
 }
 
-/* One event by the single-row plan: at a low rate most batches are one frame. */
+/*
+ * One event by the single-row plan: at a low rate most batches are one frame.
+ * Its payload is the frame's data: with a BEFORE trigger, which may change
+ * it, one event goes by the batch plan, which returns the row as stored.
+ */
 static uint64
 insert_one(StoreBatch *b, int i, bool notify)
 {
@@ -530,57 +588,46 @@ insert_one(StoreBatch *b, int i, bool notify)
 }
 
 /*
- * The frames idx[0..m) in one INSERT … SELECT FROM unnest(…); the rows it
- * returns (duplicates are not returned) are notified in insertion order when
- * notify.  Returns how many rows it inserted.
+ * Notifies the rows an insert by given ids returned: ids[k] is what frame
+ * idx[k] was given, and the rows come back in that order, duplicates left
+ * out.  An id not given (a BEFORE trigger made since the plan was chosen set
+ * it) raises an error of the moment: the batch is stored again, by the plan
+ * that returns whole rows.
  */
-static uint64
-insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
+static void
+notify_by_id(StoreBatch *b, const int *idx, int m, const Datum *ids)
 {
-	Datum	   *cols[8];
-	bool	   *nulls[8];
-	Datum		args[8];
-	static const Oid types[8] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID,
-	JSONBOID, BOOLOID};
-	int			rc;
+	int			k = 0;
 
-	if (m == 1)
-		return insert_one(b, idx[0], notify);
-	for (int c = 0; c < 8; c++)
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		cols[c] = palloc(sizeof(Datum) * m);
-		nulls[c] = palloc0(sizeof(bool) * m);
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		FrameEvent *fe;
+
+		while (k < m && DatumGetInt64(ids[k]) != DatumGetInt64(id))
+			k++;
+		if (k == m)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("voipbin: an event was stored with an id it was not given"),
+					 errdetail("A BEFORE INSERT trigger on voipbin_events changed it."),
+					 errhint("The batch is stored again, and its rows are read back as stored.")));
+		fe = &b->fes[idx[k++]];
+		notify_row(DatumGetInt64(id), fe->event_type,
+				   fe->has_resource_id ? &fe->resource_id : NULL, fe->data,
+				   fe->data_text, fe->data_text_len);
 	}
-	for (int k = 0; k < m; k++)
-	{
-		FrameEvent *fe = &b->fes[idx[k]];
+}
 
-		cols[0][k] = TimestampTzGetDatum(store_received_at(b->frames[idx[k]]));
-		cols[1][k] = CStringGetTextDatum(frame_source(b, idx[k]));
-		cols[2][k] = CStringGetTextDatum(fe->event_type);
-		cols[3][k] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
-		nulls[3][k] = fe->resource == NULL;
-		cols[4][k] = UUIDPGetDatum(&fe->resource_id);
-		nulls[4][k] = !fe->has_resource_id;
-		cols[5][k] = UUIDPGetDatum(&fe->customer_id);
-		nulls[5][k] = !fe->has_customer_id;
-		cols[6][k] = JsonbPGetDatum(fe->data);
-		cols[7][k] = BoolGetDatum(boundaries_near(store_received_at(b->frames[idx[k]]),
-												  dedupe_window_s()));
-	}
-	for (int c = 0; c < 8; c++)
-		args[c] = array_of(cols[c], nulls[c], m, types[c]);
-
-	rc = SPI_execute_plan(batch_plan, args, NULL, false, 0);
-	if (rc != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "voipbin: inserting events failed: %s", SPI_result_code_string(rc));
-	if (!notify)
-		return SPI_processed;
-
-	/*
-	 * The rows come back in insertion order, duplicates left out: match each
-	 * to its frame, whose received text can then be the payload.
-	 */
+/*
+ * The rows a whole-row insert returned, duplicates left out, in insertion
+ * order: each is matched to its frame, whose received text can then be the
+ * payload unless a trigger changed the data.
+ */
+static void
+notify_returned(StoreBatch *b, const int *idx, int m)
+{
 	for (uint64 r = 0, k = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -611,6 +658,66 @@ insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
 		notify_row(id, event_type, rid_null ? NULL : DatumGetUUIDP(rid), data,
 				   text, text ? text_len : 0);
 	}
+}
+
+/*
+ * The frames idx[0..m) in one INSERT … SELECT of unnest(…); the rows it
+ * inserts (duplicates are not) are notified in insertion order when notify.
+ * Returns how many rows it inserted.  With no BEFORE ROW INSERT trigger a
+ * row is stored as given: the worker draws the ids from the table's own
+ * sequence, as the column's default would, and only they come back; with
+ * one, the rows come back whole and the payloads carry what was stored.
+ */
+static uint64
+insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
+{
+	Datum	   *cols[9];
+	bool	   *nulls[9];
+	Datum		args[9];
+	static const Oid types[9] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID,
+	JSONBOID, BOOLOID, INT8OID};
+	bool		by_id;
+	int			ncols;
+	int			rc;
+
+	by_id = OidIsValid(events_seq) && !events_before_row_triggers(plans_schema);
+	if (m == 1 && by_id)
+		return insert_one(b, idx[0], notify);
+	ncols = by_id ? 9 : 8;
+	for (int c = 0; c < ncols; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * m);
+		nulls[c] = palloc0(sizeof(bool) * m);
+	}
+	for (int k = 0; k < m; k++)
+	{
+		FrameEvent *fe = &b->fes[idx[k]];
+
+		cols[0][k] = TimestampTzGetDatum(store_received_at(b->frames[idx[k]]));
+		cols[1][k] = CStringGetTextDatum(frame_source(b, idx[k]));
+		cols[2][k] = CStringGetTextDatum(fe->event_type);
+		cols[3][k] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
+		nulls[3][k] = fe->resource == NULL;
+		cols[4][k] = UUIDPGetDatum(&fe->resource_id);
+		nulls[4][k] = !fe->has_resource_id;
+		cols[5][k] = UUIDPGetDatum(&fe->customer_id);
+		nulls[5][k] = !fe->has_customer_id;
+		cols[6][k] = JsonbPGetDatum(fe->data);
+		cols[7][k] = BoolGetDatum(boundaries_near(store_received_at(b->frames[idx[k]]),
+												  dedupe_window_s()));
+		if (by_id)
+			cols[8][k] = Int64GetDatum(nextval_internal(events_seq, true));
+	}
+	for (int c = 0; c < ncols; c++)
+		args[c] = array_of(cols[c], nulls[c], m, types[c]);
+
+	rc = SPI_execute_plan(by_id ? batch_ids_plan : batch_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "voipbin: inserting events failed: %s", SPI_result_code_string(rc));
+	if (notify && by_id)
+		notify_by_id(b, idx, m, cols[8]);
+	else if (notify)
+		notify_returned(b, idx, m);
 	return SPI_processed;
 }
 

@@ -33,6 +33,9 @@ extern void partitions_maintain(void);
 extern TimestampTz partitions_next_drop;
 extern bool store_function_exists(const char *signature);
 
+/* before_triggers.c: can a BEFORE ROW INSERT trigger change the rows stored? */
+extern bool events_before_row_triggers(const char *schema);
+
 /* boundaries.c: which events are near a partition boundary (dedupe looks across) */
 extern bool boundary_within(const TimestampTz *b, int n, TimestampTz r, int64 window_us);
 extern void boundaries_refresh(const char *schema);

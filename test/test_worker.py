@@ -178,6 +178,91 @@ def test_notify_payload_id_carries_no_data_in_any_shape(vb, fake, topic):
         listener.close()
 
 
+def one_batch(cluster, fake, frames):
+    """The frames [(event_type, data)] stored by one statement: published while
+    voipbin_events is locked, so the worker holds them all when it can store."""
+    from test_durability import unstored
+    locker = cluster.connect(autocommit=False)
+    try:
+        locker.cursor().execute("LOCK TABLE voipbin_events IN ACCESS EXCLUSIVE MODE")
+        fake.publish(events=[{"event_type": et, "data": d} for et, d in frames])
+        wait_until(lambda: len(unstored(cluster)) >= len(frames),
+                   what="%d frames in the journal" % len(frames))
+    finally:
+        locker.rollback()
+        locker.close()
+
+
+def heard_rows(listener, cluster, n):
+    """The n payloads on voipbin_events, each with the row its id names."""
+    got = [json.loads(p) for ch, p, _ in listener.wait_for(n, channel="voipbin_events")
+           if ch == "voipbin_events"]
+    assert len(got) == n, got
+    rows = dict((r[0], r[1:]) for r in cluster.query(
+        "SELECT id, event_type, resource_id::text, data FROM voipbin_events"))
+    return [(p, rows.get(p["id"])) for p in got]
+
+
+def test_a_batch_with_copies_notifies_each_stored_row_by_its_own_id(vb, fake, topic):
+    subscribe(vb, fake, topic + "call:call_")
+    first = call(fake, "ringing")
+    fake.publish("call_ringing", first)
+    vb.wait_status(lambda s: s["events_stored"] >= 1, what="the first event stored")
+    listener = Listener(vb, "voipbin_events")
+    calls = [call(fake, "ringing") for _ in range(4)]
+    # copies within the batch, and of the row stored before it
+    frames = [("call_ringing", calls[0]), ("call_ringing", calls[1]), ("call_ringing", calls[0]),
+              ("call_ringing", first), ("call_ringing", calls[2]), ("call_ringing", calls[1]),
+              ("call_ringing", calls[3])]
+    before = vb.status()
+    one_batch(vb, fake, frames)
+    heard = heard_rows(listener, vb, 4)
+    assert sorted(p["resource_id"] for p, _ in heard) == sorted(c["id"] for c in calls)
+    for p, row in heard:
+        assert row is not None, p
+        assert (p["event_type"], p["resource_id"], p["data"]) == row
+    vb.wait_status(lambda s: s["events_stored"] - before["events_stored"] == 4
+                   and s["duplicates"] - before["duplicates"] == 3, what="4 stored, 3 copies")
+    time.sleep(0.3)  # nothing more comes: a copy is never notified
+    assert len([1 for ch, _, _ in listener.poll() if ch == "voipbin_events"]) == 4
+    listener.close()
+
+
+def test_a_before_trigger_s_changes_reach_the_payload(vb, fake, topic):
+    """A BEFORE INSERT trigger, here on the partition the rows go to only,
+    changes the rows: the payloads carry the rows as stored, the single
+    event's and the batch's alike; once it is dropped, the frames' own text."""
+    subscribe(vb, fake, topic + "call:call_")
+    part = vb.query_one("SELECT voipbin_partition_for(now(), current_setting('voipbin.partition_interval')::interval)::text")[0]
+    vb.execute("""CREATE FUNCTION mark() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN NEW.data := NEW.data || '{"marked": true}'; NEW.id := NEW.id + 1000000;
+                  RETURN NEW; END $$""")
+    vb.execute("CREATE TRIGGER mark BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION mark()" % part)
+    listener = Listener(vb, "voipbin_events")
+    try:
+        single = call(fake, "ringing")
+        fake.publish("call_ringing", single)
+        (p, row), = heard_rows(listener, vb, 1)
+        assert row is not None and p["data"] == row[2] == dict(single, marked=True)
+        listener.received.clear()
+        batch = [call(fake, "ringing") for _ in range(3)]
+        one_batch(vb, fake, [("call_ringing", c) for c in batch])
+        heard = heard_rows(listener, vb, 3)
+        assert sorted(p["resource_id"] for p, _ in heard) == sorted(c["id"] for c in batch)
+        for p, row in heard:
+            assert row is not None and p["data"] == row[2] and p["data"]["marked"] is True
+    finally:
+        vb.execute("DROP TRIGGER mark ON %s" % part)
+        vb.execute("DROP FUNCTION mark()")
+    listener.received.clear()
+    batch = [call(fake, "ringing") for _ in range(3)]
+    one_batch(vb, fake, [("call_ringing", c) for c in batch])
+    heard = heard_rows(listener, vb, 3)
+    for p, row in heard:
+        assert row is not None and p["data"] == row[2] and "marked" not in p["data"]
+    listener.close()
+
+
 def test_duplicates_dropped_and_counted(vb, fake, topic):
     # a 2-part prefix matches both topics VoIPBIN publishes: every event arrives twice
     subscribe(vb, fake, "customer_id:%s" % fake.customer_id)
