@@ -10,6 +10,7 @@
  */
 #include "voipbin.h"
 
+#include <malloc.h>
 #include <math.h>
 
 #include "pgtime.h"
@@ -1078,6 +1079,17 @@ voipbin_worker_main(Datum arg)
 	 * loading LLVM some 8 MB of the worker's memory budget.
 	 */
 	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+
+	/*
+	 * Freed memory kept for the next batch.  glibc gives the heap's free top
+	 * back once it passes twice the mmap threshold (which it raises as it
+	 * goes, 16 MB at most in practice); a batch of 2,000 events allocates and
+	 * frees more than that (frames, rows, notifications), so each batch
+	 * page-faulted all of it in again.  Kept, it is never more than the
+	 * largest batch's, which the peak includes anyway.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 16 * 1024 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
 
 	SpinLockAcquire(&voipbin_shared->mutex);
 	voipbin_shared->worker_pid = MyProcPid;
