@@ -461,14 +461,16 @@ BEGIN
                     ELSE to_char(lo AT TIME ZONE 'UTC', '_HH24MISS') END;
     EXECUTE format('CREATE TABLE @extschema@.%I (LIKE @extschema@.voipbin_events INCLUDING DEFAULTS)',
                    name);
-    -- the indexes of 1.0's table; the dedupe key unique within the partition
-    -- (ON CONFLICT DO NOTHING finds it), across them the worker's insert looks
+    -- The dedupe key unique within the partition (ON CONFLICT DO NOTHING
+    -- finds it; across partitions the worker's insert looks), led by
+    -- resource_id so that it also serves lookups by resource_id: 1.0's
+    -- index on resource_id alone would be one more index of random keys
+    -- to write for every event, the cost that grows with the partition.
     EXECUTE format('ALTER TABLE @extschema@.%I ADD CONSTRAINT %I PRIMARY KEY (id, received_at)',
                    name, name || '_pkey');
     EXECUTE format('CREATE INDEX %I ON @extschema@.%I (received_at)', name || '_received_at', name);
-    EXECUTE format('CREATE INDEX %I ON @extschema@.%I (resource_id)', name || '_resource_id', name);
     EXECUTE format('CREATE UNIQUE INDEX %I ON @extschema@.%I'
-                   ' (event_type, resource_id, @extschema@.voipbin_data_hash(data)) NULLS NOT DISTINCT',
+                   ' (resource_id, event_type, @extschema@.voipbin_data_hash(data)) NULLS NOT DISTINCT',
                    name || '_dedupe', name);
     -- The rows out of the default partition before the ATTACH (which checks
     -- it holds none of the range), into the new one after it, so that a

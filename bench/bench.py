@@ -1163,6 +1163,11 @@ def methods(b):
   table also has the row trigger {", ".join(b.res.get("ext_triggers", [])) or "(none)"} (handlers); the copy
   has no trigger. The worker is disabled (no credential) while the other clients run. The
   Python classifier is checked against `voipbin_classify()` on 400 frames: the rows are identical.
+- **Worker CPU** (extension throughput rows): utime + stime of each of the worker's threads
+  (`/proc/<pid>/task/*/stat`) just before and after each run, per 1,000 events: the main
+  thread's (it parses, stores and notifies) and, in brackets, all threads' (the network
+  thread reads TLS and writes the journal). Less bent than events/s by what else runs, since
+  it counts the worker's own work, not the time it waited for a core.
 - **Webhook** (`bench/webhook_client.py`): the first {a.webhook_events} events of the
   throughput set, each wrapped as VoIPBIN wraps a webhook body (`{{"type","data"}}`, compact) and
   signed (`X-VoIPBIN-Signature`, `voipbin.webhook_secret`), POSTed to the receiver on loopback over

@@ -6,6 +6,7 @@ autovacuum promptly.
 
 A cluster of its own: these tests change voipbin.partition_interval and
 make partitions that the other test files need not see."""
+import json
 import os
 import subprocess
 import threading
@@ -115,8 +116,20 @@ def test_partitions_are_made_ahead(live):
             "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = %s::regclass",
             (name,))}
         assert any("PRIMARY KEY" in i or "(id, received_at)" in i for i in indexes), indexes
-        assert any("UNIQUE" in i and "voipbin_data_hash(data)" in i and "NULLS NOT DISTINCT" in i
-                   for i in indexes), indexes
+        assert any("UNIQUE" in i and "(resource_id, event_type, " in i and "voipbin_data_hash(data)" in i
+                   and "NULLS NOT DISTINCT" in i for i in indexes), indexes
+        # the dedupe key serves lookups by resource_id: no index of its own to write
+        assert len(indexes) == 3, indexes
+        conn = live.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET enable_seqscan = off")
+                cur.execute("EXPLAIN (FORMAT JSON) SELECT id FROM %s WHERE resource_id ="
+                            " '6a3c1a4e-0000-4000-8000-000000000001'" % name)
+                plan = json.dumps(cur.fetchone()[0])
+        finally:
+            conn.close()
+        assert name.split(".")[-1] + "_dedupe" in plan, plan
         assert live.query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass"
                               " AND tgname = 'voipbin_run_handlers'", (name,))[0] == 1
 
