@@ -223,8 +223,13 @@ def test_a_batch_with_copies_notifies_each_stored_row_by_its_own_id(vb, fake, to
         assert (p["event_type"], p["resource_id"], p["data"]) == row
     vb.wait_status(lambda s: s["events_stored"] - before["events_stored"] == 4
                    and s["duplicates"] - before["duplicates"] == 3, what="4 stored, 3 copies")
-    time.sleep(0.3)  # nothing more comes: a copy is never notified
-    assert len([1 for ch, _, _ in listener.poll() if ch == "voipbin_events"]) == 4
+    # nothing more comes: a copy is never notified.  A marker event's payload
+    # comes after anything of the batch's (notifications go out in commit order)
+    marker = call(fake, "ringing")
+    fake.publish("call_ringing", marker)
+    got = listener.wait_for(5, channel="voipbin_events")
+    assert [json.loads(p)["resource_id"] for ch, p, _ in got if ch == "voipbin_events"][4] == marker["id"]
+    assert len([1 for ch, _, _ in listener.poll() if ch == "voipbin_events"]) == 5
     listener.close()
 
 
