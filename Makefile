@@ -7,15 +7,23 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 
 # src/net/: code that runs off the worker's main thread.  It is compiled
 # without PostgreSQL's include path, so a PostgreSQL header there fails the build.
-NET_OBJS = src/net/ws_client.o src/net/journal.o \
-           src/net/http_receiver.o src/net/http_gate.o src/net/request_line.o \
-           src/net/webhook_request.o src/net/secret_fetch.o \
-           src/net/spool_1_0.o
-OBJS = src/voipbin.o src/status.o src/topic.o src/frame.o src/frame_json.o src/endpoint.o \
-       src/store.o src/partitions.o src/boundaries.o src/subscriptions.o src/worker.o \
-       src/rest.o src/customer.o src/dedupe.o src/position.o \
-       src/gaps.o src/repair.o src/repair_walk.o src/repair_http.o src/store_errors.o src/dead_letters.o src/webhook.o \
-       src/spool_import.o src/fault.o src/before_triggers.o $(NET_OBJS)
+NET_OBJS = src/net/journal/journal.o src/net/journal/spool_1_0.o \
+           src/net/ws/ws_client.o \
+           src/net/webhook/http_receiver.o src/net/webhook/http_gate.o \
+           src/net/webhook/request_line.o src/net/webhook/webhook_request.o \
+           src/net/webhook/secret_fetch.o
+# One line per folder, lowest first: a file uses only its own folder and the
+# folders on the lines above its own (test_layout.py checks it).
+BASE_OBJS = src/base/status.o src/base/endpoint.o src/base/rest.o src/base/fault.o
+INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
+              src/ingest/store.o src/ingest/store_retry.o src/ingest/position.o \
+              src/ingest/boundaries.o src/ingest/before_triggers.o src/ingest/spool_import.o
+MAINTENANCE_OBJS = src/maintenance/partitions.o
+REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src/repair/repair_http.o
+WORKER_OBJS = src/worker/worker.o src/worker/subscriptions.o src/worker/webhook_ctl.o
+SQL_OBJS = src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o
+OBJS = src/voipbin.o $(SQL_OBJS) $(WORKER_OBJS) $(REPAIR_OBJS) $(MAINTENANCE_OBJS) \
+       $(INGEST_OBJS) $(BASE_OBJS) $(NET_OBJS)
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
@@ -52,11 +60,11 @@ endif
 # pg_buildext (debian/) builds in build-<version>/ with VPATH: the object
 # directories must exist there.
 ifneq ($(srcdir),.)
-$(shell mkdir -p src/net)
+$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/worker src/sql src/net/journal src/net/ws src/net/webhook)
 endif
 
-NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC $(shell pkg-config --cflags libwebsockets)
-src/net/%.o: src/net/%.c $(wildcard $(srcdir)/src/net/*.h)
+NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
+src/net/%.o: src/net/%.c $(wildcard $(srcdir)/src/net/*/*.h)
 	$(CC) $(NET_CFLAGS) -c -o $@ $<
 
 # The release archive PGXN takes (META.json at its top): the committed tree.

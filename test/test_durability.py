@@ -427,22 +427,22 @@ def test_ws_connect_never_reads_its_command_after_queueing_it(tmp_path):
     then read the connection number from it (test/c/ws_connect_race.c)."""
     exe = str(tmp_path / "ws_connect_race")
     flags = subprocess.check_output(["pkg-config", "--cflags", "--libs", "libwebsockets"], text=True).split()
-    subprocess.run(["gcc", "-g", "-std=gnu11", "-I" + SRC, "-I" + os.path.join(SRC, "net"), "-o", exe,
-                    os.path.join(HERE, "c", "ws_connect_race.c"), os.path.join(SRC, "net", "ws_client.c"),
-                    os.path.join(SRC, "net", "journal.c")] + flags + ["-lssl", "-lcrypto", "-pthread", "-ldl"],
+    subprocess.run(["gcc", "-g", "-std=gnu11", "-I" + SRC, "-o", exe,
+                    os.path.join(HERE, "c", "ws_connect_race.c"), os.path.join(SRC, "net", "ws", "ws_client.c"),
+                    os.path.join(SRC, "net", "journal", "journal.c")] + flags + ["-lssl", "-lcrypto", "-pthread", "-ldl"],
                    check=True, timeout=120)
     r = subprocess.run([exe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
     assert r.returncode == 0, r.stdout
 
 
 def test_journal_on_its_own(tmp_path):
-    """src/net/journal.c without PostgreSQL, under ASan and UBSan
+    """src/net/journal/journal.c without PostgreSQL, under ASan and UBSan
     (test/c/journal_unit.c): append, reopen and replay in order, recycling, a
     copied directory, memory-only mode, open/close cycles leaking nothing."""
     exe = str(tmp_path / "journal_unit")
     subprocess.run(["gcc", "-g", "-std=gnu11", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                    "-I" + SRC, "-I" + os.path.join(SRC, "net"), "-o", exe,
-                    os.path.join(HERE, "c", "journal_unit.c"), os.path.join(SRC, "net", "journal.c"),
+                    "-I" + SRC, "-o", exe,
+                    os.path.join(HERE, "c", "journal_unit.c"), os.path.join(SRC, "net", "journal", "journal.c"),
                     "-pthread"], check=True, timeout=120)
     work = tmp_path / "work"
     work.mkdir()

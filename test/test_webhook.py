@@ -506,11 +506,11 @@ def test_malformed_second_request_on_a_kept_alive_connection(hook, vb, fake):
 
 
 def test_request_line_grammar(tmp_path):
-    """src/net/request_line.c on its own (ctypes), byte by byte."""
+    """src/net/webhook/request_line.c on its own (ctypes), byte by byte."""
     import ctypes
     so = str(tmp_path / "request_line.so")
     subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", so,
-                    os.path.join(os.path.dirname(HERE), "src", "net", "request_line.c")],
+                    os.path.join(os.path.dirname(HERE), "src", "net", "webhook", "request_line.c")],
                    check=True, timeout=60)
     lib = ctypes.CDLL(so)
     end = ctypes.c_size_t()

@@ -1,5 +1,5 @@
 /*
- * journal_unit.c — src/net/journal.c on its own, no PostgreSQL: append,
+ * journal_unit.c — src/net/journal/journal.c on its own, no PostgreSQL: append,
  * reopen and replay in order, recycling, a copied directory, memory-only
  * mode, and open/close cycles that leak nothing (as a fuzzer runs it).
  * Built and run by test/test_durability.py with the directory as argv[1].
@@ -11,8 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "net/journal.h"
-#include "net/ws_client.h"
+#include "net/journal/journal.h"
+#include "net/ws/ws_client.h"
 
 #define N 1000
 

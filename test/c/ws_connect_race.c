@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "net/journal.h"
-#include "net/ws_client.h"
+#include "net/journal/journal.h"
+#include "net/ws/ws_client.h"
 
 extern void *__libc_calloc(size_t n, size_t size);
 extern void __libc_free(void *p);

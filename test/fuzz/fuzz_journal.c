@@ -1,4 +1,4 @@
-/* fuzz-sources: src/net/journal.c src/net/ws_client.c -lwebsockets -lssl -lcrypto */
+/* fuzz-sources: src/net/journal/journal.c src/net/ws/ws_client.c -lwebsockets -lssl -lcrypto */
 /*
  * fuzz_journal.c — journal recovery on arbitrary bytes: what a crash, a
  * torn write, a full disk or a bad sector leaves in a segment file.
@@ -15,8 +15,8 @@
  * journal range lies inside what was written, and journal_close() leaves
  * no file descriptor open.
  */
-#include "journal.h"
-#include "ws_client.h"
+#include "net/journal/journal.h"
+#include "net/ws/ws_client.h"
 
 #include <dirent.h>
 #include <fcntl.h>

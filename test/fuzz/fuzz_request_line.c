@@ -1,7 +1,7 @@
-/* fuzz-sources: src/net/request_line.c */
+/* fuzz-sources: src/net/webhook/request_line.c */
 /*
  * fuzz_request_line.c — the webhook receiver's check of a new connection's
- * first bytes (src/net/request_line.c), on arbitrary bytes.
+ * first bytes (src/net/webhook/request_line.c), on arbitrary bytes.
  *
  * Besides no crash or UB, what the gate relies on:
  *  - a verdict other than PARTIAL holds for every longer input (the gate
@@ -12,7 +12,7 @@
  *  - the same bytes behind "POST /x HTTP/1.1\r\n" never change that line's
  *    verdict, and a line built from the input's visible bytes is OK.
  */
-#include "request_line.h"
+#include "net/webhook/request_line.h"
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -1,4 +1,4 @@
-/* fuzz-sources: src/net/webhook_request.c -lcrypto */
+/* fuzz-sources: src/net/webhook/webhook_request.c -lcrypto */
 /*
  * fuzz_webhook.c — the webhook receiver's decisions on a request: its head
  * (path, method, framing headers) and its body's signature.
@@ -11,7 +11,7 @@
  * Besides no crash, leak or UB: a body signed with the secret is accepted
  * and the same signature with one bit flipped is not.
  */
-#include "webhook_request.h"
+#include "net/webhook/webhook_request.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,250 @@
+/*
+ * gaps.c — every outage of the live stream becomes a row of voipbin_gaps.
+ *
+ * VoIPBIN keeps no history for a WebSocket client: what it publishes while
+ * the connection is down is gone, so the least the worker owes its users is
+ * to say when that happened.  An outage starts when the connection is lost
+ * (its last sign of life) and ends when the topics are sent again on a new
+ * connection; a run of failed handshakes in between is one outage.  A worker
+ * that starts where a connected one stopped (a crash, a restart) begins with
+ * an outage of cause "restart" from the other's last sign of life.  Frames
+ * the journal could not keep (voipbin_status().frames_lost) are a gap too:
+ * the journal reports each overflow once it ends, with its first and last
+ * arrival times.
+ *
+ * Rows are written from the worker's loop when the database takes them; until
+ * then they wait here, so a gap is recorded even if it ended while the
+ * database was unavailable.  Each row written starts a repair (repair.c).
+ */
+#include "voipbin.h"
+#include "repair/repair.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "ingest/store.h"
+
+/* Gap rows that may wait for the database; past it the oldest is only logged. */
+#define MAX_WAITING 100
+#define RETRY_MS 1000
+
+typedef struct WaitingGap
+{
+	TimestampTz started_at;
+	TimestampTz ended_at;
+	const char *cause;			/* "outage", "restart" or "overflow" */
+	int64		frames_lost;
+	const char *not_repaired;	/* why it will not be repaired, or NULL */
+} WaitingGap;
+
+static TimestampTz outage_started = 0;	/* 0: connected, or never was */
+static const char *outage_cause = "outage";
+static bool outage_config_changed = false;
+static WaitingGap waiting[MAX_WAITING];
+static int	n_waiting = 0;
+static TimestampTz retry_at = 0;
+
+static void
+wait_for_row(TimestampTz started_at, TimestampTz ended_at, const char *cause, int64 lost,
+			 const char *not_repaired)
+{
+	if (n_waiting == MAX_WAITING)
+	{
+		ereport(LOG,
+				(errmsg("voipbin: a gap from %s to %s could not be recorded: too many wait for the database",
+						pstrdup(timestamptz_to_str(waiting[0].started_at)),
+						pstrdup(timestamptz_to_str(waiting[0].ended_at)))));
+		memmove(&waiting[0], &waiting[1], sizeof(WaitingGap) * (MAX_WAITING - 1));
+		n_waiting--;
+	}
+	waiting[n_waiting].started_at = started_at;
+	waiting[n_waiting].ended_at = Max(ended_at, started_at);
+	waiting[n_waiting].cause = cause;
+	waiting[n_waiting].frames_lost = lost;
+	waiting[n_waiting].not_repaired = not_repaired;
+	n_waiting++;
+	retry_at = 0;
+}
+
+/*
+ * The connection's last sign of life: the close itself, unless the close is
+ * the idle timeout, which fires idle_timeout after the last frame or ping.
+ */
+void
+gaps_connection_lost(TimestampTz closed_at, const char *why)
+{
+	TimestampTz started = closed_at;
+
+	if (outage_started != 0)
+		return;					/* still the same outage */
+	if (why && strstr(why, "idle timeout"))
+	{
+		TimestampTz last_frame,
+					connected;
+
+		SpinLockAcquire(&voipbin_shared->mutex);
+		last_frame = voipbin_shared->last_frame_at;
+		connected = voipbin_shared->connected_since;
+		SpinLockRelease(&voipbin_shared->mutex);
+		started = TimestampTzPlusMilliseconds(closed_at, -(int64) voipbin_idle_timeout_s * 1000);
+		started = Max(started, Max(last_frame, connected));
+		started = Min(started, closed_at);
+	}
+	outage_started = started;
+	outage_cause = "outage";
+	outage_config_changed = false;
+}
+
+void
+gaps_worker_restarted(TimestampTz alive_at)
+{
+	if (outage_started != 0 || alive_at == 0)
+		return;
+	outage_started = Min(alive_at, GetCurrentTimestamp());
+	outage_cause = "restart";
+	outage_config_changed = false;
+}
+
+void
+gaps_config_changed(void)
+{
+	if (outage_started != 0)
+		outage_config_changed = true;
+	repair_abandon(NOT_REPAIRED_CONFIG);
+}
+
+void
+gaps_resubscribed(void)
+{
+	if (outage_started == 0)
+		return;
+	wait_for_row(outage_started, GetCurrentTimestamp(), outage_cause, 0,
+				 outage_config_changed ? NOT_REPAIRED_CONFIG : NULL);
+	outage_started = 0;
+	outage_cause = "outage";
+	outage_config_changed = false;
+}
+
+void
+gaps_overflow(TimestampTz first, TimestampTz last, uint64 count)
+{
+	wait_for_row(first, last, "overflow", (int64) count, NULL);
+}
+
+/* Writes one waiting row; false when the extension cannot take it yet. */
+static bool
+write_row(const WaitingGap *g, int64 *id)
+{
+	const char *schema;
+	bool		ok = false;
+
+	store_begin_work();
+	schema = store_extension_schema();
+	if (schema &&
+		SPI_execute(psprintf("SELECT to_regclass('%s.voipbin_gaps') IS NOT NULL", schema),
+					true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (ok)
+	{
+		Oid			types[5] = {TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID, INT8OID, TEXTOID};
+		Datum		values[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+		bool		isnull;
+
+		values[0] = TimestampTzGetDatum(g->started_at);
+		values[1] = TimestampTzGetDatum(g->ended_at);
+		values[2] = CStringGetTextDatum(g->cause);
+		values[3] = Int64GetDatum(g->frames_lost);
+		if (g->not_repaired)
+			values[4] = CStringGetTextDatum(g->not_repaired);
+		else if (!voipbin_repair)
+			values[4] = CStringGetTextDatum("not repaired: voipbin.repair is off");
+		else
+			nulls[4] = 'n';
+		if (SPI_execute_with_args(psprintf("INSERT INTO %s.voipbin_gaps"
+										   " (started_at, ended_at, cause, frames_lost, error)"
+										   " VALUES ($1, $2, $3, $4, $5) RETURNING id", schema),
+								  5, types, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "voipbin: inserting a gap failed");
+		*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	store_end_work();
+	return ok;
+}
+
+long
+gaps_step(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout = -1;
+
+	if (n_waiting == 0)
+		return timeout;
+	if (now < retry_at)
+		return TimestampDifferenceMilliseconds(now, retry_at) + 1;
+
+	while (n_waiting > 0)
+	{
+		WaitingGap	g = waiting[0];
+		int64		id;
+
+		/* a failure propagates; the row stays first in line */
+		retry_at = TimestampTzPlusMilliseconds(now, RETRY_MS);
+		if (!write_row(&g, &id))
+			return RETRY_MS;
+		memmove(&waiting[0], &waiting[1], sizeof(WaitingGap) * (n_waiting - 1));
+		n_waiting--;
+		retry_at = 0;
+
+		SpinLockAcquire(&voipbin_shared->mutex);
+		voipbin_shared->last_gap_at = Max(voipbin_shared->last_gap_at, g.started_at);
+		SpinLockRelease(&voipbin_shared->mutex);
+		ereport(LOG,
+				(errmsg("voipbin: gap %lld recorded: %s from %s to %s%s",
+						(long long) id, g.cause,
+						pstrdup(timestamptz_to_str(g.started_at)), pstrdup(timestamptz_to_str(g.ended_at)),
+						g.not_repaired ? " (not repaired)" :
+						voipbin_repair ? "" : " (voipbin.repair is off)")));
+		if (voipbin_repair && g.not_repaired == NULL)
+			repair_start(id, g.started_at);
+	}
+	return timeout;
+}
+
+void
+gaps_record_outcome(int64 gap_id, bool repaired, int64 events_repaired, const char *error)
+{
+	const char *schema;
+
+	store_begin_work();
+	schema = store_extension_schema();
+	if (schema)
+	{
+		Oid			types[4] = {INT8OID, BOOLOID, INT8OID, TEXTOID};
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		values[0] = Int64GetDatum(gap_id);
+		values[1] = BoolGetDatum(repaired);
+		values[2] = Int64GetDatum(events_repaired);
+		if (error)
+			values[3] = CStringGetTextDatum(error);
+		else
+			nulls[3] = 'n';
+		SPI_execute_with_args(psprintf("UPDATE %s.voipbin_gaps"
+									   " SET repaired_at = CASE WHEN $2 THEN now() END,"
+									   " events_repaired = $3, error = $4"
+									   " WHERE id = $1", schema),
+							  4, types, values, nulls, false, 0);
+	}
+	store_end_work();
+}

@@ -1,0 +1,476 @@
+/*
+ * repair.c — after an outage, what VoIPBIN sent meanwhile comes back over REST.
+ *
+ * VoIPBIN has no "events since T" (protocol §10.4), only current state, so a
+ * repair rebuilds the events from the resources (§10.7):
+ *   1. the topics are sent first (gaps.c starts a repair only then), so what
+ *      changes from now on arrives live;
+ *   2. GET /calls from the head, newest-created first, until past the
+ *      outage's start minus REPAIR_MARGIN_S: new calls and recent changes;
+ *   3. GET /calls/{id} for each call not settled before the outage (§10.6)
+ *      and not seen in the walk: 409 is a deleted call, 404 a gone one;
+ *   4. for each call that changed: its transcribes, their transcripts (one
+ *      request each: the endpoint ignores its page token, so following it
+ *      would loop), its recordings, and its timeline for the intermediate
+ *      states.
+ * Every object fetched goes into the journal as if it had arrived on the
+ * WebSocket, with source 'rest': the same classification and dedupe (what
+ * the live stream also delivered is not stored twice), handlers and NOTIFY.
+ *
+ * All of it runs in the worker's loop through repair_http.c, a step at a
+ * time: the live stream is never kept waiting, and no PostgreSQL call is
+ * made from inside libcurl.  A repair that cannot finish (401, 5xx, no
+ * answer) says so in voipbin_gaps.error and is tried again with backoff; a
+ * newer outage takes it over, reaching back to the older one's start.
+ */
+#include "voipbin.h"
+#include "repair/repair.h"
+#include "repair/repair_job.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "net/journal/journal.h"
+#include "ingest/store.h"
+
+
+static const char *abandon_why = NULL;
+
+MemoryContext repair_cxt = NULL;
+MemoryContext attempt_cxt = NULL;
+Job			repair_job;
+
+static long
+backoff_ms(int attempt)
+{
+	long		ms = REPAIR_BACKOFF_MS;
+
+	for (int i = 1; i < attempt && ms < REPAIR_BACKOFF_MAX_MS; i++)
+		ms *= 2;
+	return Min(ms, REPAIR_BACKOFF_MAX_MS);
+}
+
+static int64
+newest_gap(void)
+{
+	return *(int64 *) llast(repair_job.gap_ids);
+}
+
+/* Writes the outcome on every gap of the job; the older ones were taken over. */
+static void
+record_outcome(bool repaired, int64 events, const char *error)
+{
+	ListCell   *lc;
+	int64		newest = newest_gap();
+
+	foreach(lc, repair_job.gap_ids)
+	{
+		int64		id = *(int64 *) lfirst(lc);
+
+		if (id == newest)
+			gaps_record_outcome(id, repaired, events, error);
+		else
+			gaps_record_outcome(id, repaired, 0,
+								psprintf("%s%srepaired together with gap %lld",
+										 error ? error : "", error ? "; " : "",
+										 (long long) newest));
+	}
+}
+
+static void
+begin_attempt(void)
+{
+	const char *schema;
+	char	   *cred_error = NULL;
+	CredentialKind kind;
+	char	   *cred;
+	const char *error;
+	Endpoint	ep;
+
+	MemoryContextReset(attempt_cxt);
+	repair_job.walked = repair_job.open_calls = repair_job.changed = NIL;
+	repair_job.pages = 0;
+	repair_job.list_done = false;
+	repair_job.fatal = NULL;
+	repair_job.deleted = repair_job.gone = repair_job.denied = repair_job.lost = 0;
+	repair_job.last_pos = 0;
+	resetStringInfo(&repair_job.notes);
+	repair_job.attempt++;
+
+	store_begin_work();
+	schema = store_extension_schema();
+	if (schema == NULL)
+	{
+		store_end_work();
+		repair_job.fatal = "the extension is not installed in voipbin.database";
+		return;
+	}
+	if (!repair_job.have_first_id)
+	{
+		bool		isnull;
+		Datum		d;
+
+		if (SPI_execute(psprintf("SELECT coalesce(max(id), 0) FROM %s.voipbin_events", schema),
+						true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "voipbin: reading the last event id failed");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		repair_job.first_event_id = DatumGetInt64(d);
+		repair_job.have_first_id = true;
+	}
+	repair_walk_load(schema);
+	store_end_work();
+
+	cred = credential_load(&kind, &cred_error);
+	if (cred == NULL)
+	{
+		repair_job.fatal = MemoryContextStrdup(attempt_cxt, cred_error ? cred_error : "no credential");
+		return;
+	}
+	if (!endpoint_parse(voipbin_api_url ? voipbin_api_url : "", &ep, &error) ||
+		!rh_configure(voipbin_api_url, cred, kind, voipbin_ca_file, &error))
+	{
+		repair_job.fatal = MemoryContextStrdup(attempt_cxt, error);
+		explicit_bzero(cred, strlen(cred));
+		return;
+	}
+	explicit_bzero(cred, strlen(cred));
+	ereport(LOG,
+			(errmsg("voipbin: repairing gap %lld (attempt %d): reading VoIPBIN's calls since %s, and %d call(s) not settled",
+					(long long) newest_gap(), repair_job.attempt, timestamptz_to_str(repair_job.since),
+					list_length(repair_job.open_calls))));
+	if (repair_job.topics == NIL)
+	{
+		/* nothing would have come live: nothing to read back */
+		repair_note("no topic is subscribed");
+		repair_job.list_done = true;
+		repair_job.phase = JOB_DRAINING;
+		repair_job.drain_until = GetCurrentTimestamp();
+		return;
+	}
+	repair_walk_begin();
+	repair_job.phase = JOB_RUNNING;
+}
+
+static void
+attempt_failed(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	const char *why = repair_job.fatal;
+	char	   *error;
+
+	rh_cancel_all();
+	rh_close_idle();
+	if (repair_job.attempt >= REPAIR_MAX_ATTEMPTS)
+	{
+		error = psprintf("repair failed, gave up after %d attempts: %s", repair_job.attempt, why);
+		repair_job.phase = JOB_IDLE;
+	}
+	else
+	{
+		long		ms = backoff_ms(repair_job.attempt);
+
+		error = psprintf("repair failed (attempt %d, next in %ld s): %s", repair_job.attempt, ms / 1000, why);
+		repair_job.retry_at = TimestampTzPlusMilliseconds(now, ms);
+		repair_job.phase = JOB_BEGIN;
+	}
+	ereport(LOG, (errmsg("voipbin: gap %lld: %s", (long long) newest_gap(), error)));
+	record_outcome(false, 0, error);
+}
+
+static void
+finish_job(void)
+{
+	const char *schema;
+	int64		events = 0;
+	char	   *error;
+
+	if (repair_job.deleted)
+		repair_note("%d call(s) deleted meanwhile (VoIPBIN answers 409: their last state cannot be read)",
+			 repair_job.deleted);
+	if (repair_job.gone)
+		repair_note("%d call(s) or recording(s) no longer exist (404)", repair_job.gone);
+	if (repair_job.denied)
+		repair_note("%d object(s) refused (403)", repair_job.denied);
+	if (repair_job.lost)
+		repair_note("%d object(s) fetched could not be journaled (voipbin.spool_limit)", repair_job.lost);
+	error = repair_job.notes.len > 0 ? psprintf("partial: %s", repair_job.notes.data) : NULL;
+
+	store_begin_work();
+	schema = store_extension_schema();
+	if (schema)
+	{
+		Oid			types[1] = {INT8OID};
+		Datum		values[1] = {Int64GetDatum(repair_job.first_event_id)};
+		bool		isnull;
+
+		if (SPI_execute_with_args(psprintf("SELECT count(*) FROM %s.voipbin_events"
+										   " WHERE id > $1 AND source = 'rest'", schema),
+								  1, types, values, NULL, true, 1) == SPI_OK_SELECT)
+			events = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	store_end_work();
+	rh_close_idle();
+	record_outcome(true, events, error);
+	ereport(LOG,
+			(errmsg("voipbin: gap %lld repaired: %lld event(s) stored from %d page(s) of calls and %d call(s) read%s%s",
+					(long long) newest_gap(), (long long) events, repair_job.pages,
+					list_length(repair_job.changed), error ? "; " : "", error ? error : "")));
+	repair_job.phase = JOB_IDLE;
+}
+
+void
+repair_abandon(const char *why)
+{
+	abandon_why = why;
+}
+
+/* Gives the running repair up, if it was asked to; its gaps say why. */
+static void
+abandon_if_asked(void)
+{
+	const char *why = abandon_why;
+
+	abandon_why = NULL;
+	if (why == NULL || repair_cxt == NULL || repair_job.phase == JOB_IDLE)
+		return;
+	rh_cancel_all();
+	rh_close_idle();
+	repair_job.phase = JOB_IDLE;
+	record_outcome(false, 0, why);
+}
+
+void
+repair_start(int64 gap_id, TimestampTz started_at)
+{
+	TimestampTz since = TimestampTzPlusMilliseconds(started_at, -REPAIR_MARGIN_S * 1000);
+	MemoryContext old;
+	int64	   *idp;
+
+	abandon_if_asked();
+	if (repair_cxt == NULL)
+	{
+		repair_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin repair", ALLOCSET_DEFAULT_SIZES);
+		memset(&repair_job, 0, sizeof(repair_job));
+	}
+	if (repair_job.phase == JOB_IDLE)
+	{
+		/* a fresh job: everything of the last one goes (its attempt context too) */
+		MemoryContextReset(repair_cxt);
+		attempt_cxt = AllocSetContextCreate(repair_cxt, "voipbin repair attempt", ALLOCSET_DEFAULT_SIZES);
+		memset(&repair_job, 0, sizeof(repair_job));
+		old = MemoryContextSwitchTo(repair_cxt);
+		initStringInfo(&repair_job.notes);
+		MemoryContextSwitchTo(old);
+		repair_job.since = since;
+	}
+	else
+	{
+		/* a newer outage takes the running repair over, and reaches back as far */
+		rh_cancel_all();
+		repair_job.since = Min(repair_job.since, since);
+		repair_job.attempt = 0;
+	}
+	old = MemoryContextSwitchTo(repair_cxt);
+	idp = palloc(sizeof(int64));
+	*idp = gap_id;
+	repair_job.gap_ids = lappend(repair_job.gap_ids, idp);
+	MemoryContextSwitchTo(old);
+	repair_job.phase = JOB_BEGIN;
+	repair_job.retry_at = 0;
+}
+
+/*
+ * Whether everything the repair journaled is stored: the journal's stored
+ * position (committed with each batch) has passed the last record, or
+ * without a journal on file, nothing waits to be stored.
+ */
+static bool
+journaled_is_stored(void)
+{
+	const char *jid = journal_id();
+	const char *schema;
+	bool		stored = false;
+
+	if (repair_job.last_pos == 0)
+		return true;
+	if (jid == NULL)
+		return pg_atomic_read_u64(&voipbin_shared->buffered_bytes) == 0 &&
+			__atomic_load_n(&voipbin_shared->network_backlog, __ATOMIC_RELAXED) == 0;
+	store_begin_work();
+	schema = store_extension_schema();
+	if (schema)
+	{
+		Oid			types[1] = {TEXTOID};
+		Datum		values[1] = {CStringGetTextDatum(jid)};
+
+		if (SPI_execute_with_args(psprintf("SELECT stored_upto FROM %s.voipbin_journal WHERE journal_id = $1",
+										   schema), 1, types, values, NULL, true, 1) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			stored = !isnull && (uint64) DatumGetInt64(d) >= repair_job.last_pos;
+		}
+	}
+	store_end_work();
+	return stored;
+}
+
+/* One answer, freed whatever happens. */
+static void
+handle(RhResult *r)
+{
+	MemoryContext old = MemoryContextSwitchTo(attempt_cxt);
+
+	PG_TRY();
+	{
+		repair_walk_answer(r);
+	}
+	PG_CATCH();
+	{
+		rh_result_free(r);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	rh_result_free(r);
+	MemoryContextSwitchTo(old);
+}
+
+static long
+drive(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout;
+	RhResult   *r;
+
+	abandon_if_asked();
+	if (repair_job.phase == JOB_IDLE)
+		return rh_step();		/* nothing runs; news of an idle socket is read */
+	if (!voipbin_repair)
+	{
+		rh_cancel_all();
+		rh_close_idle();
+		repair_job.fatal = NULL;
+		record_outcome(false, 0, "not repaired: voipbin.repair was turned off");
+		repair_job.phase = JOB_IDLE;
+		return -1;
+	}
+	if (repair_job.phase == JOB_BEGIN)
+	{
+		if (now < repair_job.retry_at)
+			return TimestampDifferenceMilliseconds(now, repair_job.retry_at) + 1;
+		begin_attempt();
+		if (repair_job.fatal)
+		{
+			attempt_failed();
+			return -1;
+		}
+	}
+	if (repair_job.phase == JOB_DRAINING)
+	{
+		/* what was journaled is stored in the loop's next rounds */
+		if (journaled_is_stored() || now >= repair_job.drain_until)
+		{
+			finish_job();
+			return -1;
+		}
+		return 20;
+	}
+
+	/* answers queue new requests, which the next round may start at once */
+	for (int round = 0; round < 8; round++)
+	{
+		bool		any = false;
+
+		timeout = rh_step();
+		while (repair_job.fatal == NULL && (r = rh_take()) != NULL)
+		{
+			any = true;
+			handle(r);
+		}
+		if (!any || repair_job.fatal)
+			break;
+	}
+	if (repair_job.fatal)
+	{
+		attempt_failed();
+		return -1;
+	}
+	if (rh_outstanding() == 0)
+	{
+		if (!repair_job.list_done)
+		{
+			repair_set_fatal("the walk of GET /calls ended without an answer");
+			attempt_failed();
+			return -1;
+		}
+		repair_job.phase = JOB_DRAINING;
+		repair_job.drain_until = TimestampTzPlusMilliseconds(now, REPAIR_DRAIN_MS);
+		return 0;
+	}
+	return timeout;
+}
+
+/* voipbin_guarded() runs void steps: these carry the steps' timeouts out. */
+static long step_timeout;
+
+static void
+run_gaps_step(void)
+{
+	step_timeout = gaps_step();
+}
+
+static void
+run_drive(void)
+{
+	step_timeout = drive();
+}
+
+/* An error in the middle of a repair: this attempt fails, the next one comes later. */
+static void
+drive_failed(void)
+{
+	if (repair_job.phase != JOB_IDLE && repair_job.gap_ids != NIL)
+	{
+		rh_cancel_all();
+		repair_job.fatal = NULL;
+		repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms(repair_job.attempt));
+		repair_job.phase = repair_job.attempt >= REPAIR_MAX_ATTEMPTS ? JOB_IDLE : JOB_BEGIN;
+	}
+}
+
+long
+repair_step(void)
+{
+	long		a = voipbin_guarded(run_gaps_step, "recording a gap") ? step_timeout : 1000;
+	long		b = -1;
+
+	if (repair_cxt)
+	{
+		if (voipbin_guarded(run_drive, "gap repair"))
+			b = step_timeout;
+		else
+		{
+			drive_failed();
+			b = 1000;
+		}
+	}
+
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}
+
+int
+repair_wait_fd(void)
+{
+	return rh_wait_fd();
+}
+

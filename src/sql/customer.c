@@ -1,0 +1,266 @@
+/*
+ * customer.c — SQL functions on the VoIPBIN customer the credential belongs
+ * to: voipbin_customer(), voipbin_set_webhook(), voipbin_clear_webhook(), and
+ * voipbin_resolve_topic(), which voipbin_subscribe() uses to expand and check
+ * topics with the customer's own id.
+ *
+ * PUT /customer writes all seven of its fields and blanks each one it is not
+ * sent (docs/voipbin-protocol.md §6.3), so a webhook change is a
+ * read-modify-write: GET the customer, PUT back every field, changing only the
+ * webhook's two.
+ */
+#include "voipbin.h"
+#include "base/rest.h"
+
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#define UUID_TEXT_LEN 36
+
+/* The fields PUT /customer writes, in its documented order. */
+static const char *const put_fields[] = {
+	"name", "detail", "email", "phone_number", "address",
+	"webhook_method", "webhook_uri"
+};
+
+static const char *const webhook_methods[] = {"POST", "PUT", "GET", "DELETE"};
+
+/*
+ * The own customer id, remembered for the (voipbin.api_url, credential) pair
+ * whose SHA-256 is own_key, so that subscribing costs no REST call after the
+ * first, and a new credential or URL is asked again.  Per backend: the id of
+ * a credential never changes, and one GET per backend is cheap.
+ */
+static bool own_valid = false;
+static uint8 own_key[PG_SHA256_DIGEST_LENGTH];
+static char own_id[UUID_TEXT_LEN + 1];
+
+static void
+target_key(const RestTarget *t, uint8 *out)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+
+	/* the '\0' after the URL keeps ("ab", "c") apart from ("a", "bc") */
+	if (pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) t->api_url, strlen(t->api_url) + 1) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) t->credential, strlen(t->credential)) < 0 ||
+		pg_cryptohash_final(ctx, out, PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not compute a SHA-256 hash: %s", pg_cryptohash_error(ctx));
+	pg_cryptohash_free(ctx);
+}
+
+/* GET /customer as a jsonb object; remembers its id as the own id. */
+static Jsonb *
+customer_fetch(const RestTarget *t)
+{
+	Jsonb	   *c = rest_call(t, "GET", "/customer", NULL);
+	JsonbValue	id;
+
+	if (c == NULL || !JB_ROOT_IS_OBJECT(c))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("VoIPBIN answered GET /customer with no JSON object")));
+	if (getKeyJsonValueFromContainer(&c->root, "id", 2, &id) && id.type == jbvString)
+	{
+		/* topic_normalize checks the id and lower-cases it, as topics need */
+		char	   *as_topic = psprintf("customer_id:%.*s",
+										id.val.string.len, id.val.string.val);
+		const char *error;
+		const char *hint;
+		char	   *canon = topic_normalize(as_topic, NULL, &error, &hint);
+
+		if (canon && strlen(canon) == strlen("customer_id:") + UUID_TEXT_LEN)
+		{
+			target_key(t, own_key);
+			strlcpy(own_id, canon + strlen("customer_id:"), sizeof(own_id));
+			own_valid = true;
+		}
+	}
+	return c;
+}
+
+static const char *
+own_customer_id(const RestTarget *t)
+{
+	uint8		key[PG_SHA256_DIGEST_LENGTH];
+
+	target_key(t, key);
+	if (own_valid && memcmp(key, own_key, sizeof(key)) == 0)
+		return own_id;
+	own_valid = false;
+	(void) customer_fetch(t);
+	if (!own_valid)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("VoIPBIN's customer has no valid \"id\"")));
+	return own_id;
+}
+
+/* The customer as shown to SQL: webhook_secret signs webhooks, so it is masked. */
+static Jsonb *
+mask_secret(Jsonb *c)
+{
+	JsonbValue	v;
+
+	if (!getKeyJsonValueFromContainer(&c->root, "webhook_secret",
+									  strlen("webhook_secret"), &v))
+		return c;
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(c),
+											  DirectFunctionCall1(jsonb_in,
+																  CStringGetDatum("{\"webhook_secret\": \"***\"}"))));
+}
+
+static void
+string_value(JsonbValue *v, const char *s)
+{
+	v->type = jbvString;
+	v->val.string.val = (char *) s;
+	v->val.string.len = strlen(s);
+}
+
+/* The PUT body: every field of current, the webhook's two replaced. */
+static Jsonb *
+put_body(Jsonb *current, const char *uri, const char *method)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue *obj;
+
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = 0; i < lengthof(put_fields); i++)
+	{
+		const char *f = put_fields[i];
+		JsonbValue	k;
+		JsonbValue	v;
+
+		string_value(&k, f);
+		if (strcmp(f, "webhook_uri") == 0)
+			string_value(&v, uri);
+		else if (strcmp(f, "webhook_method") == 0)
+			string_value(&v, method);
+		else if (!getKeyJsonValueFromContainer(&current->root, f, strlen(f), &v) ||
+				 v.type == jbvNull)
+			string_value(&v, "");	/* GET leaves empty fields out */
+		else if (v.type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("VoIPBIN's customer field \"%s\" is not a string", f),
+					 errdetail("Sending it back could blank it, so the webhook was not changed.")));
+		pushJsonbValue(&state, WJB_KEY, &k);
+		pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	obj = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(obj);
+}
+
+static Jsonb *
+set_webhook(const char *uri, const char *method_arg)
+{
+	const char *method = NULL;
+	RestTarget	t;
+	Jsonb	   *current;
+	Jsonb	   *updated;
+
+	/* both arguments are checked before anything is sent */
+	if (uri[0] != '\0' && !rest_is_http_url(uri))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid webhook uri \"%s\"", uri),
+				 errhint("Use an absolute http:// or https:// URL, or '' to remove the webhook.")));
+	for (int i = 0; i < lengthof(webhook_methods); i++)
+		if (pg_strcasecmp(method_arg, webhook_methods[i]) == 0)
+			method = webhook_methods[i];
+	if (method == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid webhook method \"%s\"", method_arg),
+				 errhint("Use POST, PUT, GET or DELETE.")));
+
+	rest_target_load(&t, true);
+	current = customer_fetch(&t);
+	updated = rest_call(&t, "PUT", "/customer", put_body(current, uri, method));
+	if (updated == NULL || !JB_ROOT_IS_OBJECT(updated))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("VoIPBIN answered PUT /customer with no JSON object"),
+				 errdetail("The update may have been applied; voipbin_customer() shows the customer as it is.")));
+	return mask_secret(updated);
+}
+
+/* voipbin_customer() RETURNS jsonb */
+PG_FUNCTION_INFO_V1(voipbin_customer);
+Datum
+voipbin_customer(PG_FUNCTION_ARGS)
+{
+	RestTarget	t;
+
+	rest_target_load(&t, true);
+	PG_RETURN_JSONB_P(mask_secret(customer_fetch(&t)));
+}
+
+/* voipbin_set_webhook(uri text, method text DEFAULT 'POST') RETURNS jsonb */
+PG_FUNCTION_INFO_V1(voipbin_set_webhook);
+Datum
+voipbin_set_webhook(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("uri and method must not be NULL"),
+				 errhint("voipbin_clear_webhook() removes the webhook.")));
+	PG_RETURN_JSONB_P(set_webhook(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+								  text_to_cstring(PG_GETARG_TEXT_PP(1))));
+}
+
+/* voipbin_clear_webhook() RETURNS jsonb */
+PG_FUNCTION_INFO_V1(voipbin_clear_webhook);
+Datum
+voipbin_clear_webhook(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(set_webhook("", "POST"));
+}
+
+/*
+ * voipbin_resolve_topic(topic text, check_owner boolean DEFAULT true) RETURNS text
+ *
+ * The topic as voipbin_subscribe() stores it.  A bare resource name becomes
+ * customer_id:<own id>:<resource>:.  With check_owner, a customer_id topic
+ * must name the own customer: VoIPBIN drops the whole connection, every topic
+ * with it, on one naming another.  Without a credential nothing can be asked,
+ * and a full topic is taken as it is (the worker cannot connect anyway); with
+ * one, a failing GET /customer fails the call, since the topic could not be
+ * checked.  voipbin_unsubscribe() passes check_owner false, so that any stored
+ * topic can be removed.
+ */
+PG_FUNCTION_INFO_V1(voipbin_resolve_topic);
+Datum
+voipbin_resolve_topic(PG_FUNCTION_ARGS)
+{
+	char	   *topic;
+	bool		check_owner = PG_NARGS() < 2 || PG_ARGISNULL(1) || PG_GETARG_BOOL(1);
+	RestTarget	t;
+	const char *error;
+	const char *hint;
+	char	   *result;
+
+	topic = topic_arg(fcinfo);
+	if (topic_is_bare_resource(topic))
+	{
+		if (!rest_target_load(&t, false))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid topic \"%s\": no credential is configured, so the own customer id is not known", topic),
+					 errhint("Use the full form customer_id:<your customer id>:%s:, or put a credential in voipbin.token_file.", topic)));
+		result = topic_normalize(topic, own_customer_id(&t), &error, &hint);
+	}
+	else
+	{
+		result = topic_normalize(topic, NULL, &error, &hint);
+		if (result && check_owner && strncmp(result, "customer_id:", 12) == 0 &&
+			rest_target_load(&t, false))
+			result = topic_normalize(result, own_customer_id(&t), &error, &hint);
+	}
+	return topic_result(topic, result, error, hint);
+}
