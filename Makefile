@@ -9,19 +9,21 @@ DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
 # without PostgreSQL's include path, so a PostgreSQL header there fails the build.
 NET_OBJS = src/net/journal/journal.o src/net/journal/spool_1_0.o \
            src/net/ws/ws_client.o \
-           src/net/webhook/http_receiver.o src/net/webhook/http_gate.o \
+           src/net/webhook/webhook_receiver.o src/net/webhook/http_gate.o \
            src/net/webhook/request_line.o src/net/webhook/webhook_request.o \
            src/net/webhook/secret_fetch.o
 # One line per folder, lowest first: a file uses only its own folder and the
 # folders on the lines above its own (test_layout.py checks it).
-BASE_OBJS = src/base/status.o src/base/endpoint.o src/base/rest.o src/base/fault.o
+BASE_OBJS = src/base/settings.o src/base/status.o src/base/db.o src/base/time.o src/base/guard.o \
+            src/base/endpoint.o src/base/rest.o src/base/fault.o
 INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
               src/ingest/store.o src/ingest/store_retry.o src/ingest/position.o \
               src/ingest/boundaries.o src/ingest/before_triggers.o src/ingest/spool_import.o
-MAINTENANCE_OBJS = src/maintenance/partitions.o
-REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src/repair/repair_http.o
+MAINTENANCE_OBJS = src/maintenance/partitions.o src/maintenance/prune.o
+REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src/repair/repair_job.o \
+              src/repair/repair_http.o
 WORKER_OBJS = src/worker/worker.o src/worker/subscriptions.o src/worker/webhook_ctl.o
-SQL_OBJS = src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o
+SQL_OBJS = src/sql/status.o src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o
 OBJS = src/voipbin.o $(SQL_OBJS) $(WORKER_OBJS) $(REPAIR_OBJS) $(MAINTENANCE_OBJS) \
        $(INGEST_OBJS) $(BASE_OBJS) $(NET_OBJS)
 

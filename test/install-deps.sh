@@ -6,7 +6,7 @@ packages=(
     build-essential pkg-config openssl
     postgresql-15 postgresql-server-dev-15
     libwebsockets-dev libcurl4-openssl-dev libssl-dev
-    libmicrohttpd-dev  # the webhook receiver (src/net/webhook/http_receiver.c)
+    libmicrohttpd-dev  # the webhook receiver (src/net/webhook/webhook_receiver.c)
     nginx-light  # test_webhook.py runs the README's reverse-proxy snippet (its own nginx, not the service)
     python3-aiohttp python3-pytest python3-psycopg2
     python3-pytest-xdist  # test/sanitize.sh runs the suite two tests at a time

@@ -14,6 +14,9 @@
 #include "lib/stringinfo.h"
 #include "storage/fd.h"
 
+#include "base/endpoint.h"
+#include "base/settings.h"
+
 /* Longer than any real base URL; the WebSocket URL adds the credential to it. */
 #define API_URL_MAX 2048
 

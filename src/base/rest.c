@@ -13,7 +13,6 @@
  * an access key travels.
  */
 #include "voipbin.h"
-#include "base/rest.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -31,6 +30,10 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
+
+#include "base/rest.h"
+#include "base/endpoint.h"
+#include "base/settings.h"
 
 #if LIBCURL_VERSION_NUM < 0x075400
 #error "voipbin needs libcurl 7.84 or later (curl_easy_header)"

@@ -9,6 +9,8 @@
 
 #include "utils/jsonb.h"
 
+#include "base/endpoint.h"
+
 /* Where a call goes and who makes it, read from the settings at call time. */
 typedef struct RestTarget
 {

@@ -19,7 +19,7 @@
 #include "utils/inval.h"
 #include "utils/memutils.h"
 
-#include "ingest/store.h"
+#include "ingest/before_triggers.h"
 
 static bool known = false;
 static bool present = false;
@@ -42,7 +42,7 @@ forget(Datum arg, Oid relid)
 	}
 }
 
-/* schema: quoted, as store_extension_schema() gives it.  Needs SPI connected. */
+/* schema: quoted, as db_extension_schema(NULL) gives it.  Needs SPI connected. */
 bool
 events_before_row_triggers(const char *schema)
 {

@@ -19,13 +19,29 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "ingest/store.h"
+#include "ingest/boundaries.h"
+#include "base/db.h"
 
 #define BOUNDS_FRESH_MS 5000
 
 static TimestampTz *bounds = NULL;	/* sorted, in TopMemoryContext */
 static int	nbounds = 0;
 static TimestampTz read_at = 0;
+
+/* The shortest partition made when the retention is short (the SQL's floor). */
+#define MIN_STEP_S 10
+
+/*
+ * The range of the partitions made: voipbin.partition_interval, or a
+ * quarter of a retention shorter than four intervals.
+ */
+int
+partition_step_s(int interval_s, int retention_s)
+{
+	if (retention_s > 0 && retention_s / 4 < interval_s)
+		return Max(retention_s / 4, Min(MIN_STEP_S, interval_s));
+	return interval_s;
+}
 
 /* Is some b[0..n) (sorted) in (r - window, r]?  Pure, for the unit tests too. */
 bool
@@ -80,7 +96,7 @@ boundaries_refresh(const char *schema)
 	nbounds = 0;
 	read_at = now;
 	fn = psprintf("%s.voipbin_partitions()", schema);
-	if (!store_function_exists(fn))
+	if (!db_function_exists(fn))
 		return;
 	rc = SPI_execute(psprintf("SELECT lower, upper FROM %s", fn), true, 0);
 	if (rc != SPI_OK_SELECT)

@@ -18,6 +18,9 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
+#include "ingest/frame.h"
+#include "ingest/frame_json.h"
+
 /* Keys that identify a resource kind, most specific first (protocol doc §4). */
 typedef struct KindRule
 {

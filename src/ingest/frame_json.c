@@ -22,6 +22,8 @@
 #include "utils/jsonfuncs.h"
 #include "utils/numeric.h"
 
+#include "ingest/frame_json.h"
+
 typedef struct ParseState
 {
 	JsonLexContext *lex;

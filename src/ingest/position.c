@@ -15,7 +15,9 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "ingest/store.h"
+#include "ingest/position.h"
+#include "base/db.h"
+#include "net/journal/journal.h"
 
 static SPIPlanPtr save_plan = NULL;
 static SPIPlanPtr load_plan = NULL;
@@ -27,7 +29,7 @@ forget(void)
 {
 	SPIPlanPtr *plans[] = {&save_plan, &load_plan, &alive_plan};
 
-	store_free_plans(plans, lengthof(plans));
+	db_free_plans(plans, lengthof(plans));
 	plans_ext = InvalidOid;
 }
 
@@ -45,7 +47,7 @@ prepare(void)
 	if (ext == plans_ext && OidIsValid(ext) && save_plan)
 		return POSITION_READY;
 	forget();
-	schema = store_extension_schema();
+	schema = db_extension_schema(NULL);
 	if (!OidIsValid(ext) || schema == NULL)
 		return POSITION_NO_EXTENSION;
 	rc = SPI_execute(psprintf("SELECT 1 FROM pg_catalog.pg_class c"
@@ -59,16 +61,16 @@ prepare(void)
 	{
 		Oid			types[] = {TEXTOID, INT8OID};
 
-		save_plan = store_keep_plan(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto)"
+		save_plan = db_keep_plan(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto)"
 								  " VALUES ($1, $2)"
 								  " ON CONFLICT (journal_id) DO UPDATE"
 								  " SET stored_upto = GREATEST(j.stored_upto, EXCLUDED.stored_upto),"
 								  "     updated_at = pg_catalog.now()", schema),
 						 2, types);
-		load_plan = store_keep_plan(psprintf("SELECT stored_upto, alive_at FROM %s.voipbin_journal"
+		load_plan = db_keep_plan(psprintf("SELECT stored_upto, alive_at FROM %s.voipbin_journal"
 								  " WHERE journal_id = $1", schema),
 						 1, types);
-		alive_plan = store_keep_plan(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto, alive_at)"
+		alive_plan = db_keep_plan(psprintf("INSERT INTO %s.voipbin_journal AS j (journal_id, stored_upto, alive_at)"
 								   " VALUES ($1, 0, pg_catalog.now())"
 								   " ON CONFLICT (journal_id) DO UPDATE SET alive_at = EXCLUDED.alive_at",
 								   schema),

@@ -38,10 +38,11 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 
-#include "base/fault.h"
 #include "ingest/spool_import.h"
-#include "net/ws/ws_client.h"
+#include "base/fault.h"
+#include "base/settings.h"
 #include "net/journal/journal.h"
+#include "net/journal/record.h"
 #include "net/journal/spool_1_0.h"
 
 /* How long the imported records may take to be fsync'd. */
@@ -130,15 +131,15 @@ journal_records_from(uint64 from)
 	for (;;)
 	{
 		uint64		next;
-		WsEvent    *ev = journal_read(from, 4 * 1024 * 1024, 1000, &next);
+		JournalRecord    *ev = journal_read(from, 4 * 1024 * 1024, 1000, &next);
 
 		if (ev == NULL)
 			break;
 		while (ev)
 		{
-			WsEvent    *e = ev->next;
+			JournalRecord    *e = ev->next;
 
-			ws_event_free(ev);
+			journal_record_free(ev);
 			n++;
 			ev = e;
 		}

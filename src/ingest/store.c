@@ -42,10 +42,19 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "net/journal/journal.h"
 #include "ingest/store.h"
+#include "base/db.h"
+#include "base/settings.h"
+#include "base/status.h"
+#include "base/time.h"
+#include "ingest/before_triggers.h"
+#include "ingest/boundaries.h"
+#include "ingest/frame.h"
+#include "ingest/position.h"
 #include "ingest/store_batch.h"
 #include "ingest/store_retry.h"
+#include "net/journal/journal.h"
+#include "net/journal/record.h"
 
 /* NOTIFY payloads stay under Postgres's 8,000-byte limit with room to spare. */
 #define NOTIFY_PAYLOAD_LIMIT 7900
@@ -58,108 +67,16 @@ static SPIPlanPtr batch_ids_plan = NULL;
 static Oid	events_seq = InvalidOid;	/* what voipbin_events.id's default draws from */
 static const char *plans_schema = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
-static SPIPlanPtr prune_events_plan = NULL;
-static SPIPlanPtr prune_dead_plan = NULL;
-
-#define UNIX_TO_PG_EPOCH_US \
-	((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC)
-
-TimestampTz
-store_received_at(const WsEvent *ev)
-{
-	/* µs since the Unix epoch to µs since the Postgres epoch */
-	return (TimestampTz) ev->at_us - UNIX_TO_PG_EPOCH_US;
-}
-
-int64
-store_unix_us(TimestampTz t)
-{
-	return (int64) (t + UNIX_TO_PG_EPOCH_US);
-}
-
-SPIPlanPtr
-store_keep_plan(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, types);
-
-	if (plan == NULL)
-		elog(ERROR, "voipbin: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
-void
-store_free_plans(SPIPlanPtr **plans, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (*plans[i])
-		{
-			SPI_freeplan(*plans[i]);
-			*plans[i] = NULL;
-		}
-}
 
 static void
 forget_plans(void)
 {
-	SPIPlanPtr *plans[] = {&insert_plan, &batch_plan, &batch_ids_plan, &dead_letter_plan,
-	&prune_events_plan, &prune_dead_plan};
+	SPIPlanPtr *plans[] = {&insert_plan, &batch_plan, &batch_ids_plan, &dead_letter_plan};
 
-	store_free_plans(plans, lengthof(plans));
+	db_free_plans(plans, lengthof(plans));
 	plans_ext_oid = InvalidOid;
 	events_seq = InvalidOid;
 	plans_schema = NULL;
-}
-
-/* pg_extension.extnamespace; PostgreSQL 15 exports no function for it. */
-static Oid
-extension_namespace(Oid ext)
-{
-	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	Oid			nsp = InvalidOid;
-
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(ext));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return nsp;
-}
-
-/*
- * The schema of the installed extension, quoted, or NULL when the extension
- * is not installed in this database (the worker then keeps what it has).
- * Needs a transaction and an SPI connection.
- */
-const char *
-store_extension_schema(void)
-{
-	Oid			ext = get_extension_oid("voipbin", true);
-	static char *schema = NULL;
-
-	if (!OidIsValid(ext))
-	{
-		if (OidIsValid(plans_ext_oid))
-			forget_plans();
-		return NULL;
-	}
-	if (ext != plans_ext_oid || schema == NULL)
-	{
-		char	   *name = get_namespace_name(extension_namespace(ext));
-
-		if (name == NULL)
-			return NULL;
-		if (schema)
-			pfree(schema);
-		schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(name));
-	}
-	return schema;
 }
 
 /*
@@ -218,7 +135,7 @@ batch_insert_plan(const char *schema, bool ids)
 	Oid			types[] = {TIMESTAMPTZARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
 	UUIDARRAYOID, UUIDARRAYOID, JSONBARRAYOID, BOOLARRAYOID, INT8ARRAYOID};
 
-	return store_keep_plan(psprintf(
+	return db_keep_plan(psprintf(
 									"INSERT INTO %s.voipbin_events"
 									" (%sreceived_at, source, event_type, resource, resource_id, customer_id, data)"
 									" SELECT %sr, s, e, res, rid, cid, d"
@@ -267,11 +184,11 @@ store_plans_ready(void)
 
 	if (ext == plans_ext_oid && OidIsValid(ext) && plans_window_s == dedupe_window_s())
 	{
-		boundaries_refresh(store_extension_schema());
+		boundaries_refresh(db_extension_schema(NULL));
 		return true;
 	}
 	forget_plans();
-	schema = store_extension_schema();
+	schema = db_extension_schema(NULL);
 	if (schema == NULL)
 		return false;
 
@@ -284,7 +201,7 @@ store_plans_ready(void)
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID, JSONBOID,
 		BOOLOID};
 
-		insert_plan = store_keep_plan(psprintf(
+		insert_plan = db_keep_plan(psprintf(
 										 "INSERT INTO %s.voipbin_events"
 										 " (received_at, source, event_type, resource, resource_id, customer_id, data)"
 										 " SELECT $1, $2, $3, $4, $5, $6, $7 WHERE %s"
@@ -299,35 +216,10 @@ store_plans_ready(void)
 	{
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID};
 
-		dead_letter_plan = store_keep_plan(psprintf(
+		dead_letter_plan = db_keep_plan(psprintf(
 											  "INSERT INTO %s.voipbin_dead_letters (received_at, source, raw, error)"
 											  " VALUES ($1, $2, $3, $4)", schema),
 									 4, types);
-	}
-	{
-		Oid			types[] = {INTERVALOID};
-
-		/*
-		 * small batches by the received_at index: no long locks.  Whole
-		 * partitions past retention are dropped (partitions.c); this trims
-		 * the one at the edge and the default one, which the condition on
-		 * received_at leaves alone to be scanned.  By ctid, which is unique
-		 * only within a partition: a row of another one with the same ctid
-		 * is past retention too.  $1 is the retention and a minute's grace:
-		 * a partition that becomes due is dropped within it, and deleting its
-		 * rows first would only cost WAL and dead tuples.
-		 */
-		prune_events_plan = store_keep_plan(psprintf(
-											   "DELETE FROM %s.voipbin_events"
-											   " WHERE received_at < now() - $1 AND ctid = ANY (ARRAY("
-											   "  SELECT ctid FROM %s.voipbin_events"
-											   "  WHERE received_at < now() - $1 LIMIT 1000))",
-											   schema, schema), 1, types);
-		prune_dead_plan = store_keep_plan(psprintf(
-											 "DELETE FROM %s.voipbin_dead_letters WHERE id IN"
-											 " (SELECT id FROM %s.voipbin_dead_letters"
-											 "  WHERE received_at < now() - $1 ORDER BY received_at LIMIT 1000)",
-											 schema, schema), 1, types);
 	}
 	plans_ext_oid = ext;
 	plans_schema = schema;
@@ -423,7 +315,7 @@ frame_source(const StoreBatch *b, int i)
 }
 
 void
-store_batch_init(StoreBatch *b, WsEvent **frames, int n)
+store_batch_init(StoreBatch *b, JournalRecord **frames, int n)
 {
 	memset(b, 0, sizeof(*b));
 	b->frames = frames;
@@ -449,7 +341,7 @@ mark_dead(StoreBatch *b, int i, const char *error)
 #define OVERSIZE_ERROR "message of %llu bytes exceeds voipbin.max_frame_size"
 
 static const char *
-refused_before_storing(const WsEvent *ev)
+refused_before_storing(const JournalRecord *ev)
 {
 	if (ev->oversize_len == 0)
 		return NULL;
@@ -482,7 +374,7 @@ store_oversize_len(const char *error)
 static void
 classify_one(StoreBatch *b, int i)
 {
-	WsEvent    *ev = b->frames[i];
+	JournalRecord    *ev = b->frames[i];
 
 	MemoryContextSwitchTo(b->cxt);
 	PG_TRY();
@@ -549,13 +441,13 @@ array_of(Datum *values, bool *nulls, int n, Oid type)
 static uint64
 insert_one(StoreBatch *b, int i, bool notify)
 {
-	const WsEvent *ev = b->frames[i];
+	const JournalRecord *ev = b->frames[i];
 	const FrameEvent *fe = &b->fes[i];
 	Datum		values[8];
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
-	values[0] = TimestampTzGetDatum(store_received_at(ev));
+	values[0] = TimestampTzGetDatum(time_from_unix_us(ev->at_us));
 	values[1] = CStringGetTextDatum(frame_source(b, i));
 	values[2] = CStringGetTextDatum(fe->event_type);
 	values[3] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
@@ -568,7 +460,7 @@ insert_one(StoreBatch *b, int i, bool notify)
 	if (!fe->has_customer_id)
 		nulls[5] = 'n';
 	values[6] = JsonbPGetDatum(fe->data);
-	values[7] = BoolGetDatum(boundaries_near(store_received_at(ev), dedupe_window_s()));
+	values[7] = BoolGetDatum(boundaries_near(time_from_unix_us(ev->at_us), dedupe_window_s()));
 
 	rc = SPI_execute_plan(insert_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT_RETURNING)
@@ -693,7 +585,7 @@ insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
 	{
 		FrameEvent *fe = &b->fes[idx[k]];
 
-		cols[0][k] = TimestampTzGetDatum(store_received_at(b->frames[idx[k]]));
+		cols[0][k] = TimestampTzGetDatum(time_from_unix_us(b->frames[idx[k]]->at_us));
 		cols[1][k] = CStringGetTextDatum(frame_source(b, idx[k]));
 		cols[2][k] = CStringGetTextDatum(fe->event_type);
 		cols[3][k] = fe->resource ? CStringGetTextDatum(fe->resource) : (Datum) 0;
@@ -703,7 +595,7 @@ insert_rows(StoreBatch *b, const int *idx, int m, bool notify)
 		cols[5][k] = UUIDPGetDatum(&fe->customer_id);
 		nulls[5][k] = !fe->has_customer_id;
 		cols[6][k] = JsonbPGetDatum(fe->data);
-		cols[7][k] = BoolGetDatum(boundaries_near(store_received_at(b->frames[idx[k]]),
+		cols[7][k] = BoolGetDatum(boundaries_near(time_from_unix_us(b->frames[idx[k]]->at_us),
 												  dedupe_window_s()));
 		if (by_id)
 			cols[8][k] = Int64GetDatum(nextval_internal(events_seq, true));
@@ -847,14 +739,14 @@ insert_plain(StoreBatch *b)
 static void
 insert_dead_letter(StoreBatch *b, int i)
 {
-	const WsEvent *ev = b->frames[i];
+	const JournalRecord *ev = b->frames[i];
 	Datum		values[4];
 	bytea	   *raw = palloc(VARHDRSZ + ev->len);
 	int			rc;
 
 	SET_VARSIZE(raw, VARHDRSZ + ev->len);
 	memcpy(VARDATA(raw), ev->data, ev->len);
-	values[0] = TimestampTzGetDatum(store_received_at(ev));
+	values[0] = TimestampTzGetDatum(time_from_unix_us(ev->at_us));
 	values[1] = CStringGetTextDatum(frame_source(b, i));
 	values[2] = PointerGetDatum(raw);
 	values[3] = CStringGetTextDatum(b->errors[i]);
@@ -869,26 +761,6 @@ publish_counts(const StoreBatch *b)
 	pg_atomic_fetch_add_u64(&voipbin_shared->events_stored, b->stored);
 	pg_atomic_fetch_add_u64(&voipbin_shared->duplicates, b->duplicates);
 	pg_atomic_fetch_add_u64(&voipbin_shared->dead_letters, b->dead);
-}
-
-/* A transaction with SPI and a snapshot, as every database step of the worker needs. */
-void
-store_begin_work(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "voipbin: SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-void
-store_end_work(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
 }
 
 /* ---- the worker's side: one transaction per attempt, retries with backoff ---- */
@@ -952,7 +824,7 @@ attempt(StoreBatch *b, StoreStep step, ErrorData *failure, const char *journal_i
 	b->stored = b->duplicates = 0;
 	PG_TRY();
 	{
-		store_begin_work();
+		db_begin_work();
 		if (!store_plans_ready() || (journal_id && position_ready() != POSITION_READY))
 			result = STORE_NOT_READY;
 		else
@@ -972,7 +844,7 @@ attempt(StoreBatch *b, StoreStep step, ErrorData *failure, const char *journal_i
 			if (journal_id)
 				position_save(journal_id, upto);
 		}
-		store_end_work();
+		db_end_work();
 	}
 	PG_CATCH();
 	{
@@ -1011,7 +883,7 @@ retry_later(StoreBatch *b, ErrorData *err, const char *journal_id, uint64 upto,
 	if (retry.failing_since == 0)
 		retry.failing_since = now;
 	retry.failures++;
-	deadline = store_retry_deadline(retry.failing_since, store_received_at(b->frames[0]),
+	deadline = store_retry_deadline(retry.failing_since, time_from_unix_us(b->frames[0]->at_us),
 									voipbin_store_retry_timeout_ms);
 	if (deadline != 0 && now >= deadline)
 	{
@@ -1056,7 +928,7 @@ retry_later(StoreBatch *b, ErrorData *err, const char *journal_id, uint64 upto,
  * voipbin_status()); the caller keeps the frames and calls again at *retry_at.
  */
 StoreResult
-store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
+store_frames(JournalRecord **frames, int n, const char *journal_id, uint64 upto,
 			 TimestampTz *retry_at)
 {
 	MemoryContext cxt = CurrentMemoryContext;
@@ -1093,54 +965,4 @@ store_frames(WsEvent **frames, int n, const char *journal_id, uint64 upto,
 	MemoryContextSwitchTo(cxt);
 	MemoryContextDelete(mine);
 	return result;
-}
-
-#define PRUNE_PASS_MS 2000
-#define PRUNE_GRACE_S 60
-
-bool		store_prune_unfinished = false;
-
-/*
- * Deletes events and dead letters past voipbin.event_retention, a batch at a
- * time, each batch its own transaction so no lock is held for long.  Errors
- * propagate: the worker runs this through voipbin_guarded().  A pass is
- * bounded in time, not in rows, so that retention keeps up with any rate the
- * worker can store at: store_prune_unfinished says that it stopped with rows
- * still due, and the worker comes back soon rather than in a minute.
- */
-
-void
-store_prune(void)
-{
-	Datum		events_cutoff[1];
-	Datum		dead_cutoff[1];
-	bool		more = true;
-	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), PRUNE_PASS_MS);
-
-	store_prune_unfinished = false;
-	if (voipbin_event_retention_s <= 0)
-		return;
-	events_cutoff[0] = seconds_interval((int64) voipbin_event_retention_s + PRUNE_GRACE_S);
-	dead_cutoff[0] = seconds_interval(voipbin_event_retention_s);
-	while (more)
-	{
-		uint64		deleted = 0;
-
-		if (GetCurrentTimestamp() >= until)
-		{
-			store_prune_unfinished = true;
-			return;
-		}
-		store_begin_work();
-		if (store_plans_ready())
-		{
-			SPI_execute_plan(prune_events_plan, events_cutoff, NULL, false, 0);
-			deleted += SPI_processed;
-			SPI_execute_plan(prune_dead_plan, dead_cutoff, NULL, false, 0);
-			deleted += SPI_processed;
-		}
-		store_end_work();
-		more = deleted > 0;
-		CHECK_FOR_INTERRUPTS();
-	}
 }

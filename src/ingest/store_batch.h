@@ -11,13 +11,14 @@
 
 #include "utils/elog.h"
 
-#include "net/ws/ws_client.h"
+#include "ingest/frame.h"
+#include "net/journal/record.h"
 
 typedef struct StoreBatch
 {
-	WsEvent   **frames;
+	JournalRecord   **frames;
 	int			n;
-	const char **sources;		/* source of each frame, NULL: from WsEvent.source */
+	const char **sources;		/* source of each frame, NULL: from JournalRecord.source */
 	MemoryContext cxt;			/* where what follows lives: outlives the transaction */
 	FrameEvent *fes;			/* classified frames (event_type NULL until then) */
 	char	  **errors;			/* why frame i is a dead letter, NULL if it is none */
@@ -28,10 +29,10 @@ typedef struct StoreBatch
 } StoreBatch;
 
 /* Allocates in CurrentMemoryContext, which must outlive the transactions it is used in. */
-extern void store_batch_init(StoreBatch *b, WsEvent **frames, int n);
+extern void store_batch_init(StoreBatch *b, JournalRecord **frames, int n);
 
 /*
- * The rest needs a transaction with SPI connected (store_begin_work()).
+ * The rest needs a transaction with SPI connected (db_begin_work()).
  * store_plans_ready(): false when the extension is not installed here.
  */
 extern bool store_plans_ready(void);
@@ -52,7 +53,5 @@ extern void store_batch_resolve(StoreBatch *b, ErrorData *failure);
 extern uint64 store_oversize_len(const char *error);
 
 /* The received time as stored in received_at, and back. */
-extern TimestampTz store_received_at(const WsEvent *ev);
-extern int64 store_unix_us(TimestampTz t);
 
 #endif

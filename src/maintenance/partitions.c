@@ -26,54 +26,14 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "ingest/store.h"
+#include "maintenance/partitions.h"
+#include "base/db.h"
+#include "base/settings.h"
+#include "base/time.h"
+#include "ingest/boundaries.h"
 
 /* Calls after which the rest of the default partition waits for the next pass. */
 #define MAINTAIN_CALLS 25
-
-/* The shortest partition made when the retention is short (the SQL's floor). */
-#define MIN_STEP_S 10
-
-/*
- * The range of the partitions made: voipbin.partition_interval, or a
- * quarter of a retention shorter than four intervals.
- */
-int
-partition_step_s(int interval_s, int retention_s)
-{
-	if (retention_s > 0 && retention_s / 4 < interval_s)
-		return Max(retention_s / 4, Min(MIN_STEP_S, interval_s));
-	return interval_s;
-}
-
-/*
- * Is there a function of this signature (schema-qualified)?  A database
- * still at 1.0 has neither partitions nor their functions.
- */
-bool
-store_function_exists(const char *signature)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1] = {CStringGetTextDatum(signature)};
-	bool		isnull;
-	int			rc;
-
-	rc = SPI_execute_with_args("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
-							   1, types, values, NULL, true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "voipbin: looking up %s failed: %s", signature, SPI_result_code_string(rc));
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/* An interval of s seconds, as a Datum (palloc'd in the current context). */
-Datum
-seconds_interval(int64 s)
-{
-	Interval   *i = palloc0(sizeof(Interval));
-
-	i->time = s * USECS_PER_SEC;
-	return IntervalPGetDatum(i);
-}
 
 /*
  * One call of voipbin_maintain_partitions(); true when it says there is more
@@ -85,11 +45,11 @@ maintain_once(int *created, int *dropped, TimestampTz *next_drop)
 	bool		more = false;
 	const char *schema;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema != NULL)
 	{
-		if (store_function_exists(psprintf("%s.voipbin_maintain_partitions(interval,interval)",
+		if (db_function_exists(psprintf("%s.voipbin_maintain_partitions(interval,interval)",
 										   schema)))
 		{
 			Oid			types[2] = {INTERVALOID, INTERVALOID};
@@ -119,32 +79,31 @@ maintain_once(int *created, int *dropped, TimestampTz *next_drop)
 				*next_drop = 0;
 		}
 	}
-	store_end_work();
+	db_end_work();
 	boundaries_forget();
 	return more;
 }
 
 /*
- * Errors propagate: the worker runs this through voipbin_guarded().  Sets
- * partitions_next_drop: when to come back for the next partition due.
+ * Errors propagate: the worker runs this through voipbin_guarded().  Returns
+ * when to come back for the next partition due (0: none).
  */
-TimestampTz partitions_next_drop = 0;
-
-void
+TimestampTz
 partitions_maintain(void)
 {
 	int			created = 0;
 	int			dropped = 0;
+	TimestampTz next_drop = 0;
 
-	partitions_next_drop = 0;
 	for (int call = 0; call < MAINTAIN_CALLS; call++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		if (!maintain_once(&created, &dropped, &partitions_next_drop))
+		if (!maintain_once(&created, &dropped, &next_drop))
 			break;
 	}
 	if (created > 0 || dropped > 0)
 		ereport(DEBUG1,
 				(errmsg("voipbin: %d partition(s) of voipbin_events made, %d dropped past voipbin.event_retention",
 						created, dropped)));
+	return next_drop;
 }

@@ -17,7 +17,6 @@
  * database was unavailable.  Each row written starts a repair (repair.c).
  */
 #include "voipbin.h"
-#include "repair/repair.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -26,7 +25,12 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "ingest/store.h"
+#include "repair/gaps.h"
+#include "base/db.h"
+#include "base/guard.h"
+#include "base/settings.h"
+#include "base/status.h"
+#include "repair/repair.h"
 
 /* Gap rows that may wait for the database; past it the oldest is only logged. */
 #define MAX_WAITING 100
@@ -142,8 +146,8 @@ write_row(const WaitingGap *g, int64 *id)
 	const char *schema;
 	bool		ok = false;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema &&
 		SPI_execute(psprintf("SELECT to_regclass('%s.voipbin_gaps') IS NOT NULL", schema),
 					true, 1) == SPI_OK_SELECT &&
@@ -177,12 +181,13 @@ write_row(const WaitingGap *g, int64 *id)
 			elog(ERROR, "voipbin: inserting a gap failed");
 		*id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	store_end_work();
+	db_end_work();
 	return ok;
 }
 
-long
-gaps_step(void)
+/* Writes the gap rows that wait, and starts their repair; errors propagate. */
+static long
+write_waiting(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout = -1;
@@ -220,13 +225,14 @@ gaps_step(void)
 	return timeout;
 }
 
-void
-gaps_record_outcome(int64 gap_id, bool repaired, int64 events_repaired, const char *error)
+/* Writes a repair's outcome on its gap row; errors propagate. */
+static void
+write_outcome(int64 gap_id, bool repaired, int64 events_repaired, const char *error)
 {
 	const char *schema;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema)
 	{
 		Oid			types[4] = {INT8OID, BOOLOID, INT8OID, TEXTOID};
@@ -246,5 +252,63 @@ gaps_record_outcome(int64 gap_id, bool repaired, int64 events_repaired, const ch
 									   " WHERE id = $1", schema),
 							  4, types, values, nulls, false, 0);
 	}
-	store_end_work();
+	db_end_work();
+}
+
+static void
+write_waiting_step(void *arg)
+{
+	*(long *) arg = write_waiting();
+}
+
+static void
+repair_step_step(void *arg)
+{
+	*(long *) arg = repair_step();
+}
+
+static void
+write_outcome_step(void *arg)
+{
+	const RepairOutcome *o = arg;
+
+	write_outcome(o->gap_id, o->repaired, o->events_repaired, o->error);
+}
+
+/* The shorter of two waits, -1 meaning "as long as it likes". */
+static long
+shorter(long a, long b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}
+
+long
+gaps_step(void)
+{
+	long		rows = -1;
+	long		repair = -1;
+	const RepairOutcome *o;
+
+	if (!voipbin_guarded(write_waiting_step, &rows, "recording a gap"))
+		rows = RETRY_MS;
+	if (!voipbin_guarded(repair_step_step, &repair, "gap repair"))
+	{
+		repair_step_failed();
+		repair = RETRY_MS;
+	}
+	while ((o = repair_outcome_next()) != NULL)
+	{
+		/* an outcome not written stays first in line */
+		if (!voipbin_guarded(write_outcome_step, (void *) o, "recording a gap's repair"))
+		{
+			repair = shorter(repair, RETRY_MS);
+			break;
+		}
+		repair_outcome_done();
+	}
+	return shorter(rows, repair);
 }

@@ -24,8 +24,6 @@
  * newer outage takes it over, reaching back to the older one's start.
  */
 #include "voipbin.h"
-#include "repair/repair.h"
-#include "repair/repair_job.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -34,15 +32,17 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "repair/repair.h"
+#include "base/db.h"
+#include "base/endpoint.h"
+#include "base/settings.h"
+#include "base/status.h"
 #include "net/journal/journal.h"
-#include "ingest/store.h"
-
+#include "repair/repair_http.h"
+#include "repair/repair_job.h"
+#include "repair/repair_walk.h"
 
 static const char *abandon_why = NULL;
-
-MemoryContext repair_cxt = NULL;
-MemoryContext attempt_cxt = NULL;
-Job			repair_job;
 
 static long
 backoff_ms(int attempt)
@@ -60,7 +60,33 @@ newest_gap(void)
 	return *(int64 *) llast(repair_job.gap_ids);
 }
 
-/* Writes the outcome on every gap of the job; the older ones were taken over. */
+/*
+ * Outcomes not yet written on their gap rows (gaps.c writes them), oldest
+ * first, in their own context: a job's context is reset by the next job.
+ */
+static MemoryContext outcome_cxt = NULL;
+static List *outcomes = NIL;
+
+static void
+add_outcome(int64 gap_id, bool repaired, int64 events, const char *error)
+{
+	MemoryContext old;
+	RepairOutcome *o;
+
+	if (outcome_cxt == NULL)
+		outcome_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin repair outcomes",
+											ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(outcome_cxt);
+	o = palloc0(sizeof(RepairOutcome));
+	o->gap_id = gap_id;
+	o->repaired = repaired;
+	o->events_repaired = events;
+	o->error = error ? pstrdup(error) : NULL;
+	outcomes = lappend(outcomes, o);
+	MemoryContextSwitchTo(old);
+}
+
+/* The outcome for every gap of the job; the older ones were taken over. */
 static void
 record_outcome(bool repaired, int64 events, const char *error)
 {
@@ -72,13 +98,33 @@ record_outcome(bool repaired, int64 events, const char *error)
 		int64		id = *(int64 *) lfirst(lc);
 
 		if (id == newest)
-			gaps_record_outcome(id, repaired, events, error);
+			add_outcome(id, repaired, events, error);
 		else
-			gaps_record_outcome(id, repaired, 0,
-								psprintf("%s%srepaired together with gap %lld",
-										 error ? error : "", error ? "; " : "",
-										 (long long) newest));
+			add_outcome(id, repaired, 0,
+						psprintf("%s%srepaired together with gap %lld",
+								 error ? error : "", error ? "; " : "",
+								 (long long) newest));
 	}
+}
+
+const RepairOutcome *
+repair_outcome_next(void)
+{
+	return outcomes != NIL ? (const RepairOutcome *) linitial(outcomes) : NULL;
+}
+
+void
+repair_outcome_done(void)
+{
+	RepairOutcome *o;
+
+	if (outcomes == NIL)
+		return;
+	o = linitial(outcomes);
+	outcomes = list_delete_first(outcomes);
+	if (o->error)
+		pfree(o->error);
+	pfree(o);
 }
 
 static void
@@ -101,11 +147,11 @@ begin_attempt(void)
 	resetStringInfo(&repair_job.notes);
 	repair_job.attempt++;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema == NULL)
 	{
-		store_end_work();
+		db_end_work();
 		repair_job.fatal = "the extension is not installed in voipbin.database";
 		return;
 	}
@@ -122,7 +168,7 @@ begin_attempt(void)
 		repair_job.have_first_id = true;
 	}
 	repair_walk_load(schema);
-	store_end_work();
+	db_end_work();
 
 	cred = credential_load(&kind, &cred_error);
 	if (cred == NULL)
@@ -199,8 +245,8 @@ finish_job(void)
 		repair_note("%d object(s) fetched could not be journaled (voipbin.spool_limit)", repair_job.lost);
 	error = repair_job.notes.len > 0 ? psprintf("partial: %s", repair_job.notes.data) : NULL;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema)
 	{
 		Oid			types[1] = {INT8OID};
@@ -212,7 +258,7 @@ finish_job(void)
 								  1, types, values, NULL, true, 1) == SPI_OK_SELECT)
 			events = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	store_end_work();
+	db_end_work();
 	rh_close_idle();
 	record_outcome(true, events, error);
 	ereport(LOG,
@@ -300,8 +346,8 @@ journaled_is_stored(void)
 	if (jid == NULL)
 		return pg_atomic_read_u64(&voipbin_shared->buffered_bytes) == 0 &&
 			__atomic_load_n(&voipbin_shared->network_backlog, __ATOMIC_RELAXED) == 0;
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -317,7 +363,7 @@ journaled_is_stored(void)
 			stored = !isnull && (uint64) DatumGetInt64(d) >= repair_job.last_pos;
 		}
 	}
-	store_end_work();
+	db_end_work();
 	return stored;
 }
 
@@ -416,26 +462,11 @@ drive(void)
 	return timeout;
 }
 
-/* voipbin_guarded() runs void steps: these carry the steps' timeouts out. */
-static long step_timeout;
-
-static void
-run_gaps_step(void)
-{
-	step_timeout = gaps_step();
-}
-
-static void
-run_drive(void)
-{
-	step_timeout = drive();
-}
-
 /* An error in the middle of a repair: this attempt fails, the next one comes later. */
-static void
-drive_failed(void)
+void
+repair_step_failed(void)
 {
-	if (repair_job.phase != JOB_IDLE && repair_job.gap_ids != NIL)
+	if (repair_cxt != NULL && repair_job.phase != JOB_IDLE && repair_job.gap_ids != NIL)
 	{
 		rh_cancel_all();
 		repair_job.fatal = NULL;
@@ -447,25 +478,9 @@ drive_failed(void)
 long
 repair_step(void)
 {
-	long		a = voipbin_guarded(run_gaps_step, "recording a gap") ? step_timeout : 1000;
-	long		b = -1;
-
-	if (repair_cxt)
-	{
-		if (voipbin_guarded(run_drive, "gap repair"))
-			b = step_timeout;
-		else
-		{
-			drive_failed();
-			b = 1000;
-		}
-	}
-
-	if (a < 0)
-		return b;
-	if (b < 0)
-		return a;
-	return Min(a, b);
+	if (repair_cxt == NULL)
+		return -1;
+	return drive();
 }
 
 int

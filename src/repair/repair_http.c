@@ -16,7 +16,6 @@
  * RH_MAX_RUNNING are in flight.
  */
 #include "voipbin.h"
-#include "repair/repair_http.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -30,6 +29,10 @@
 #include <curl/curl.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+#include "repair/repair_http.h"
+#include "base/endpoint.h"
+#include "base/settings.h"
 
 #define RH_MAX_RESPONSE		(4 * 1024 * 1024)
 #define RH_CONNECT_TIMEOUT_MS 5000

@@ -12,6 +12,8 @@
 
 #include "voipbin.h"
 
+#include "base/endpoint.h"
+
 /* At most this many requests in flight (protocol §10.5 advises 4 or fewer). */
 #define RH_MAX_RUNNING 4
 

@@ -7,10 +7,9 @@
 
 #include "voipbin.h"
 
+#include "datatype/timestamp.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
-
-#include "repair/repair_http.h"
 
 /* VoIPBIN's clock and ours may differ, and a call's last event may precede the drop. */
 #define REPAIR_MARGIN_S		30
@@ -65,11 +64,7 @@ extern MemoryContext attempt_cxt;	/* one attempt's lists; reset each attempt */
 extern Job	repair_job;
 
 /* repair_walk.c */
-extern void repair_walk_load(const char *schema);
-extern void repair_walk_begin(void);
-extern void repair_walk_answer(RhResult *r);
 extern void repair_note(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void repair_set_fatal(const char *why);
-extern int64 repair_unix_us(TimestampTz t);
 
 #endif

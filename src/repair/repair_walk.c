@@ -11,7 +11,6 @@
  * source 'rest', when a subscribed topic would have carried it.
  */
 #include "voipbin.h"
-#include "repair/repair_job.h"
 
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
@@ -23,7 +22,12 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "repair/repair_walk.h"
+#include "base/time.h"
+#include "ingest/frame.h"
 #include "net/journal/journal.h"
+#include "repair/repair_http.h"
+#include "repair/repair_job.h"
 
 typedef enum ReqKind
 {
@@ -105,12 +109,6 @@ parse_time(const char *s, int len, int64 *us)
 	*us = ((days_from_civil(f[0], f[1], f[2]) * 24 + f[3]) * 60 + f[4]) * 60 * INT64CONST(1000000) +
 		(int64) f[5] * 1000000 + frac;
 	return true;
-}
-
-int64
-repair_unix_us(TimestampTz t)
-{
-	return (int64) t + ((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
 }
 
 /* Appends s percent-encoded (RFC 3986 unreserved characters kept). */
@@ -286,7 +284,7 @@ submit(JsonbContainer *obj, const char *event_type)
 	utf8 = pg_server_to_any(buf.data, buf.len, PG_UTF8);
 	len = strlen(utf8);
 	{
-		uint64		pos = journal_submit(JOURNAL_SRC_REST, 0, repair_unix_us(GetCurrentTimestamp()),
+		uint64		pos = journal_submit(JOURNAL_SRC_REST, 0, time_unix_us(GetCurrentTimestamp()),
 										 utf8, len, len);
 
 		if (pos == 0)
@@ -378,35 +376,6 @@ call_changed(JsonbContainer *call, const char *id)
 	ask(RQ_TIMELINE, id, "/timelines/calls/%s/events?page_size=1000", id);
 }
 
-void
-repair_note(const char *fmt,...)
-{
-	MemoryContext old = MemoryContextSwitchTo(repair_cxt);
-	va_list		ap;
-
-	if (repair_job.notes.len > 0)
-		appendStringInfoString(&repair_job.notes, "; ");
-	for (;;)
-	{
-		int			needed;
-
-		va_start(ap, fmt);
-		needed = appendStringInfoVA(&repair_job.notes, fmt, ap);
-		va_end(ap);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&repair_job.notes, needed);
-	}
-	MemoryContextSwitchTo(old);
-}
-
-void
-repair_set_fatal(const char *why)
-{
-	if (repair_job.fatal == NULL)
-		repair_job.fatal = MemoryContextStrdup(attempt_cxt, why);
-}
-
 static const char *
 what_of(const ReqTag *tag)
 {
@@ -459,7 +428,7 @@ static void
 on_list(Jsonb *j)
 {
 	JsonbContainer *items = result_array(j);
-	int64		since_us = repair_unix_us(repair_job.since);
+	int64		since_us = time_unix_us(repair_job.since);
 	int64		last_create = PG_INT64_MAX;
 	int			n = 0;
 	char	   *token;
@@ -536,7 +505,7 @@ static void
 on_transcribes(Jsonb *j)
 {
 	JsonbContainer *items = result_array(j);
-	int64		since_us = repair_unix_us(repair_job.since);
+	int64		since_us = time_unix_us(repair_job.since);
 	JsonbIterator *it;
 	JsonbValue	e;
 	JsonbIteratorToken tok;
@@ -596,7 +565,7 @@ static void
 on_timeline(Jsonb *j)
 {
 	JsonbContainer *items = result_array(j);
-	int64		since_us = repair_unix_us(repair_job.since);
+	int64		since_us = time_unix_us(repair_job.since);
 	JsonbIterator *it;
 	JsonbValue	e;
 	JsonbIteratorToken tok;
@@ -780,7 +749,6 @@ load_topics(const char *schema)
 		elog(ERROR, "voipbin: reading voipbin_subscriptions failed");
 	return result_strings();
 }
-
 
 void
 repair_walk_load(const char *schema)

@@ -10,13 +10,15 @@
  * webhook's two.
  */
 #include "voipbin.h"
-#include "base/rest.h"
 
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+
+#include "base/rest.h"
+#include "sql/topic.h"
 
 #define UUID_TEXT_LEN 36
 

@@ -19,9 +19,12 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "net/journal/journal.h"
-#include "ingest/store.h"
+#include "base/db.h"
+#include "base/time.h"
+#include "ingest/frame.h"
 #include "ingest/store_batch.h"
+#include "net/journal/journal.h"
+#include "net/journal/record.h"
 
 /* Like the worker's batches: enough to amortise a statement, bounded in memory. */
 #define RETRY_MAX_FRAMES 2000
@@ -49,8 +52,8 @@ retry_chunk(const char *schema, Datum *ids, int n)
 	Datum		arg[1];
 	Oid			argtype[1] = {INT8ARRAYOID};
 	int64	   *row_ids;
-	WsEvent    *evs;
-	WsEvent   **frames;
+	JournalRecord    *evs;
+	JournalRecord   **frames;
 	const char **sources;
 	StoreBatch	b;
 	int			m;
@@ -73,8 +76,8 @@ retry_chunk(const char *schema, Datum *ids, int n)
 
 	/* out of SPI's result, which the next statement frees */
 	row_ids = palloc(sizeof(int64) * m);
-	evs = palloc0(sizeof(WsEvent) * m);
-	frames = palloc(sizeof(WsEvent *) * m);
+	evs = palloc0(sizeof(JournalRecord) * m);
+	frames = palloc(sizeof(JournalRecord *) * m);
 	sources = palloc(sizeof(char *) * m);
 	for (int i = 0; i < m; i++)
 	{
@@ -86,8 +89,7 @@ retry_chunk(const char *schema, Datum *ids, int n)
 		Datum		source;
 
 		row_ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		evs[i].kind = WS_EV_FRAME;
-		evs[i].at_us = store_unix_us(DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull)));
+		evs[i].at_us = time_unix_us(DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull)));
 		source = SPI_getbinval(tup, desc, 3, &isnull);
 		sources[i] = isnull ? journal_source_name(JOURNAL_SRC_WEBSOCKET) : TextDatumGetCString(source);
 		evs[i].source = (uint8_t) source_of(sources[i]);
@@ -173,7 +175,7 @@ voipbin_retry_dead_letters(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "voipbin: SPI_connect failed");
-	if (!store_plans_ready() || (schema = store_extension_schema()) == NULL)
+	if (!store_plans_ready() || (schema = db_extension_schema(NULL)) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("voipbin: the extension is not installed in this database")));

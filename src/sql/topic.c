@@ -12,6 +12,8 @@
 #include "utils/builtins.h"
 #include "utils/uuid.h"
 
+#include "sql/topic.h"
+
 #define UUID_TEXT_LEN 36
 
 /* A canonical 8-4-4-4-12 hex UUID, any case; written lower-case into out. */

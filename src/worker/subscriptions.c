@@ -21,7 +21,9 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "ingest/store.h"
+#include "worker/subscriptions.h"
+#include "base/db.h"
+#include "net/ws/ws_client.h"
 
 #define ACTIVE_AFTER_MS 2000
 
@@ -161,8 +163,8 @@ wanted_topics(MemoryContext cxt)
 	List	   *known = NIL;
 	const char *schema;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema)
 	{
 		char	   *sql = psprintf("SELECT topic, status = 'active', status = 'rejected'"
@@ -190,7 +192,7 @@ wanted_topics(MemoryContext cxt)
 				mark_proven(topic);
 		}
 	}
-	store_end_work();
+	db_end_work();
 	MemoryContextSwitchTo(cxt);
 	forget_records(known);
 	return wanted;
@@ -329,8 +331,8 @@ subs_connection_dropped(TimestampTz closed_at, const char *why)
 			ereport(LOG,
 					(errmsg("voipbin: topic \"%s\" rejected: VoIPBIN dropped the connection right after it was sent, twice",
 							topic)));
-			store_begin_work();
-			schema = store_extension_schema();
+			db_begin_work();
+			schema = db_extension_schema(NULL);
 			if (schema)
 			{
 				Oid			argtypes[2] = {TEXTOID, TEXTOID};
@@ -341,7 +343,7 @@ subs_connection_dropped(TimestampTz closed_at, const char *why)
 											   " WHERE topic = $1", schema),
 									  2, argtypes, args, NULL, false, 0);
 			}
-			store_end_work();
+			db_end_work();
 		}
 	}
 	list_free(in_flight);
@@ -387,8 +389,8 @@ subs_promote_due(TimestampTz now)
 	if (due == NIL)
 		return false;
 
-	store_begin_work();
-	schema = store_extension_schema();
+	db_begin_work();
+	schema = db_extension_schema(NULL);
 	if (schema)
 	{
 		Datum	   *elems = palloc(sizeof(Datum) * list_length(due));
@@ -404,7 +406,7 @@ subs_promote_due(TimestampTz now)
 									   " WHERE topic = ANY ($1) AND status = 'pending'", schema),
 							  1, argtypes, args, NULL, false, 0);
 	}
-	store_end_work();
+	db_end_work();
 
 	foreach(lc, due)
 	{

@@ -1,7 +1,7 @@
 /*
  * webhook.c — the worker's side of the webhook receiver.
  *
- * The receiver (net/http_receiver.c) runs on threads of its own; this file,
+ * The receiver (net/webhook_receiver.c) runs on threads of its own; this file,
  * on the worker's main thread, starts, stops and moves it as the settings
  * say, keeps voipbin_status() current, and looks after the HMAC key: the
  * voipbin.webhook_secret setting, or else the customer's webhook_secret that
@@ -28,8 +28,11 @@
 #include <curl/curl.h>
 
 #include "worker/webhook_ctl.h"
-#include "net/webhook/http_receiver.h"
+#include "base/endpoint.h"
+#include "base/settings.h"
+#include "base/status.h"
 #include "net/webhook/secret_fetch.h"
+#include "net/webhook/webhook_receiver.h"
 
 /* While no secret is known, retry a failed fetch after 1 s, 2 s, … up to a minute. */
 #define FETCH_RETRY_MAX_MS 60000
@@ -381,7 +384,7 @@ webhook_worker_step(void)
 	uint64		refused;
 	long		timeout = -1;
 
-	webhook_ack_wakeup();
+	webhook_receiver_ack_wakeup();
 	if (RecoveryInProgress() != wh.standby)
 		configure_listener();
 

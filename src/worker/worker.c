@@ -31,13 +31,27 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
-#include "repair/repair.h"
+#include "worker/worker.h"
+#include "base/db.h"
+#include "base/endpoint.h"
+#include "base/guard.h"
 #include "base/rest.h"
+#include "base/settings.h"
+#include "base/status.h"
+#include "base/time.h"
+#include "ingest/boundaries.h"
+#include "ingest/position.h"
 #include "ingest/spool_import.h"
 #include "ingest/store.h"
-#include "worker/webhook_ctl.h"
+#include "maintenance/partitions.h"
+#include "maintenance/prune.h"
 #include "net/journal/journal.h"
+#include "net/journal/record.h"
 #include "net/ws/ws_client.h"
+#include "repair/gaps.h"
+#include "repair/repair.h"
+#include "worker/subscriptions.h"
+#include "worker/webhook_ctl.h"
 
 /* One transaction takes at most this much: big enough to amortise a commit. */
 #define BATCH_MAX_FRAMES 2000
@@ -94,7 +108,7 @@ typedef struct Worker
 	char	   *config_error;
 
 	/* frames taken from the journal and not stored yet, oldest first */
-	WsEvent    *pending_head,
+	JournalRecord    *pending_head,
 			   *pending_tail;
 	size_t		pending_bytes;
 	int			pending_frames;
@@ -146,13 +160,6 @@ static size_t
 buffer_limit_bytes(void)
 {
 	return (size_t) voipbin_buffer_limit_kb * 1024;
-}
-
-static TimestampTz
-unix_us_to_timestamptz(int64 us)
-{
-	return (TimestampTz) us -
-		((TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC);
 }
 
 static void
@@ -454,7 +461,7 @@ describe_http_refusal(int status, const WsHttpAnswer *a, char **msg, char **key)
  * log, and schedules the next attempt.
  */
 static void
-connection_failed(const WsEvent *ev, const char *why)
+connection_failed(const WsNews *ev, const char *why)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int			http_status = ev ? ev->http_status : 0;
@@ -499,17 +506,16 @@ connection_failed(const WsEvent *ev, const char *why)
 }
 
 static void
-on_event(WsEvent *ev)
+on_news(WsNews *ev)
 {
-	/* a frame is an event whatever became of its connection */
-	if (ev->kind != WS_EV_FRAME && (ev->conn != w.conn || w.conn == 0))
+	if (ev->conn != w.conn || w.conn == 0)
 	{
-		ws_event_free(ev);		/* news of a connection already given up */
+		ws_news_free(ev);		/* news of a connection already given up */
 		return;
 	}
 	switch (ev->kind)
 	{
-		case WS_EV_CONNECTED:
+		case WS_NEWS_CONNECTED:
 			if (w.ever_connected)
 				pg_atomic_fetch_add_u64(&voipbin_shared->reconnects, 1);
 			w.ever_connected = true;
@@ -521,20 +527,16 @@ on_event(WsEvent *ev)
 			w.failures = 0;
 			w.subs_dirty = true;
 			set_state(VB_STATE_CONNECTED, w.journal_problem ? w.journal_problem : "");
-			ws_event_free(ev);
+			ws_news_free(ev);
 			break;
-		case WS_EV_CLOSED:
+		case WS_NEWS_CLOSED:
 			if (w.state == VB_STATE_CONNECTED)
 			{
-				gaps_connection_lost(unix_us_to_timestamptz(ev->at_us), ev->data);
-				topics_dropped(unix_us_to_timestamptz(ev->at_us), ev->data);
+				gaps_connection_lost(time_from_unix_us(ev->at_us), ev->data);
+				topics_dropped(time_from_unix_us(ev->at_us), ev->data);
 			}
 			connection_failed(ev, NULL);
-			ws_event_free(ev);
-			break;
-		case WS_EV_FRAME:
-			/* frames come through the journal, never this queue */
-			ws_event_free(ev);
+			ws_news_free(ev);
 			break;
 	}
 }
@@ -544,10 +546,10 @@ free_pending(void)
 {
 	while (w.pending_head)
 	{
-		WsEvent    *ev = w.pending_head;
+		JournalRecord    *ev = w.pending_head;
 
 		w.pending_head = ev->next;
-		ws_event_free(ev);
+		journal_record_free(ev);
 	}
 	w.pending_tail = NULL;
 	w.pending_bytes = 0;
@@ -555,11 +557,11 @@ free_pending(void)
 }
 
 static void
-take_frame(WsEvent *ev)
+take_frame(JournalRecord *ev)
 {
 	pg_atomic_fetch_add_u64(&voipbin_shared->frames_received, 1);
 	SpinLockAcquire(&voipbin_shared->mutex);
-	voipbin_shared->last_frame_at = unix_us_to_timestamptz(ev->at_us);
+	voipbin_shared->last_frame_at = time_from_unix_us(ev->at_us);
 	SpinLockRelease(&voipbin_shared->mutex);
 	ev->next = NULL;
 	if (w.pending_tail)
@@ -579,11 +581,11 @@ take_frame(WsEvent *ev)
 static void
 pull_events(void)
 {
-	for (WsEvent *ev = ws_take(); ev;)
+	for (WsNews *ev = ws_take(); ev;)
 	{
-		WsEvent    *next = ev->next;
+		WsNews	   *next = ev->next;
 
-		on_event(ev);
+		on_news(ev);
 		ev = next;
 	}
 	if (!w.position_known)
@@ -592,7 +594,7 @@ pull_events(void)
 	while (w.pending_bytes < batch_bytes_for(buffer_limit_bytes()) && w.pending_frames < BATCH_MAX_FRAMES)
 	{
 		uint64		next;
-		WsEvent    *ev = journal_read(w.cursor, batch_bytes_for(buffer_limit_bytes()) - w.pending_bytes,
+		JournalRecord    *ev = journal_read(w.cursor, batch_bytes_for(buffer_limit_bytes()) - w.pending_bytes,
 									  BATCH_MAX_FRAMES - w.pending_frames, &next);
 
 		w.cursor = next;
@@ -600,7 +602,7 @@ pull_events(void)
 			break;
 		while (ev)
 		{
-			WsEvent    *n = ev->next;
+			JournalRecord    *n = ev->next;
 
 			take_frame(ev);
 			ev = n;
@@ -614,7 +616,7 @@ pull_events(void)
  * or still at 1.0.
  */
 static void
-load_position(void)
+load_position(void *arg)
 {
 	uint64		upto = 0;
 	TimestampTz alive_at = 0;
@@ -627,9 +629,9 @@ load_position(void)
 		w.cursor = Max(w.cursor, journal_start());
 		return;
 	}
-	store_begin_work();
+	db_begin_work();
 	st = position_load(journal_id(), &upto, &alive_at);
-	store_end_work();
+	db_end_work();
 	if (st == POSITION_OLD_VERSION)
 	{
 		if (!w.told_old_version)
@@ -691,14 +693,14 @@ journal_news(void)
 	if (journal_take_overflow(&count, &first_us, &last_us, &ongoing, &ongoing_first))
 	{
 		/* timestamptz_to_str() answers in one static buffer: keep the first */
-		char	   *first = pstrdup(timestamptz_to_str(unix_us_to_timestamptz(first_us)));
+		char	   *first = pstrdup(timestamptz_to_str(time_from_unix_us(first_us)));
 
-		gaps_overflow(unix_us_to_timestamptz(first_us), unix_us_to_timestamptz(last_us), count);
+		gaps_overflow(time_from_unix_us(first_us), time_from_unix_us(last_us), count);
 		ereport(WARNING,
 				(errmsg("voipbin: %llu received frame(s) lost between %s and %s: the journal could not take them",
 						(unsigned long long) count,
 						first,
-						timestamptz_to_str(unix_us_to_timestamptz(last_us))),
+						timestamptz_to_str(time_from_unix_us(last_us))),
 				 errdetail("The journal holds at most voipbin.spool_limit (%d kB) of frames not stored yet, on a disk with room for them.",
 						   voipbin_spool_limit_kb),
 				 errhint("Find what keeps the worker from storing (a lock, a full disk, the extension missing), or raise voipbin.spool_limit.")));
@@ -706,7 +708,7 @@ journal_news(void)
 	if (ongoing > 0)
 		voipbin_set_error(psprintf("the journal is full: %llu frame(s) lost since %s",
 								   (unsigned long long) ongoing,
-								   timestamptz_to_str(unix_us_to_timestamptz(ongoing_first))));
+								   timestamptz_to_str(time_from_unix_us(ongoing_first))));
 }
 
 static void
@@ -725,7 +727,7 @@ publish_backlog(void)
 static bool
 store_pending(void)
 {
-	WsEvent    *batch[BATCH_MAX_FRAMES];
+	JournalRecord    *batch[BATCH_MAX_FRAMES];
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_SLICE_MS);
 
 	/* connection news must not wait for the database's retry timer */
@@ -735,7 +737,7 @@ store_pending(void)
 	w.store_retry_at = 0;
 	if (!w.position_known)
 	{
-		voipbin_guarded(load_position, "reading the journal position");
+		voipbin_guarded(load_position, NULL, "reading the journal position");
 		if (!w.position_known)
 		{
 			w.store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STORE_RETRY_MS);
@@ -750,7 +752,7 @@ store_pending(void)
 		uint64		upto;
 		StoreResult r;
 
-		for (WsEvent *ev = w.pending_head; ev && n < BATCH_MAX_FRAMES; ev = ev->next)
+		for (JournalRecord *ev = w.pending_head; ev && n < BATCH_MAX_FRAMES; ev = ev->next)
 		{
 			if (n > 0 && bytes + ev->len > batch_bytes_for(buffer_limit_bytes()))
 				break;
@@ -778,7 +780,7 @@ store_pending(void)
 		w.pending_bytes -= bytes;
 		w.pending_frames -= n;
 		for (int i = 0; i < n; i++)
-			ws_event_free(batch[i]);
+			journal_record_free(batch[i]);
 		CHECK_FOR_INTERRUPTS();
 		/* let newly arrived frames join the next batch */
 		pull_events();
@@ -788,40 +790,8 @@ store_pending(void)
 	return w.pending_head != NULL;
 }
 
-/*
- * Runs one database step of the worker's loop; an error is logged as a
- * WARNING ("voipbin: <what> failed: …"), its transaction aborted, and the
- * loop goes on.  False when that happened.
- */
-bool
-voipbin_guarded(void (*step) (void), const char *what)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = true;
-
-	PG_TRY();
-	{
-		step();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(WARNING, (errmsg("voipbin: %s failed: %s", what, edata->message)));
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	return ok;
-}
-
 static void
-promote_now(void)
+promote_now(void *arg)
 {
 	/* a suspect cleared lets the next one go */
 	if (subs_promote_due(GetCurrentTimestamp()))
@@ -840,28 +810,53 @@ alive_wanted(void)
 }
 
 static void
-note_alive(void)
+note_alive(void *arg)
 {
-	store_begin_work();
+	db_begin_work();
 	position_alive(journal_id());
-	store_end_work();
+	db_end_work();
 }
 
-static TimestampTz dropped_at;
-static const char *dropped_why;
+typedef struct DroppedConnection
+{
+	TimestampTz closed_at;
+	const char *why;
+} DroppedConnection;
 
 static void
-topics_dropped_step(void)
+topics_dropped_step(void *arg)
 {
-	subs_connection_dropped(dropped_at, dropped_why);
+	DroppedConnection *d = arg;
+
+	subs_connection_dropped(d->closed_at, d->why);
 }
 
 static void
 topics_dropped(TimestampTz closed_at, const char *why)
 {
-	dropped_at = closed_at;
-	dropped_why = why;
-	voipbin_guarded(topics_dropped_step, "recording a dropped connection");
+	DroppedConnection d = {closed_at, why};
+
+	voipbin_guarded(topics_dropped_step, &d, "recording a dropped connection");
+}
+
+static void
+sync_topics(void *arg)
+{
+	subs_sync();
+}
+
+/* partitions_maintain() into *(TimestampTz *) arg: when the next partition is due to go */
+static void
+maintain_partitions(void *arg)
+{
+	*(TimestampTz *) arg = partitions_maintain();
+}
+
+/* prune_step() into *(bool *) arg: whether rows are still due */
+static void
+prune(void *arg)
+{
+	*(bool *) arg = prune_step();
 }
 
 static long
@@ -940,7 +935,7 @@ step(void)
 	if (w.subs_dirty && w.state == VB_STATE_CONNECTED)
 	{
 		w.subs_dirty = false;
-		voipbin_guarded(subs_sync, "reading voipbin_subscriptions");
+		voipbin_guarded(sync_topics, NULL, "reading voipbin_subscriptions");
 		gaps_resubscribed();
 		report_activity();
 	}
@@ -948,7 +943,7 @@ step(void)
 	if (w.state == VB_STATE_CONNECTED && (due = subs_next_deadline()) != 0)
 	{
 		if (due <= now)
-			voipbin_guarded(promote_now, "marking topics active");
+			voipbin_guarded(promote_now, NULL, "marking topics active");
 		else
 			timeout = ms_until(now, due);
 	}
@@ -957,33 +952,35 @@ step(void)
 	{
 		TimestampTz after;
 		int64		every_ms;
+		TimestampTz next_drop = 0;
+		bool		prune_unfinished = false;
 
-		voipbin_guarded(partitions_maintain, "maintaining the partitions of voipbin_events");
-		voipbin_guarded(store_prune, "pruning old events");
+		voipbin_guarded(maintain_partitions, &next_drop, "maintaining the partitions of voipbin_events");
+		voipbin_guarded(prune, &prune_unfinished, "pruning old events");
 		after = GetCurrentTimestamp();
 		/* partitions are made two ranges ahead: back within one, or rows go to the default one */
 		every_ms = Min(PRUNE_EVERY_MS, (int64) partition_step_s(voipbin_partition_interval_s,
 															   voipbin_event_retention_s) * 1000);
-		w.next_prune = TimestampTzPlusMilliseconds(after, store_prune_unfinished ? PRUNE_AGAIN_MS : every_ms);
+		w.next_prune = TimestampTzPlusMilliseconds(after, prune_unfinished ? PRUNE_AGAIN_MS : every_ms);
 		/*
 		 * The next partition due is dropped when it is, not up to a pass
 		 * later.  One due already was in use (the drop waited lock_timeout
 		 * for it): that waits for the next pass, not the worker for it every
 		 * second.
 		 */
-		if (partitions_next_drop > after && partitions_next_drop < w.next_prune)
-			w.next_prune = TimestampTzPlusMilliseconds(partitions_next_drop, 10);
+		if (next_drop > after && next_drop < w.next_prune)
+			w.next_prune = TimestampTzPlusMilliseconds(next_drop, 10);
 	}
 
 	if (alive_wanted() && now >= w.next_alive)
 	{
-		voipbin_guarded(note_alive, "recording that the worker is connected");
+		voipbin_guarded(note_alive, NULL, "recording that the worker is connected");
 		w.next_alive = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ALIVE_EVERY_MS);
 	}
 
 	/* gap repair: after the live stream, never in its way */
 	{
-		long		repair_ms = repair_step();
+		long		repair_ms = gaps_step();
 
 		if (repair_ms >= 0 && (timeout < 0 || repair_ms < timeout))
 			timeout = repair_ms;

@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "net/journal/journal.h"
-#include "net/ws/ws_client.h"
 
 #define N 1000
 
@@ -71,14 +70,14 @@ read_all_from(uint64_t pos, int from, uint64_t *ends)
 	for (;;)
 	{
 		uint64_t	next;
-		WsEvent    *ev = journal_read(pos, 64 * 1024, 100, &next);
+		JournalRecord    *ev = journal_read(pos, 64 * 1024, 100, &next);
 
 		pos = next;
 		if (!ev)
 			break;
 		while (ev)
 		{
-			WsEvent    *n = ev->next;
+			JournalRecord    *n = ev->next;
 
 			CHECK(i < N, "more records than written");
 			if (i < N)

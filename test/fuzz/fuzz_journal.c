@@ -1,4 +1,4 @@
-/* fuzz-sources: src/net/journal/journal.c src/net/ws/ws_client.c -lwebsockets -lssl -lcrypto */
+/* fuzz-sources: src/net/journal/journal.c */
 /*
  * fuzz_journal.c — journal recovery on arbitrary bytes: what a crash, a
  * torn write, a full disk or a bad sector leaves in a segment file.
@@ -16,7 +16,6 @@
  * no file descriptor open.
  */
 #include "net/journal/journal.h"
-#include "net/ws/ws_client.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -134,7 +133,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bool		warning;
 	uint64_t	from,
 				next;
-	WsEvent    *ev;
+	JournalRecord    *ev;
 
 	if (size == 0)
 		return 0;
@@ -159,10 +158,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		while (ev)
 		{
-			WsEvent    *e = ev;
+			JournalRecord    *e = ev;
 
 			ev = ev->next;
-			if (e->kind != WS_EV_FRAME || e->jend <= e->jpos || e->jpos < from ||
+			if (e->jend <= e->jpos || e->jpos < from ||
 				e->jend > (uint64_t) n || e->len > (uint64_t) n)
 			{
 				fprintf(stderr, "journal_read gave kind %d, [%llu, %llu) of %zu bytes, len %zu\n",
@@ -170,7 +169,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 						(unsigned long long) e->jend, n, e->len);
 				abort();
 			}
-			ws_event_free(e);
+			journal_record_free(e);
 		}
 		if (next <= from)
 			break;

@@ -25,13 +25,18 @@
 #include "utils/memutils.h"
 #include "utils/array.h"
 
+#include "base/endpoint.h"
+#include "base/settings.h"
+#include "ingest/frame.h"
+#include "sql/topic.h"
+
 PG_MODULE_MAGIC;
 
 extern int	LLVMFuzzerRunDriver(int *argc, char ***argv,
 								int (*cb) (const uint8_t *data, size_t size));
 
 /*
- * The settings endpoint.c reads.  voipbin.c (which defines them as GUCs)
+ * The settings endpoint.c reads.  base/settings.c (which defines them as GUCs)
  * is not part of this library, so they are plain variables here that a
  * target sets before each call.
  */

@@ -20,9 +20,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "net/journal/journal.h"
-#include "net/journal/pio.h"
-#include "net/ws/ws_client.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -41,6 +38,10 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "net/journal/journal.h"
+#include "net/journal/pio.h"
+#include "net/journal/record.h"
 
 #define REC_MAGIC	0x4a4e4256u	/* "VBNJ" */
 #define META_MAGIC	0x4d4e4256u	/* "VBNM" */
@@ -126,7 +127,7 @@ static uint64_t disk_bytes;		/* sum of segment sizes */
 static uint64_t limit_bytes = UINT64_MAX;
 static size_t mem_limit = SIZE_MAX;
 
-static WsEvent *cache_head,
+static JournalRecord *cache_head,
 		   *cache_tail;
 static size_t cache_bytes;
 
@@ -246,12 +247,11 @@ seg_name(char *buf, size_t len, uint64_t base)
 static size_t
 event_cost(size_t len)
 {
-	return len + 1 + sizeof(WsEvent) + 4 * sizeof(size_t);	/* two malloc headers */
+	return len + 1 + sizeof(JournalRecord) + 4 * sizeof(size_t);	/* two malloc headers */
 }
 
-/* ws_event_free(), without needing ws_client.c (and libwebsockets) to link. */
-static void
-free_event(WsEvent *ev)
+void
+journal_record_free(JournalRecord *ev)
 {
 	free(ev->data);
 	free(ev);
@@ -872,7 +872,7 @@ journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
 				pos,
 				end;
 	Segment    *tail;
-	WsEvent    *ev;
+	JournalRecord    *ev;
 	bool		all_stored;
 
 	if (len > MAX_RECORD)
@@ -977,7 +977,7 @@ journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
 		pos = write_end;
 	end = pos + rec;
 
-	ev = calloc(1, sizeof(WsEvent));
+	ev = calloc(1, sizeof(JournalRecord));
 	pthread_mutex_lock(&mu);
 	if (tail && on_disk)
 		tail->size += rec;
@@ -987,7 +987,6 @@ journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
 	/* in memory only, the cache is the journal: it takes everything within the limit */
 	if (ev && (!on_disk || cache_bytes + event_cost(len) <= mem_limit))
 	{
-		ev->kind = WS_EV_FRAME;
 		ev->binary = (flags & JOURNAL_BINARY) != 0;
 		ev->oversize_len = (flags & JOURNAL_OVERSIZE) ? orig_len : 0;
 		ev->source = (uint8_t) source;
@@ -1175,7 +1174,7 @@ journal_wait_durable(uint64_t pos, int timeout_ms)
 /* Reads records [from, stop) of s into the list at *tail; returns the new position. */
 static uint64_t
 read_segment(Segment *s, uint64_t from, uint64_t stop, size_t *budget, int *frames,
-			 WsEvent ***tail, bool *first)
+			 JournalRecord ***tail, bool *first)
 {
 	Reader		r = {0};
 	uint64_t	off = from - s->base;
@@ -1186,7 +1185,7 @@ read_segment(Segment *s, uint64_t from, uint64_t stop, size_t *budget, int *fram
 	{
 		RecHdr		h;
 		const char *d;
-		WsEvent    *ev;
+		JournalRecord    *ev;
 
 		if (!rd_record(&r, off, &h, &d))
 		{
@@ -1194,7 +1193,7 @@ read_segment(Segment *s, uint64_t from, uint64_t stop, size_t *budget, int *fram
 			off = rd_resync(&r, off);
 			continue;
 		}
-		ev = calloc(1, sizeof(WsEvent));
+		ev = calloc(1, sizeof(JournalRecord));
 		if (ev)
 			ev->data = malloc((size_t) h.len + 1);
 		if (!ev || !ev->data)
@@ -1204,7 +1203,6 @@ read_segment(Segment *s, uint64_t from, uint64_t stop, size_t *budget, int *fram
 		}
 		memcpy(ev->data, d, h.len);
 		ev->data[h.len] = '\0';
-		ev->kind = WS_EV_FRAME;
 		ev->len = h.len;
 		ev->binary = (h.flags & JOURNAL_BINARY) != 0;
 		ev->oversize_len = (h.flags & JOURNAL_OVERSIZE) ? h.orig_len : 0;
@@ -1223,10 +1221,10 @@ read_segment(Segment *s, uint64_t from, uint64_t stop, size_t *budget, int *fram
 	return s->base + off;
 }
 
-WsEvent *
+JournalRecord *
 journal_read(uint64_t from, size_t max_bytes, int max_frames, uint64_t *next)
 {
-	WsEvent    *head = NULL,
+	JournalRecord    *head = NULL,
 			  **tail = &head;
 	uint64_t	pos = from;
 	size_t		budget = max_bytes;
@@ -1236,13 +1234,13 @@ journal_read(uint64_t from, size_t max_bytes, int max_frames, uint64_t *next)
 	/* what the cache holds below pos was taken from the files already */
 	while (cache_head && cache_head->jend <= pos)
 	{
-		WsEvent    *ev = cache_head;
+		JournalRecord    *ev = cache_head;
 
 		cache_head = ev->next;
 		if (!cache_head)
 			cache_tail = NULL;
 		cache_bytes -= event_cost(ev->len);
-		free_event(ev);
+		journal_record_free(ev);
 	}
 	while (pos < write_end && (first || (budget > 0 && max_frames > 0)))
 	{
@@ -1251,7 +1249,7 @@ journal_read(uint64_t from, size_t max_bytes, int max_frames, uint64_t *next)
 
 		if (cache_head && cache_head->jpos <= pos)
 		{
-			WsEvent    *ev = cache_head;
+			JournalRecord    *ev = cache_head;
 
 			cache_head = ev->next;
 			if (!cache_head)
@@ -1515,10 +1513,10 @@ journal_close(void)
 	}
 	while (cache_head)
 	{
-		WsEvent    *ev = cache_head;
+		JournalRecord    *ev = cache_head;
 
 		cache_head = ev->next;
-		free_event(ev);
+		journal_record_free(ev);
 	}
 	cache_tail = NULL;
 	cache_bytes = 0;

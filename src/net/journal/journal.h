@@ -34,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/journal/record.h"
+
 /* Where a message came from: voipbin_events.source and voipbin_dead_letters.source. */
 typedef enum JournalSource
 {
@@ -71,8 +73,6 @@ extern bool journal_wait_durable(uint64_t pos, int timeout_ms);
 
 /* ---- the worker's side ---- */
 
-struct WsEvent;
-
 /*
  * Opens (creating) the journal in dir and recovers it; starts the flusher.
  * limit_bytes bounds the directory, mem_bytes the in-memory cache; sync
@@ -108,9 +108,9 @@ extern void journal_set_limits(uint64_t limit_bytes, size_t mem_bytes);
  * Records from position from on, in order, up to about max_bytes (at least
  * one) and max_frames: from the memory cache where it holds them, else from
  * the files.  *next is the position after what was returned (past any
- * damaged bytes skipped).  Each event has kind WS_EV_FRAME and jend set.
+ * damaged bytes skipped).  Each record has jend set; free it with journal_record_free().
  */
-extern struct WsEvent *journal_read(uint64_t from, size_t max_bytes, int max_frames,
+extern JournalRecord *journal_read(uint64_t from, size_t max_bytes, int max_frames,
 									uint64_t *next);
 
 /* Everything before upto is stored: recycles the segments wholly below it. */
@@ -148,5 +148,8 @@ extern bool journal_take_report(char *buf, size_t len, bool *is_warning);
 
 /* Pure: CRC-32C, exposed for tests and fuzzing. */
 extern uint32_t journal_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Frees one record journal_read() returned. */
+extern void journal_record_free(JournalRecord *record);
 
 #endif

@@ -6,9 +6,6 @@
 #error "spool_1_0.c is plain C and must not use the PostgreSQL API"
 #endif
 
-#include "net/journal/spool_1_0.h"
-#include "net/journal/pio.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -16,6 +13,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "net/journal/spool_1_0.h"
+#include "net/journal/pio.h"
 
 #define SPOOL_1_0_MAGIC 0x56425350u	/* "VBSP" */
 

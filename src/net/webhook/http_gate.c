@@ -15,9 +15,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "net/webhook/http_gate.h"
-#include "net/webhook/http_receiver.h"
-#include "net/webhook/request_line.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -28,6 +25,9 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "net/webhook/http_gate.h"
+#include "net/webhook/request_line.h"
 
 #define MAX_LISTEN 16
 /* After answering, what the client still sends is read and dropped this long, so close() sends no RST that could destroy the answer. */

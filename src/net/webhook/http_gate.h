@@ -15,7 +15,7 @@
  * others, since the gate polls them all at once and never blocks on one.
  *
  * Only the first request of a connection passes here: later ones on a
- * kept-alive connection are read by libmicrohttpd alone (http_receiver.c
+ * kept-alive connection are read by libmicrohttpd alone (webhook_receiver.c
  * says what it does with a malformed one).  No PostgreSQL here.
  */
 #ifndef VOIPBIN_HTTP_GATE_H
@@ -25,6 +25,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+
+/* Requests served at once; more connections are accepted and closed at once. */
+#define WEBHOOK_MAX_CONNECTIONS 64
+/* A connection silent this long is closed (a request never finished, an idle keep-alive). */
+#define WEBHOOK_IDLE_TIMEOUT_S 15
+/* A request (headers and body) not whole this long after the connection opened or the previous answer: hung up on. */
+#define WEBHOOK_REQUEST_DEADLINE_S 30
+/* Whole request line and headers, per connection. */
+#define WEBHOOK_HEADER_LIMIT (32 * 1024)
 
 typedef struct HttpGateHooks
 {

@@ -6,10 +6,10 @@
 #error "request_line.c runs on the receiver's threads and must not use the PostgreSQL API"
 #endif
 
-#include "net/webhook/request_line.h"
-
 #include <stdbool.h>
 #include <string.h>
+
+#include "net/webhook/request_line.h"
 
 /* tchar of RFC 9110 §5.6.2 */
 static bool

@@ -5,8 +5,6 @@
 #error "secret_fetch.c runs off the main thread and must not use the PostgreSQL API"
 #endif
 
-#include "net/webhook/secret_fetch.h"
-
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +15,8 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+
+#include "net/webhook/secret_fetch.h"
 
 /* GET /customer is a few kB; anything much larger is not VoIPBIN. */
 #define MAX_ANSWER (1024 * 1024)

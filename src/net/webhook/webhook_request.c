@@ -6,8 +6,6 @@
 #error "webhook_request.c runs on the receiver's threads and must not use the PostgreSQL API"
 #endif
 
-#include "net/webhook/webhook_request.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +14,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+
+#include "net/webhook/webhook_request.h"
 
 /* VoIPBIN's webhook_method is one of these (protocol §5); all carry the body. */
 static const char *const methods[] = {"POST", "PUT", "GET", "DELETE"};

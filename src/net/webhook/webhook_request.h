@@ -2,7 +2,7 @@
  * webhook_request.h — what the webhook receiver answers, decided without a
  * socket.
  *
- * The HTTP library (http_receiver.c) parses the request; these functions
+ * The HTTP library (webhook_receiver.c) parses the request; these functions
  * decide its fate from what was parsed: the path and method, the framing
  * headers, the body and its X-VoIPBIN-Signature.  They are pure (no I/O, no
  * globals, no PostgreSQL), so a test or a fuzzer can call them directly:

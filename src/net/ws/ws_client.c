@@ -18,7 +18,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "net/ws/ws_client.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +39,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "net/ws/ws_client.h"
 #include "net/journal/journal.h"
 
 typedef enum CmdKind
@@ -64,7 +64,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static Cmd *cmd_head,
 		   *cmd_tail;
-static WsEvent *ev_head,
+static WsNews *ev_head,
 		   *ev_tail;
 static struct lws_context *live_ctx;	/* for lws_cancel_service() */
 static size_t max_frame = 16 * 1024 * 1024;	/* voipbin.max_frame_size */
@@ -189,7 +189,7 @@ free_target(WsTarget *t)
 
 /* Appends an event for the main thread and wakes it. */
 static void
-emit(WsEvent *ev)
+emit(WsNews *ev)
 {
 	uint64_t	one = 1;
 	ssize_t		rc;
@@ -208,10 +208,10 @@ emit(WsEvent *ev)
 }
 
 /* Connection news for the main thread; NULL when out of memory. */
-static WsEvent *
-new_event(WsEventKind kind, uint32_t conn, int http_status, const char *text)
+static WsNews *
+new_event(WsNewsKind kind, uint32_t conn, int http_status, const char *text)
 {
-	WsEvent    *ev = calloc(1, sizeof(WsEvent));
+	WsNews    *ev = calloc(1, sizeof(WsNews));
 
 	if (!ev)
 		return NULL;
@@ -230,7 +230,7 @@ new_event(WsEventKind kind, uint32_t conn, int http_status, const char *text)
 static void
 emit_connected(void)
 {
-	WsEvent    *ev = new_event(WS_EV_CONNECTED, cur.conn, 0, NULL);
+	WsNews    *ev = new_event(WS_NEWS_CONNECTED, cur.conn, 0, NULL);
 
 	if (ev)						/* out of memory: nothing better to do here */
 		emit(ev);
@@ -240,13 +240,13 @@ emit_connected(void)
 static void
 report_closed(WsCause cause, int http_status, const char *why)
 {
-	WsEvent    *ev;
+	WsNews    *ev;
 
 	if (cur.closed_reported || cur.conn == 0)
 		return;
 	cur.closed_reported = true;
 	set_stage(STAGE_NONE);
-	ev = new_event(WS_EV_CLOSED, cur.conn, http_status, why);
+	ev = new_event(WS_NEWS_CLOSED, cur.conn, http_status, why);
 	if (!ev)
 		return;					/* out of memory: nothing better to do here */
 	ev->cause = cause;
@@ -1099,10 +1099,10 @@ ws_stop(int wait_ms)
 	pthread_mutex_lock(&mu);
 	while (ev_head)
 	{
-		WsEvent    *ev = ev_head;
+		WsNews    *ev = ev_head;
 
 		ev_head = ev->next;
-		ws_event_free(ev);
+		ws_news_free(ev);
 	}
 	ev_tail = NULL;
 	pthread_mutex_unlock(&mu);
@@ -1168,10 +1168,10 @@ ws_send_text(const char *text, size_t len)
 	push_cmd(c);
 }
 
-WsEvent *
+WsNews *
 ws_take(void)
 {
-	WsEvent    *head;
+	WsNews    *head;
 
 	pthread_mutex_lock(&mu);
 	head = ev_head;
@@ -1189,7 +1189,7 @@ ws_set_max_frame_size(size_t bytes)
 }
 
 void
-ws_event_free(WsEvent *ev)
+ws_news_free(WsNews *ev)
 {
 	if (!ev)
 		return;

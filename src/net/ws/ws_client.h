@@ -27,12 +27,11 @@ typedef struct WsTarget
 	int			handshake_timeout_s;
 } WsTarget;
 
-typedef enum WsEventKind
+typedef enum WsNewsKind
 {
-	WS_EV_CONNECTED,			/* handshake done */
-	WS_EV_FRAME,				/* one whole message (fragments joined) */
-	WS_EV_CLOSED				/* connection gone, or never made */
-} WsEventKind;
+	WS_NEWS_CONNECTED,			/* handshake done */
+	WS_NEWS_CLOSED				/* connection gone, or never made */
+} WsNewsKind;
 
 /*
  * What ended a connection or an attempt (CLOSED), so the worker can word it
@@ -63,23 +62,19 @@ typedef struct WsHttpAnswer
 	char		body[];			/* its first WS_BODY_MAX bytes, NUL-terminated */
 } WsHttpAnswer;
 
-typedef struct WsEvent
+/* News of a connection, for the worker's main thread (frames go to the journal). */
+typedef struct WsNews
 {
-	struct WsEvent *next;
-	WsEventKind kind;
+	struct WsNews *next;
+	WsNewsKind	kind;
 	uint32_t	conn;			/* connection number, from ws_connect() */
-	bool		binary;			/* FRAME: binary opcode */
 	int			http_status;	/* CLOSED: handshake HTTP status, or 0 */
 	int64_t		at_us;			/* when it happened, µs since the Unix epoch */
 	size_t		len;
-	char	   *data;			/* FRAME: the bytes; CLOSED: reason text */
-	uint8_t		source;			/* FRAME: a JournalSource (net/journal.h) */
+	char	   *data;			/* CLOSED: reason text */
 	uint8_t		cause;			/* CLOSED: a WsCause */
-	uint64_t	oversize_len;	/* FRAME: past voipbin.max_frame_size, the message's real length (data is its start); else 0 */
-	uint64_t	jpos;			/* FRAME: its journal position */
-	uint64_t	jend;			/* FRAME: the position past it (pass to store_frames as upto) */
 	WsHttpAnswer *answer;		/* CLOSED after an HTTP answer other than 101, else NULL */
-} WsEvent;
+} WsNews;
 
 /*
  * Starts the thread; returns the eventfd to wait on (connection news), or -1
@@ -109,10 +104,10 @@ extern void ws_send_text(const char *text, size_t len);
 
 /*
  * Detaches the queued connection news (CONNECTED, CLOSED) in order.  The
- * caller frees each with ws_event_free().
+ * caller frees each with ws_news_free().
  */
-extern WsEvent *ws_take(void);
-extern void ws_event_free(WsEvent *ev);
+extern WsNews *ws_take(void);
+extern void ws_news_free(WsNews *news);
 
 /*
  * How far the current attempt has got ("resolving the host name", …), or

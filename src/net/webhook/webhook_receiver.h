@@ -1,5 +1,5 @@
 /*
- * http_receiver.h — the webhook receiver: libmicrohttpd on threads of its
+ * webhook_receiver.h — the webhook receiver: libmicrohttpd on threads of its
  * own, no PostgreSQL.
  *
  * VoIPBIN POSTs (or PUTs, GETs, DELETEs) each event, signed, to the path
@@ -10,21 +10,13 @@
  * stops and reconfigures it, learns of news through an eventfd in its
  * WaitEventSet and copies the counters into voipbin_status().
  */
-#ifndef VOIPBIN_HTTP_RECEIVER_H
-#define VOIPBIN_HTTP_RECEIVER_H
+#ifndef VOIPBIN_WEBHOOK_RECEIVER_H
+#define VOIPBIN_WEBHOOK_RECEIVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* Requests served at once; more connections are accepted and closed at once. */
-#define WEBHOOK_MAX_CONNECTIONS 64
-/* A connection silent this long is closed (a request never finished, an idle keep-alive). */
-#define WEBHOOK_IDLE_TIMEOUT_S 15
-/* A request (headers and body) not whole this long after the connection opened or the previous answer: hung up on. */
-#define WEBHOOK_REQUEST_DEADLINE_S 30
-/* Whole request line and headers, per connection. */
-#define WEBHOOK_HEADER_LIMIT (32 * 1024)
 /* How long a verified body may wait for the journal's fsync before the answer is 503. */
 #define WEBHOOK_DURABLE_WAIT_MS 10000
 /* Longest secret kept (VoIPBIN's are 32 or 64 characters). */
@@ -39,7 +31,7 @@
  * else.  -1 with errbuf set on failure.
  */
 extern int	webhook_receiver_init(char *errbuf, size_t errlen);
-extern void webhook_ack_wakeup(void);
+extern void webhook_receiver_ack_wakeup(void);
 /* Wakes the main thread; callable from any thread (the secret fetch's too). */
 extern void webhook_receiver_wake(void);
 

@@ -1,5 +1,5 @@
 /*
- * http_receiver.c — libmicrohttpd serving VoIPBIN's webhook requests.
+ * webhook_receiver.c — libmicrohttpd serving VoIPBIN's webhook requests.
  *
  * Why libmicrohttpd, thread per connection: it is a small, long-hardened
  * HTTP/1.1 server (strict parsing, chunked bodies, keep-alive, Expect:
@@ -29,16 +29,12 @@
  * these threads, and news for the main thread goes through an eventfd.
  */
 #ifdef POSTGRES_H
-#error "http_receiver.c runs on the receiver's threads and must not use the PostgreSQL API"
+#error "webhook_receiver.c runs on the receiver's threads and must not use the PostgreSQL API"
 #endif
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "net/webhook/http_receiver.h"
-#include "net/webhook/http_gate.h"
-#include "net/journal/journal.h"
-#include "net/webhook/webhook_request.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -57,6 +53,11 @@
 
 #include <microhttpd.h>
 #include <openssl/crypto.h>
+
+#include "net/webhook/webhook_receiver.h"
+#include "net/journal/journal.h"
+#include "net/webhook/http_gate.h"
+#include "net/webhook/webhook_request.h"
 
 #define MAX_SOCKETS 16
 #define PATH_MAX_LEN 1024
@@ -188,7 +189,7 @@ webhook_receiver_init(char *errbuf, size_t errlen)
 }
 
 void
-webhook_ack_wakeup(void)
+webhook_receiver_ack_wakeup(void)
 {
 	uint64_t	n;
 

@@ -1,0 +1,32 @@
+/*
+ * db.h — the database side's toolbox: a transaction bracket for the worker's steps, SPI plans kept across transactions, the installed extension's schema, and function lookup.
+ */
+#ifndef VOIPBIN_BASE_DB_H
+#define VOIPBIN_BASE_DB_H
+
+#include "postgres.h"
+#include "executor/spi.h"
+
+/* A transaction with SPI and a snapshot, as every database step of the worker needs. */
+extern void db_begin_work(void);
+extern void db_end_work(void);
+
+/*
+ * The schema of the installed extension, quoted, or NULL when it is not
+ * installed in this database.  *ext (may be NULL) gets its pg_extension oid,
+ * InvalidOid when absent: a caller that keeps plans remakes them when it
+ * changes.  Needs a transaction.
+ */
+extern const char *db_extension_schema(Oid *ext);
+
+/*
+ * SPI plans kept across transactions: prepared and kept (an ERROR if SPI
+ * cannot), and freed, each pointer set to NULL.
+ */
+extern SPIPlanPtr db_keep_plan(const char *sql, int nargs, Oid *types);
+extern void db_free_plans(SPIPlanPtr **plans, int n);
+
+/* Whether a function of this signature ("schema.name(argtypes)") exists. */
+extern bool db_function_exists(const char *signature);
+
+#endif

@@ -1,0 +1,17 @@
+/*
+ * time.h — time conversions the worker needs between PostgreSQL's timestamps, the Unix epoch of the network threads, and intervals.
+ */
+#ifndef VOIPBIN_BASE_TIME_H
+#define VOIPBIN_BASE_TIME_H
+
+#include "postgres.h"
+#include "datatype/timestamp.h"
+
+/* µs since the Unix epoch (what net/ records) to a timestamptz, and back. */
+extern TimestampTz time_from_unix_us(int64 us);
+extern int64 time_unix_us(TimestampTz t);
+
+/* An interval Datum of s seconds. */
+extern Datum seconds_interval(int64 s);
+
+#endif
