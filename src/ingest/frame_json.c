@@ -57,28 +57,32 @@ nest(void *arg, int delta, JsonbIteratorToken token)
 	s->result = pushJsonbValue(&s->stack, token, NULL);
 }
 
-static void
+static VB_JSON_ACTION
 on_object_start(void *arg)
 {
 	nest(arg, 1, WJB_BEGIN_OBJECT);
+	VB_JSON_ACTION_DONE;
 }
 
-static void
+static VB_JSON_ACTION
 on_object_end(void *arg)
 {
 	nest(arg, -1, WJB_END_OBJECT);
+	VB_JSON_ACTION_DONE;
 }
 
-static void
+static VB_JSON_ACTION
 on_array_start(void *arg)
 {
 	nest(arg, 1, WJB_BEGIN_ARRAY);
+	VB_JSON_ACTION_DONE;
 }
 
-static void
+static VB_JSON_ACTION
 on_array_end(void *arg)
 {
 	nest(arg, -1, WJB_END_ARRAY);
+	VB_JSON_ACTION_DONE;
 }
 
 static bool
@@ -88,7 +92,7 @@ is_top_data(const ParseState *s, const char *fname)
 }
 
 /* The parser calls this with the value's first token current. */
-static void
+static VB_JSON_ACTION
 on_field_start(void *arg, char *fname, bool isnull)
 {
 	ParseState *s = arg;
@@ -101,13 +105,14 @@ on_field_start(void *arg, char *fname, bool isnull)
 	check_len(key.val.string.len);
 	key.val.string.val = fname;
 	s->result = pushJsonbValue(&s->stack, WJB_KEY, &key);
+	VB_JSON_ACTION_DONE;
 }
 
 /*
  * ... and this with the value's last token consumed.  A key given twice
  * keeps its last value in jsonb, so the last "data" is the one noted.
  */
-static void
+static VB_JSON_ACTION
 on_field_end(void *arg, char *fname, bool isnull)
 {
 	ParseState *s = arg;
@@ -118,9 +123,10 @@ on_field_end(void *arg, char *fname, bool isnull)
 		s->data_to = s->lex->prev_token_terminator;
 		s->data_start = NULL;
 	}
+	VB_JSON_ACTION_DONE;
 }
 
-static void
+static VB_JSON_ACTION
 on_scalar(void *arg, char *token, JsonTokenType type)
 {
 	ParseState *s = arg;
@@ -167,6 +173,7 @@ on_scalar(void *arg, char *token, JsonTokenType type)
 	else
 		s->result = pushJsonbValue(&s->stack,
 								   s->stack->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+	VB_JSON_ACTION_DONE;
 }
 
 /*
@@ -184,7 +191,7 @@ frame_json_parse(const char *text, int len, int *data_off, int *data_len)
 	memset(&s, 0, sizeof(s));
 	memset(&sem, 0, sizeof(sem));
 	/* the lexer only reads its input */
-	s.lex = makeJsonLexContextCstringLen(unconstify(char *, text), len, GetDatabaseEncoding(), true);
+	s.lex = vb_json_lexer(unconstify(char *, text), len, GetDatabaseEncoding(), true);
 	sem.semstate = &s;
 	sem.object_start = on_object_start;
 	sem.object_end = on_object_end;

@@ -192,11 +192,7 @@ parse_body(const RhResult *r)
 	if (r->body == NULL || !pg_verify_mbstr(PG_UTF8, r->body, (int) r->len, true))
 		return NULL;
 	s = pg_any_to_server(r->body, (int) r->len, PG_UTF8);
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, s, strlen(s), GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen(s, strlen(s), GetDatabaseEncoding(), true);
-#endif
+	lex = vb_json_lexer(s, strlen(s), GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(s)));
