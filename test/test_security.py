@@ -1,7 +1,7 @@
 """Security (issue 11): hostile settings never crash anything, LISTEN leaks no data
 with notify_payload = 'id', the credential reads back only as a mask, http:// is
 refused off this machine, the access key is percent-encoded, last_error is for
-pg_monitor, and the worker runs as a non-superuser role with the README's grants."""
+pg_monitor, and the worker runs as a non-superuser role with docs/security.md's grants."""
 import json
 import os
 import re
@@ -17,7 +17,7 @@ from fakeserver_fixture import start_fake
 from pgcluster import Cluster, Listener, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-README = os.path.join(HERE, "..", "README.md")
+README = os.path.join(HERE, "..", "docs", "security.md")
 MASK = "********"
 
 
@@ -453,11 +453,11 @@ def test_view_functions_ignore_a_hostile_search_path(cluster):
 # ---------------------------------------------------------------------------
 
 def readme_worker_grants():
-    """The SQL block of README.md's "A worker that is not a superuser"."""
+    """The SQL block of docs/security.md's "A worker that is not a superuser"."""
     with open(README) as f:
         text = f.read()
     m = re.search(r"<!-- worker-role-grants -->\s*```sql\n(.*?)```", text, re.S)
-    assert m, "README.md has no worker-role-grants block"
+    assert m, "docs/security.md has no worker-role-grants block"
     return m.group(1)
 
 

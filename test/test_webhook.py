@@ -815,17 +815,17 @@ def test_standby_does_not_listen_until_promoted(hook, vb, fake):
 # ---------------------------------------------------------------------------
 
 NGINX = "/usr/sbin/nginx"
-README = os.path.join(os.path.dirname(HERE), "README.md")
+README = os.path.join(os.path.dirname(HERE), "docs", "webhooks.md")
 
 
 def readme_nginx_snippet():
-    """The ```nginx block of the README's "Receiving webhooks" section."""
+    """The ```nginx block of docs/webhooks.md's "Receiving webhooks" section."""
     with open(README) as f:
         text = f.read()
     section = text[text.index("## Receiving webhooks"):]
     section = section[:section.index("\n## ", 1)]
     m = re.search(r"```nginx\n(.*?)```", section, re.S)
-    assert m, "no ```nginx block in README's Receiving webhooks"
+    assert m, "no ```nginx block in docs/webhooks.md's Receiving webhooks"
     return m.group(1)
 
 
