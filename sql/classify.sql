@@ -15,7 +15,7 @@ SELECT (SELECT data FROM voipbin_classify('{"type":"x_created","data":{"id":"593
 SELECT event_type, data->>'type' AS call_type
 FROM voipbin_classify('{"id":"593555d2-787e-4b06-862f-407bb2e43be1","type":"flow","source":{},"destination":{},"status":"ringing","tm_create":"2026-02-21T10:05:10.1Z","tm_update":"2026-02-21T10:05:11Z"}');
 
--- inference of bare resource objects (SPEC.md, "Frames the worker accepts")
+-- inference of bare resource objects (docs/events.md, "Frames and event types")
 CREATE TEMP TABLE samples (name text, frame text);
 INSERT INTO samples VALUES
  ('call created (tm_update = tm_create)', '{"id":"11111111-1111-1111-1111-111111111111","customer_id":"5e4a0680-804e-11ec-8477-2fea5968d85b","source":{},"destination":{},"status":"ringing","tm_create":"2026-02-21T10:05:10.1Z","tm_update":"2026-02-21T10:05:10.1Z"}'),
@@ -47,7 +47,7 @@ INSERT INTO samples VALUES
 SELECT s.name, c.event_type, c.resource, c.resource_id IS NOT NULL AS has_id
 FROM samples s, LATERAL voipbin_classify(s.frame) c ORDER BY s.name;
 
--- the event types VoIPBIN delivers (protocol doc §4.4) pass through the wrapped shape
+-- the event types VoIPBIN delivers (docs/voipbin.md, "Event kinds and their keys") pass through the wrapped shape
 SELECT t AS event_type, c.resource
 FROM unnest(string_to_array('call_created call_updated call_deleted call_dialing call_ringing call_progressing call_terminating call_canceling call_hangup groupcall_created groupcall_progressing groupcall_hangup groupcall_deleted recording_started recording_finished transcribe_created transcribe_progressing transcribe_done transcript_created transcribe_speech_started transcribe_speech_interim transcribe_speech_ended activeflow_created activeflow_updated activeflow_deleted queuecall_created queuecall_waiting queuecall_connecting queuecall_serviced queuecall_done queuecall_abandoned queuecall_deleted conference_created conference_updated conference_deleted agent_created agent_updated agent_deleted agent_status_updated message_created message_updated message_deleted email_created email_updated email_deleted conversation_created conversation_updated conversation_message_created conversation_message_updated conversation_message_deleted account_created account_updated account_deleted ai_created ai_updated ai_deleted aicall_status_initializing aicall_status_progressing aicall_status_pausing aicall_status_resuming aicall_status_terminating aicall_status_terminated aimessage_created aimessage_intermediate summary_created summary_updated summary_deleted team_created team_updated team_deleted campaign_created campaign_updated campaign_deleted campaign_status_run campaign_status_stopping campaign_status_stop campaigncall_created campaigncall_updated campaigncall_deleted outdial_created outdial_updated outdial_deleted number_created number_updated number_deleted chat_created chat_updated chat_deleted chatmessage_created chatmessage_deleted chatmessage_reaction_updated chatparticipant_added chatparticipant_removed webchat_message_created webchat_session_ended', ' ')) AS t,
      LATERAL voipbin_classify(format('{"type":%s,"data":{"id":"11111111-1111-1111-1111-111111111111"}}', to_json(t))) c

@@ -1,4 +1,4 @@
--- Settings: every GUC of SPEC.md with its default, and the credential hidden.
+-- Settings: every setting (docs/settings.md) with its default, and the credential hidden.
 SELECT name, setting, unit, context, vartype
 FROM pg_settings WHERE name LIKE 'voipbin.%' ORDER BY name;
 SHOW voipbin.event_retention;

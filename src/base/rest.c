@@ -287,7 +287,7 @@ rest_attempt(const RestTarget *t, const char *method, const char *path,
 							redact_secret(t->api_url, t->credential))));
 		if (t->kind == CRED_ACCESSKEY)
 		{
-			/* an access key works only as ?accesskey= (protocol §1) */
+			/* an access key works only as ?accesskey= (docs/voipbin.md, "Credentials") */
 			char	   *q = psprintf("accesskey=%s", t->credential);
 			CURLUcode	uc = curl_url_set(url, CURLUPART_QUERY, q,
 										  CURLU_APPENDQUERY | CURLU_URLENCODE);
@@ -512,7 +512,7 @@ rest_error_detail(const char *body, size_t len, bool with_request_id,
 	return detail.len ? detail.data : NULL;
 }
 
-/* An ERROR for an HTTP answer that is no success (SPEC.md "REST errors"). */
+/* An ERROR for an HTTP answer that is no success (docs/functions.md, "REST errors"). */
 static void
 report_status(const RestTarget *t, const char *method, const char *url,
 			  const RestAttempt *a, bool retried)

@@ -29,7 +29,7 @@ extern bool rest_target_load(RestTarget *t, bool required);
 /*
  * One REST call: method on api_url + path, body (may be NULL) as JSON.
  * Returns the answer's JSON (NULL for an empty 2xx body); any other outcome
- * is an ERROR with the SQLSTATE of SPEC.md "REST errors".
+ * is an ERROR with the SQLSTATE docs/functions.md lists under "REST errors".
  */
 extern Jsonb *rest_call(const RestTarget *t, const char *method,
 						const char *path, Jsonb *body);

@@ -21,7 +21,7 @@
 #include "ingest/frame.h"
 #include "ingest/frame_json.h"
 
-/* Keys that identify a resource kind, most specific first (protocol doc §4). */
+/* Keys that identify a resource kind, most specific first (docs/voipbin.md, "Event kinds and their keys"). */
 typedef struct KindRule
 {
 	const char *kind;
@@ -179,7 +179,7 @@ kind_of(JsonbContainer *obj)
 }
 
 /*
- * The event type of a bare resource object, by SPEC.md's rules in order;
+ * The event type of a bare resource object, by the rules of docs/events.md, "Frames and event types", in order;
  * "unknown" when nothing applies.
  */
 static const char *

@@ -1,13 +1,13 @@
 /*
  * repair.c — after an outage, what VoIPBIN sent meanwhile comes back over REST.
  *
- * VoIPBIN has no "events since T" (protocol §10.4), only current state, so a
- * repair rebuilds the events from the resources (§10.7):
+ * VoIPBIN has no "events since T" (docs/voipbin.md, "The REST reads gap repair uses"), only current state, so a
+ * repair rebuilds the events from the resources (same section):
  *   1. the topics are sent first (gaps.c starts a repair only then), so what
  *      changes from now on arrives live;
  *   2. GET /calls from the head, newest-created first, until past the
  *      outage's start minus REPAIR_MARGIN_S: new calls and recent changes;
- *   3. GET /calls/{id} for each call not settled before the outage (§10.6)
+ *   3. GET /calls/{id} for each call not settled before the outage ("When a call is settled")
  *      and not seen in the walk: 409 is a deleted call, 404 a gone one;
  *   4. for each call that changed: its transcribes, their transcripts (one
  *      request each: the endpoint ignores its page token, so following it

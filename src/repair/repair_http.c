@@ -10,7 +10,7 @@
  * FALLBACK_POLL_MS while a transfer runs instead.
  *
  * VoIPBIN allows 17 requests/s per customer with a burst of 33, shared with
- * the customer's own users (protocol §10.5): requests leave at
+ * the customer's own users (docs/voipbin.md, "Rate limit: 17 requests a second"): requests leave at
  * voipbin.repair_rate through a token bucket holding at most that many per
  * second, a 429 stops everything for its Retry-After, and at most
  * RH_MAX_RUNNING are in flight.
@@ -443,7 +443,7 @@ start_request(RhRequest *q)
 	free(full);
 	if (ok && cfg_kind == CRED_ACCESSKEY)
 	{
-		/* an access key works only as ?accesskey= (protocol §1) */
+		/* an access key works only as ?accesskey= (docs/voipbin.md, "Credentials") */
 		size_t		len = strlen(cfg_credential) + sizeof("accesskey=");
 		char	   *qs = malloc(len);
 

@@ -14,7 +14,7 @@
 
 #include "base/endpoint.h"
 
-/* At most this many requests in flight (protocol §10.5 advises 4 or fewer). */
+/* At most this many requests in flight (docs/voipbin.md, "Rate limit: 17 requests a second": 4 or fewer). */
 #define RH_MAX_RUNNING 4
 
 typedef struct RhResult

@@ -1,9 +1,9 @@
 /*
  * repair_walk.c — the requests of a gap repair, and what their answers become.
  *
- * Protocol §10.7: GET /calls from the head until past the outage's start
+ * docs/voipbin.md, "The REST reads gap repair uses": GET /calls from the head until past the outage's start
  * (REPAIR_MARGIN_S before it); GET /calls/{id} for each call not settled
- * before the outage (§10.6) and not seen in the walk, 409 being a deleted
+ * before the outage ("When a call is settled") and not seen in the walk, 409 being a deleted
  * call and 404 a gone one; for each call that changed, its transcribes,
  * their transcripts (one request each: the endpoint ignores its page token,
  * so following it would loop), its recordings and its timeline.  Every
@@ -211,7 +211,7 @@ as_object(const JsonbValue *v)
 
 /*
  * Whether the live stream would have carried this event: some subscribed
- * topic is a prefix of a topic VoIPBIN publishes it under (protocol §3.3:
+ * topic is a prefix of a topic VoIPBIN publishes it under (docs/voipbin.md, "Topics and how they match":
  * <scope>:<id>:<resource>:<id> and <scope>:<id>:<resource>:<event_type>:<id>,
  * for the customer and for the owning agent).
  */
@@ -342,7 +342,7 @@ remember(List **ids, const char *id)
 	MemoryContextSwitchTo(old);
 }
 
-/* A call that changed: what hangs off it may have changed too (§10.6). */
+/* A call that changed: what hangs off it may have changed too (docs/voipbin.md, "When a call is settled"). */
 static void
 call_changed(JsonbContainer *call, const char *id)
 {
@@ -526,7 +526,7 @@ on_transcribes(Jsonb *j)
 			continue;
 		submit(t, NULL);
 		status = get_string(t, "status");
-		/* lines may follow "done" (§10.6): read them when it changed lately */
+		/* lines may follow "done" (docs/voipbin.md, "When a call is settled"): read them when it changed lately */
 		if ((changed_at(t, &at) && at >= since_us) || status == NULL || strcmp(status, "done") != 0)
 			ask(RQ_TRANSCRIPTS, id, "/transcripts?transcribe_id=%s", id);
 	}
@@ -689,7 +689,7 @@ result_strings(void)
 
 /*
  * Calls this database knows but that were not settled when the outage
- * began (§10.6: hangup, every recording ended, every transcribe done), among
+ * began (docs/voipbin.md, "When a call is settled": hangup, every recording ended, every transcribe done), among
  * those heard of lately; deleted ones are settled.
  */
 static List *

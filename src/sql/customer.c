@@ -5,7 +5,7 @@
  * topics with the customer's own id.
  *
  * PUT /customer writes all seven of its fields and blanks each one it is not
- * sent (docs/voipbin-protocol.md §6.3), so a webhook change is a
+ * sent (docs/voipbin.md, "PUT /customer overwrites every field"), so a webhook change is a
  * read-modify-write: GET the customer, PUT back every field, changing only the
  * webhook's two.
  */

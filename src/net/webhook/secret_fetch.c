@@ -118,7 +118,7 @@ run(void *arg)
 	{
 		if (j->accesskey)
 		{
-			/* an access key works only as ?accesskey= (protocol §1) */
+			/* an access key works only as ?accesskey= (docs/voipbin.md, "Credentials") */
 			size_t		n = strlen("accesskey=") + strlen(j->accesskey) + 1;
 			char	   *q = malloc(n);
 

@@ -17,7 +17,7 @@
 
 #include "net/webhook/webhook_request.h"
 
-/* VoIPBIN's webhook_method is one of these (protocol §5); all carry the body. */
+/* VoIPBIN's webhook_method is one of these (docs/voipbin.md, "Webhooks and their signature"); all carry the body. */
 static const char *const methods[] = {"POST", "PUT", "GET", "DELETE"};
 
 int
@@ -150,7 +150,7 @@ webhook_check_body(const char *signature_header, const char *secret, size_t secr
 		*reason = "malformed " WEBHOOK_SIGNATURE_HEADER " header";
 		return 401;
 	}
-	/* the key is the secret string's own bytes, as VoIPBIN uses it (protocol §5) */
+	/* the key is the secret string's own bytes, as VoIPBIN uses it (docs/voipbin.md, "Webhooks and their signature") */
 	if (HMAC(EVP_sha256(), secret, (int) secret_len,
 			 (const unsigned char *) (body ? body : ""), len, want, &want_len) == NULL ||
 		want_len != WEBHOOK_DIGEST_LEN)
