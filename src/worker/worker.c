@@ -1117,7 +1117,7 @@ voipbin_worker_main(Datum arg)
 	if (wake_fd < 0)
 		ereport(FATAL, (errmsg("voipbin: %s", errbuf)));
 
-	wes = CreateWaitEventSet(TopMemoryContext, 6);
+	wes = vb_create_wait_event_set(6);
 	AddWaitEventToSet(wes, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wake_fd, NULL, NULL);
