@@ -19,6 +19,10 @@ mkdir "$src"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
     [ -e "$f" ] && printf '%s\0' "$f"
 done | xargs -0 cp --parents -t "$src"
+# debian/control names the packages for the majors this machine builds for
+# (debian/pgversions and the server-dev packages installed): postgresql-15-voipbin
+# on Debian 12, postgresql-17-voipbin in test/matrix.sh's trixie root …
+(cd "$src" && pg_buildext updatecontrol >/dev/null)
 as=()
 if [ "$(id -u)" = 0 ]; then
     chown -R postgres: "$work"

@@ -45,6 +45,22 @@ def _pg_config(what):
     return subprocess.check_output([PG_CONFIG, "--" + what], text=True).strip()
 
 
+def patch_1_0_for_this_major(src):
+    """The released 1.0 was written for PostgreSQL 15: on 17 and later,
+    CreateWaitEventSet() takes a ResourceOwner where 1.0 passes a memory
+    context (what src/compat.h guards today).  The same guard, applied to the
+    release's one call, so that the upgrade path is proven on every major."""
+    if int(_pg_config("version").split()[1].split(".")[0]) < 17:
+        return
+    path = os.path.join(src, "src", "worker.c")
+    with open(path) as f:
+        text = f.read()
+    old = "CreateWaitEventSet(TopMemoryContext, "
+    assert text.count(old) == 1, "1.0's worker.c: %d calls of %r" % (text.count(old), old)
+    with open(path, "w") as f:
+        f.write(text.replace(old, "CreateWaitEventSet(NULL, "))
+
+
 # ---------------------------------------------------------------------------
 # The released 1.0, and a cluster that can run either library
 # ---------------------------------------------------------------------------
@@ -63,6 +79,7 @@ def release_1_0():
         archive = subprocess.run(["git", "-C", REPO, "archive", RELEASE_1_0],
                                  stdout=subprocess.PIPE, check=True).stdout
         subprocess.run(["tar", "-x", "-C", src], input=archive, check=True)
+        patch_1_0_for_this_major(src)
         build = subprocess.run(["make", "-s", "-C", src, "-j2", "PG_CONFIG=" + PG_CONFIG],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert build.returncode == 0, "building 1.0 failed:\n" + build.stdout[-3000:]

@@ -509,8 +509,9 @@ def test_request_line_grammar(tmp_path):
     """src/net/webhook/request_line.c on its own (ctypes), byte by byte."""
     import ctypes
     so = str(tmp_path / "request_line.so")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-o", so,
-                    os.path.join(os.path.dirname(HERE), "src", "net", "webhook", "request_line.c")],
+    src = os.path.join(os.path.dirname(HERE), "src")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O1", "-I" + src, "-o", so,
+                    os.path.join(src, "net", "webhook", "request_line.c")],
                    check=True, timeout=60)
     lib = ctypes.CDLL(so)
     end = ctypes.c_size_t()
