@@ -440,8 +440,8 @@ def test_dump_and_restore_with_rows(live, fake):
     live.execute("DROP DATABASE IF EXISTS part_restored", dbname="postgres")
     live.execute("CREATE DATABASE part_restored", dbname="postgres")
     try:
-        out = live.run_as_postgres("pg_restore", "-h", live.sock, "-p", str(live.port), "-d", "part_restored",
-                        "--exit-on-error", dump, check=False)
+        out = live.run_as_postgres("pg_restore", "-h", live.sock, "-p", str(live.port),
+                                   "-d", "part_restored", "--exit-on-error", dump, check=False)
         assert out.returncode == 0, out.stdout
         assert live.query(rows_sql, dbname="part_restored") == want
         assert partitions(live, "part_restored") == partitions(live)

@@ -376,8 +376,8 @@ def test_pg_dump_and_restore_keep_everything(vb, fake, topic):
     vb.run_as_postgres("pg_dump", "-h", vb.sock, "-p", str(vb.port), "-f", dump, vb.dbname)
     vb.execute("CREATE DATABASE restored", dbname="postgres")
     try:
-        vb.run_as_postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", vb.sock, "-p", str(vb.port),
-                "-f", dump, "restored")
+        vb.run_as_postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", vb.sock,
+                           "-p", str(vb.port), "-f", dump, "restored")
         assert vb.query("SELECT id, event_type, data FROM voipbin_events ORDER BY id", dbname="restored") \
             == vb.query("SELECT id, event_type, data FROM voipbin_events ORDER BY id")
         assert vb.query("SELECT topic FROM voipbin_subscriptions", dbname="restored") == [(topic + "call:call_",)]

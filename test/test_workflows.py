@@ -413,8 +413,8 @@ def test_handlers_survive_pg_dump_and_restore(wf):
     wf.run_as_postgres("pg_dump", "-h", wf.sock, "-p", str(wf.port), "-f", dump, wf.dbname)
     wf.execute("CREATE DATABASE wf_restored", dbname="postgres")
     try:
-        wf.run_as_postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", wf.sock, "-p", str(wf.port),
-                "-f", dump, "wf_restored")
+        wf.run_as_postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", wf.sock,
+                           "-p", str(wf.port), "-f", dump, "wf_restored")
         assert wf.query("SELECT id, event_type, handler FROM voipbin_handlers ORDER BY id",
                         dbname="wf_restored") == handlers
         # they run there, in their order, and new ones come after them
