@@ -1,8 +1,9 @@
 """Fixtures for the integration tests: one cluster for the session, a fresh fake
-VoIPBIN server for each test, and the worker pointed at it."""
+VoIPBIN server for each test, and the worker pointed at it; and the session's
+check that no server log of any cluster shows the fake's credentials.  The
+helpers test modules share are in helpers.py."""
 import os
 import shutil
-import socket
 import sys
 import tempfile
 
@@ -11,14 +12,46 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fakeserver_fixture import start_fake, make_certs  # noqa: E402
-from pgcluster import Cluster, wait_until  # noqa: E402
+from helpers import FAST, credential_lines, point_at, reset_cluster  # noqa: E402
+from pgcluster import Cluster  # noqa: E402
 
-# Short timers keep the failure tests quick; each test may change them.
-FAST = {
-    "voipbin.reconnect_min_delay": "'100ms'",
-    "voipbin.reconnect_max_delay": "'1s'",
-    "voipbin.idle_timeout": "'3s'",
-}
+
+class CredentialWatch:
+    """Every cluster's server log, read for the credentials just before
+    destroy() removes it, and at the end of the session for the clusters left.
+    Whatever order the tests run in (or xdist worker they run on), a line that
+    shows a credential fails the session."""
+
+    def __init__(self):
+        self.leaked = {}        # log path -> lines showing a credential
+
+    def scan(self, cluster):
+        lines = credential_lines(cluster.read_log())
+        if lines:
+            self.leaked[cluster.log] = lines
+
+    def scan_all(self):
+        """Every cluster made so far whose files are still there; returns
+        every leaked line found in this session, "path: line"."""
+        for c in Cluster.every:
+            if os.path.exists(c.log):
+                self.scan(c)
+        return ["%s: %s" % (path, line) for path, lines in sorted(self.leaked.items())
+                for line in lines]
+
+
+CREDENTIAL_WATCH = CredentialWatch()
+Cluster.before_destroy.append(CREDENTIAL_WATCH.scan)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_credential_in_any_server_log():
+    """Set up before any other session fixture, so torn down after all of
+    them (the session's cluster destroyed, its log read): an error at the
+    session's end if any server log showed a credential."""
+    yield CREDENTIAL_WATCH
+    leaked = CREDENTIAL_WATCH.scan_all()
+    assert not leaked, "a credential in a server log:\n" + "\n".join(leaked)
 
 
 @pytest.fixture(scope="session")
@@ -48,57 +81,11 @@ def secret_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def write_token_file(secret_dir, credential):
-    """The recommended way to give the worker its credential: never in a log line."""
-    path = os.path.join(secret_dir, "token")
-    with open(path, "w") as f:
-        f.write(credential + "\n")
-    shutil.chown(path, "postgres", "postgres")
-    os.chmod(path, 0o600)
-    return path
-
-
 @pytest.fixture
 def fake(certs, tmp_path):
     server = start_fake(str(tmp_path), certs=certs, ping_interval=1, pong_timeout=10)
     yield server
     server.stop()
-
-
-def reset_cluster(cluster):
-    cluster.set_conf(voipbin__token=None, voipbin__token_file=None, voipbin__api_url=None,
-                     voipbin__ca_file=None, voipbin__idle_timeout=None,
-                     voipbin__event_retention=None)
-    cluster.execute("DELETE FROM voipbin_subscriptions")
-    cluster.execute("TRUNCATE voipbin_events, voipbin_dead_letters")
-
-
-def point_at(cluster, fake, secret_dir, credential=None, ca_file=None):
-    """Points the worker at this test's fake server."""
-    reset_cluster(cluster)
-    cluster.set_conf(voipbin__api_url=fake.api_url, voipbin__ca_file=ca_file or fake.ca_file,
-                     voipbin__token_file=write_token_file(secret_dir, credential or fake.accesskey))
-
-
-def cluster_with_a_silent_resolver(secret_dir, nameserver):
-    """A cluster started with a resolv.conf of its own naming `nameserver`, a
-    UDP socket bound here that never answers; returns it and that socket."""
-    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    dns.bind((nameserver, 53))
-    c = Cluster(dict(FAST, **{
-        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
-        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
-    }))
-    resolv = os.path.join(c.dir, "resolv.conf")
-    with open(resolv, "w") as f:
-        f.write("nameserver %s\noptions timeout:30 attempts:5\n" % nameserver)
-    try:
-        c.start_with_resolv_conf(resolv)
-    except BaseException:
-        dns.close()
-        c.destroy()
-        raise
-    return c, dns
 
 
 @pytest.fixture

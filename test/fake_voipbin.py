@@ -7,7 +7,8 @@ survive: an invalid topic drops the TCP connection without a close frame,
 only a Pong extends the 60 s read deadline, there are no acks, 2/3-part
 subscriptions get every event twice, and PUT /customer blanks omitted fields.
 
-Two listeners on 127.0.0.1, both on ephemeral ports:
+Two listeners on 127.0.0.1, both on ephemeral ports (--api-port and
+--control-port choose fixed ones, as demo/fake-voipbin does):
   * the API (TLS with --cert/--key), base path /v1.0: GET/PUT /customer,
     GET /me and the WebSocket GET /ws;
   * a plain-HTTP control port (/control/...) through which a test publishes
@@ -43,6 +44,9 @@ events (token omitted on the last page); config rate_limit = {"rate", "burst"}
 turns on the per-customer limiter (429 + Retry-After).  Every REST request is in
 state()["rest_requests"] with its query (credentials left out), status and, for
 a 429, its retry_after.
+
+Access keys: --accesskey's only, unless --any-accesskey (any key starting
+with vb_, for trying the extension locally); the JWT: --jwt's only.
 
 Credentials are never logged: log lines carry the path without query string
 and the kind of credential only.
@@ -295,6 +299,7 @@ class Fake:
         self.agent_id = DEFAULT_AGENT_ID
         self.agent_uuid = uuid.UUID(self.agent_id)
         self.accesskey = args.accesskey
+        self.any_accesskey = args.any_accesskey
         self.jwt = args.jwt
         self.base_config = dict(DEFAULT_CONFIG, ping_interval=args.ping_interval,
                                 pong_timeout=args.pong_timeout)
@@ -372,7 +377,8 @@ class Fake:
         elif request.query.get("accesskey"):
             key, source = request.query["accesskey"], "query:accesskey"
         if key is not None:
-            return "accesskey", source, None if key == self.accesskey else "INVALID_CREDENTIALS"
+            good = key == self.accesskey or (self.any_accesskey and key.startswith("vb_"))
+            return "accesskey", source, None if good else "INVALID_CREDENTIALS"
         return None, None, "AUTHENTICATION_REQUIRED"
 
     def error_response(self, request, status, reason=None, retry_after=None, ws=False):
@@ -1178,6 +1184,8 @@ def parse_args(argv=None):
     p.add_argument("--key", required=True, help="server key (PEM)")
     p.add_argument("--customer-id", default=DEFAULT_CUSTOMER_ID)
     p.add_argument("--accesskey", default=DEFAULT_ACCESSKEY)
+    p.add_argument("--any-accesskey", action="store_true",
+                   help="accept every access key that starts with vb_ too (demo/fake-voipbin)")
     p.add_argument("--jwt", default=DEFAULT_JWT)
     p.add_argument("--ping-interval", type=float, default=10.0)
     p.add_argument("--pong-timeout", type=float, default=60.0)

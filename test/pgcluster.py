@@ -19,7 +19,8 @@ PG_BIN = subprocess.check_output(["pg_config", "--bindir"], text=True).strip()
 RUN_AS = "postgres"
 
 
-def _free_port():
+def free_port():
+    """A TCP port on 127.0.0.1 free right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -40,12 +41,21 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
 
 
 class Cluster:
+    # The server programs run_as_postgres() runs (a subclass or an instance may
+    # point it elsewhere, e.g. at another release's binaries).
+    bindir = PG_BIN
+    # Every cluster made in this process, destroyed or not; and what to call
+    # with a cluster just before destroy() removes its files (the session's
+    # check of every server log in conftest.py reads them there).
+    every = []
+    before_destroy = []
+
     def __init__(self, conf, dbname="voipbin_test"):
         empty = Cluster._empty()
         self.__dict__.update(empty.__dict__)
         self.dbname = dbname
-        self._run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
-                  "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
+        self.run_as_postgres("initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+                             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
         base = {
             "listen_addresses": "''",
             "unix_socket_directories": "'%s'" % self.sock,
@@ -72,27 +82,30 @@ class Cluster:
         os.mkdir(c.sock)
         shutil.chown(c.dir, RUN_AS, RUN_AS)
         shutil.chown(c.sock, RUN_AS, RUN_AS)
-        c.port = _free_port()
+        c.port = free_port()
+        Cluster.every.append(c)
         return c
 
     def make_replica(self):
         """A streaming replica of this (running) cluster, not started yet."""
         r = Cluster._empty()
         r.dbname = self.dbname
-        self._run("pg_basebackup", "-h", self.sock, "-p", str(self.port), "-U", "postgres",
-                  "-D", r.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+        self.run_as_postgres("pg_basebackup", "-h", self.sock, "-p", str(self.port),
+                             "-U", "postgres", "-D", r.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
         with open(os.path.join(r.data, "postgresql.conf"), "a") as f:
             f.write("port = %d\nunix_socket_directories = '%s'\nhot_standby = on\n" % (r.port, r.sock))
         # the copied auto.conf still points the worker at the same fake server
         return r
 
-    def _run(self, prog, *args, check=True, timeout=60):
-        cmd = ["runuser", "-u", RUN_AS, "--", os.path.join(PG_BIN, prog)] + list(args)
+    def run_as_postgres(self, prog, *args, check=True, timeout=60):
+        """Runs the PostgreSQL program prog (pg_ctl, pg_dump, psql, ...) as the
+        postgres OS user; returns the CompletedProcess, output in .stdout."""
+        cmd = ["runuser", "-u", RUN_AS, "--", os.path.join(self.bindir, prog)] + list(args)
         return subprocess.run(cmd, check=check, timeout=timeout,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def start(self):
-        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start")
+        self.run_as_postgres("pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60", "start")
         if self.query_one("SELECT pg_is_in_recovery()", dbname="postgres")[0]:
             return
         if not self.query_one("SELECT 1 FROM pg_database WHERE datname = %s",
@@ -104,21 +117,23 @@ class Cluster:
         namespace of its own: nothing else on the machine sees it)."""
         subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                         'mount --bind "$1" /etc/resolv.conf && exec runuser -u postgres -- '
-                        '"$2/pg_ctl" -D "$3" -l "$4" -w -t 60 start', "sh", resolv_conf, PG_BIN,
+                        '"$2/pg_ctl" -D "$3" -l "$4" -w -t 60 start', "sh", resolv_conf, self.bindir,
                         self.data, self.log],
                        check=True, timeout=90, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.execute("CREATE DATABASE %s" % self.dbname, dbname="postgres")
 
     def stop(self, mode="fast"):
-        return self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop",
-                         check=False)
+        return self.run_as_postgres("pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60",
+                                    "stop", check=False)
 
     def restart(self):
-        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-m", "fast", "-w", "-t", "60",
-                  "restart")
+        self.run_as_postgres("pg_ctl", "-D", self.data, "-l", self.log, "-m", "fast", "-w",
+                             "-t", "60", "restart")
 
     def destroy(self):
         self.stop("immediate")
+        for hook in Cluster.before_destroy:
+            hook(self)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def connect(self, dbname=None, autocommit=True, user="postgres"):

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import cluster_with_a_silent_resolver, point_at, reset_cluster, write_token_file
+from helpers import cluster_with_a_silent_resolver, point_at, reset_cluster, write_token_file
 from fakeserver_fixture import make_refused_leaves, start_fake
 from pgcluster import wait_until
 

@@ -17,66 +17,11 @@ import time
 import psycopg2
 import pytest
 
+from helpers import cluster_with_a_silent_resolver, count, subscribe, transcript, try_query
+from journal_files import HDR, journal_dir, segment_bytes, unstored
 from pgcluster import wait_until
-from test_worker import subscribe, transcript
 
-HDR = struct.Struct("<IIIBBHQq")      # magic crc len flags source pad orig_len at_us
-META = struct.Struct("<IIQQQ40sII")   # magic version dir_ino file_ino reserved id pad crc
-REC_MAGIC = 0x4a4e4256
 BURST = 3000
-
-
-def count(cluster, table="voipbin_events", where="true"):
-    return cluster.query_one("SELECT count(*) FROM %s WHERE %s" % (table, where))[0]
-
-
-def _try(f):
-    try:
-        return f()
-    except psycopg2.Error:
-        return None
-
-
-def journal_dir(cluster):
-    return os.path.join(cluster.data, "voipbin_journal")
-
-
-def journal_id(cluster):
-    with open(os.path.join(journal_dir(cluster), "journal.meta"), "rb") as f:
-        return META.unpack(f.read(META.size))[5].split(b"\0")[0].decode()
-
-
-def records(cluster):
-    """Every whole record in the journal's segment files: (position, end, flags, data)."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(journal_dir(cluster), "*.seg"))):
-        base = int(os.path.basename(path)[:16], 16)
-        with open(path, "rb") as f:
-            buf = f.read()
-        off = 0
-        while off + HDR.size <= len(buf):
-            magic, _crc, n, flags, _src, _pad, _orig, _at = HDR.unpack_from(buf, off)
-            if magic != REC_MAGIC or off + HDR.size + n > len(buf):
-                break
-            out.append((base + off, base + off + HDR.size + n, flags,
-                        buf[off + HDR.size:off + HDR.size + n]))
-            off += HDR.size + n
-    return out
-
-
-def stored_upto(cluster):
-    row = cluster.query_one("SELECT stored_upto FROM voipbin_journal WHERE journal_id = %s",
-                            (journal_id(cluster),))
-    return row[0] if row else 0
-
-
-def unstored(cluster):
-    upto = stored_upto(cluster)
-    return [r for r in records(cluster) if r[0] >= upto]
-
-
-def segment_bytes(cluster):
-    return sum(os.path.getsize(p) for p in glob.glob(os.path.join(journal_dir(cluster), "*.seg")))
 
 
 @pytest.fixture
@@ -121,7 +66,7 @@ def wait_journaled(cluster, n, timeout=60):
 
 
 def assert_exactly_once(cluster, n, dead=1, timeout=120):
-    wait_until(lambda: _try(lambda: count(cluster) >= n and count(cluster, "voipbin_dead_letters") >= dead),
+    wait_until(lambda: try_query(lambda: count(cluster) >= n and count(cluster, "voipbin_dead_letters") >= dead),
                timeout=timeout, what="%d events stored after recovery" % n)
     cluster.wait_status(lambda s: s["buffered_bytes"] == 0, timeout=30, what="journal drained")
     assert count(cluster) == n
@@ -151,7 +96,7 @@ def _crash_burst(vb, fake, topic, crash):
             locker.close()
         except psycopg2.Error:
             pass
-    wait_until(lambda: _try(lambda: vb.worker_pid() not in (None, pid)), timeout=60,
+    wait_until(lambda: try_query(lambda: vb.worker_pid() not in (None, pid)), timeout=60,
                what="a new worker after the crash")
     assert_exactly_once(vb, BURST)
     # the journal's files are recycled once stored
@@ -284,7 +229,7 @@ def test_damaged_journal_at_start_replays_what_it_can(vb, fake, topic):
         f.truncate(recs[-1][1] - base - 7)
     damaged = {json.loads(recs[49][3])["message"], json.loads(recs[-1][3])["message"]}
     vb.start()
-    wait_until(lambda: _try(lambda: count(vb) == 98), timeout=60, what="the 98 readable frames stored")
+    wait_until(lambda: try_query(lambda: count(vb) == 98), timeout=60, what="the 98 readable frames stored")
     st = vb.wait_status(lambda s: s["state"] == "connected", what="the worker runs")
     assert st["last_error"] and "journal" in st["last_error"], st
     got = {r[0] for r in vb.query("SELECT data->>'message' FROM voipbin_events")}
@@ -454,7 +399,6 @@ def test_journal_on_its_own(tmp_path):
 def test_fast_shutdown_while_dns_never_answers(certs, secret_dir):
     """The network thread blocked in getaddrinfo() against a resolver that never
     answers must not hold up pg_ctl stop -m fast (under 3 s)."""
-    from conftest import cluster_with_a_silent_resolver
     c, dns = cluster_with_a_silent_resolver(secret_dir, "127.83.0.53")
     try:
         # the worker's network thread is asking our resolver

@@ -16,9 +16,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import FAST
+from helpers import FAST, subscribe, transcript
 from pgcluster import Cluster, wait_until
-from test_worker import subscribe, transcript
 
 DB = "voipbin_part"
 
@@ -437,12 +436,12 @@ def test_dump_and_restore_with_rows(live, fake):
                 " data, tableoid::regclass::text FROM voipbin_events ORDER BY id")
     want = live.query(rows_sql)
     dump = os.path.join(live.dir, "part.dump")
-    live._run("pg_dump", "-Fc", "-h", live.sock, "-p", str(live.port), "-f", dump, DB)
+    live.run_as_postgres("pg_dump", "-Fc", "-h", live.sock, "-p", str(live.port), "-f", dump, DB)
     live.execute("DROP DATABASE IF EXISTS part_restored", dbname="postgres")
     live.execute("CREATE DATABASE part_restored", dbname="postgres")
     try:
-        out = live._run("pg_restore", "-h", live.sock, "-p", str(live.port), "-d", "part_restored",
-                        "--exit-on-error", dump, check=False)
+        out = live.run_as_postgres("pg_restore", "-h", live.sock, "-p", str(live.port),
+                                   "-d", "part_restored", "--exit-on-error", dump, check=False)
         assert out.returncode == 0, out.stdout
         assert live.query(rows_sql, dbname="part_restored") == want
         assert partitions(live, "part_restored") == partitions(live)

@@ -9,12 +9,10 @@ import threading
 import time
 import uuid
 
-import psycopg2
 import pytest
 
-from conftest import point_at, reset_cluster
+from helpers import call, count, point_at, reset_cluster, subscribe, transcript, try_query
 from pgcluster import Cluster, Listener, wait_until
-from test_worker import call, events, subscribe, transcript
 
 
 def rss_anon_kb(pid):
@@ -29,9 +27,6 @@ def journal_bytes(directory):
     return sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)
                if f.endswith(".seg"))
 
-
-def count(cluster, table="voipbin_events"):
-    return cluster.query_one("SELECT count(*) FROM %s" % table)[0]
 
 
 def test_bad_frames_are_stored_or_dead_lettered(vb, fake, topic):
@@ -153,19 +148,13 @@ def test_survives_sigkill(vb, fake, topic):
     subscribe(vb, fake, topic + "call:call_")
     pid = vb.worker_pid()
     os.kill(pid, signal.SIGKILL)        # the postmaster restarts every backend
-    wait_until(lambda: _try(lambda: vb.worker_pid() not in (None, pid)), timeout=30,
+    wait_until(lambda: try_query(lambda: vb.worker_pid() not in (None, pid)), timeout=30,
                what="worker back after crash restart")
     fake.wait_state(lambda s: s["connections"] and s["connections"][-1]["topics"], timeout=20,
                     what="resubscribed")
     fake.publish("call_ringing", call(fake))
-    wait_until(lambda: _try(lambda: count(vb) == 1), what="event stored")
+    wait_until(lambda: try_query(lambda: count(vb) == 1), what="event stored")
 
-
-def _try(f):
-    try:
-        return f()
-    except psycopg2.Error:
-        return False
 
 
 def test_survives_pg_ctl_restart(vb, fake, topic):
@@ -384,11 +373,11 @@ def test_pg_dump_and_restore_keep_everything(vb, fake, topic):
     vb.execute("INSERT INTO voipbin_dead_letters (raw, error) VALUES ('\\xdeadbeef', 'x')")
     max_id = vb.query_one("SELECT max(id) FROM voipbin_events")[0]
     dump = os.path.join(vb.dir, "dump.sql")
-    vb._run("pg_dump", "-h", vb.sock, "-p", str(vb.port), "-f", dump, vb.dbname)
+    vb.run_as_postgres("pg_dump", "-h", vb.sock, "-p", str(vb.port), "-f", dump, vb.dbname)
     vb.execute("CREATE DATABASE restored", dbname="postgres")
     try:
-        vb._run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", vb.sock, "-p", str(vb.port),
-                "-f", dump, "restored")
+        vb.run_as_postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", vb.sock,
+                           "-p", str(vb.port), "-f", dump, "restored")
         assert vb.query("SELECT id, event_type, data FROM voipbin_events ORDER BY id", dbname="restored") \
             == vb.query("SELECT id, event_type, data FROM voipbin_events ORDER BY id")
         assert vb.query("SELECT topic FROM voipbin_subscriptions", dbname="restored") == [(topic + "call:call_",)]

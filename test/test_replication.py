@@ -4,9 +4,8 @@ ingests and retention removes old rows on the publisher (README, "Streaming
 events out")."""
 import pytest
 
-from conftest import FAST, point_at, reset_cluster
+from helpers import FAST, call, count, point_at, reset_cluster, subscribe, transcript
 from pgcluster import Cluster, wait_until
-from test_worker import call, subscribe, transcript
 
 COLUMNS = "id, received_at, source, event_type, resource, resource_id::text, customer_id::text, data::text"
 
@@ -139,9 +138,6 @@ def live_events(fake, n, tag):
                         "data": transcript(fake, "%s %d" % (tag, i)), "shape": "raw"})
     return evs
 
-
-def count(cluster, db=None):
-    return cluster.query_one("SELECT count(*) FROM voipbin_events", dbname=db)[0]
 
 
 def partitions(cluster):

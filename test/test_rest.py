@@ -9,7 +9,7 @@ import uuid
 import psycopg2
 import pytest
 
-from conftest import point_at, reset_cluster, write_token_file
+from helpers import point_at, reset_cluster, write_token_file
 from fakeserver_fixture import ACCESSKEY, JWT
 from pgcluster import wait_until
 

@@ -12,7 +12,7 @@ import tempfile
 import psycopg2
 import pytest
 
-from conftest import FAST, point_at, reset_cluster, write_token_file
+from helpers import FAST, point_at, reset_cluster, write_token_file
 from fakeserver_fixture import start_fake
 from pgcluster import Cluster, Listener, wait_until
 

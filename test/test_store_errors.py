@@ -10,11 +10,8 @@ import psycopg2.errors
 import pytest
 
 from pgcluster import Listener, wait_until
-from test_worker import call, subscribe
+from helpers import call, count, subscribe
 
-
-def count(cluster, table="voipbin_events"):
-    return cluster.query_one("SELECT count(*) FROM %s" % table)[0]
 
 
 @pytest.fixture

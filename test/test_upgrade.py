@@ -22,7 +22,7 @@ import uuid
 import psycopg2
 import pytest
 
-from conftest import FAST, point_at
+from helpers import FAST, point_at
 from pgcluster import PG_BIN, Cluster, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,23 +105,12 @@ class SwitchableCluster(Cluster):
     between restarts, as a package upgrade does."""
 
     def __init__(self, conf, bindir, dbname):
-        self.bin = bindir
+        self.bindir = bindir
         super().__init__(conf, dbname=dbname)
-
-    @classmethod
-    def _empty(cls):
-        c = super()._empty()
-        c.bin = PG_BIN
-        return c
-
-    def _run(self, prog, *args, check=True, timeout=60):
-        cmd = ["runuser", "-u", "postgres", "--", os.path.join(self.bin, prog)] + list(args)
-        return subprocess.run(cmd, check=check, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def switch_to(self, bindir):
         self.stop()
-        self.bin = bindir
+        self.bindir = bindir
         self.start()
 
 
@@ -517,7 +506,7 @@ def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, s
         log_from = len(c.read_log())
 
         # the 1.1 package on the same data directory
-        c.bin = PG_BIN
+        c.bindir = PG_BIN
         c.start()
         c.execute("ALTER EXTENSION voipbin UPDATE", dbname=db)
         wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
@@ -560,11 +549,11 @@ def test_an_import_of_1_0_s_spool_cut_by_a_crash_imports_nothing_twice(release_1
     try:
         want, spool = spool_with_1_0(c, fake, secret_dir, db)
         log_from = len(c.read_log())
-        c.bin = PG_BIN
+        c.bindir = PG_BIN
         os.environ["VOIPBIN_FAULT"] = "spool-import-journaled"
         try:
             # pg_ctl alone: Cluster.start()'s first query could meet the crash restart
-            c._run("pg_ctl", "-D", c.data, "-l", c.log, "-w", "-t", "60", "start")
+            c.run_as_postgres("pg_ctl", "-D", c.data, "-l", c.log, "-w", "-t", "60", "start")
         finally:
             del os.environ["VOIPBIN_FAULT"]
         wait_until(lambda: "terminated by signal 9" in c.read_log()[log_from:], timeout=30,

@@ -15,12 +15,10 @@ import threading
 import time
 import uuid
 
-import psycopg2
 import pytest
 
-from conftest import point_at, reset_cluster
-from pgcluster import Listener, _free_port, wait_until
-from test_worker import call, subscribe, transcript
+from helpers import call, point_at, reset_cluster, subscribe, transcript, try_query
+from pgcluster import Listener, free_port, wait_until
 from webhook_sender import Sender, envelope, sign
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -44,7 +42,7 @@ def listening(cluster, port):
 @pytest.fixture
 def hook(vb, fake):
     """The receiver on a free loopback port, the secret fetched from the fake."""
-    port = _free_port()
+    port = free_port()
     vb.set_conf(voipbin__webhook_port=port)
     listening(vb, port)
     s = Sender("127.0.0.1", port, PATH, SECRET)
@@ -589,7 +587,7 @@ def test_slow_client_does_not_block_and_is_closed(hook, vb, fake):
 def test_no_secret_known_is_503_then_recovers(cluster, fake, secret_dir):
     fake.control("config", {"rest_status": 500})
     point_at(cluster, fake, secret_dir)
-    port = _free_port()
+    port = free_port()
     cluster.set_conf(voipbin__webhook_port=port)
     try:
         cluster.wait_status(lambda s: "no secret yet" in s["webhook_state"] and "HTTP 500" in s["webhook_state"],
@@ -613,7 +611,7 @@ def test_no_secret_known_is_503_then_recovers(cluster, fake, secret_dir):
 
 def test_secret_setting_overrides_the_customer(cluster, fake, secret_dir):
     point_at(cluster, fake, secret_dir)
-    port = _free_port()
+    port = free_port()
     cluster.set_conf(voipbin__webhook_port=port, voipbin__webhook_secret="my own secret")
     try:
         listening(cluster, port)
@@ -630,7 +628,7 @@ def test_secret_setting_overrides_the_customer(cluster, fake, secret_dir):
 
 def test_reload_moves_and_stops_the_receiver(hook, vb, fake):
     old = hook.port_
-    new = _free_port()
+    new = free_port()
     vb.set_conf(voipbin__webhook_port=new, voipbin__webhook_path="/hooks/vb")
     listening(vb, new)
     with pytest.raises(OSError):
@@ -744,17 +742,11 @@ def test_200_while_locked_survives_kill_9(hook, vb, fake):
         except Exception:
             pass                  # the postmaster's crash restart may have ended it
     hook.close()
-    wait_until(lambda: _try(lambda: vb.worker_pid() not in (None, pid)), timeout=60, what="a new worker")
-    wait_until(lambda: _try(lambda: [(r[0], r[2]) for r in rows(vb)] == [("webhook", data["id"])]),
+    wait_until(lambda: try_query(lambda: vb.worker_pid() not in (None, pid)), timeout=60, what="a new worker")
+    wait_until(lambda: try_query(lambda: [(r[0], r[2]) for r in rows(vb)] == [("webhook", data["id"])]),
                timeout=60, what="the event stored once by the next worker")
     listening(vb, hook.port_)
 
-
-def _try(f):
-    try:
-        return f()
-    except psycopg2.Error:
-        return None
 
 
 def test_dripping_client_is_closed_within_30s(hook, vb, fake):
@@ -855,7 +847,7 @@ def nginx(hook, certs):
         pytest.skip("nginx is not installed (test/install-deps.sh installs nginx-light)")
     prefix = tempfile.mkdtemp(prefix="voipbin-nginx-")
     os.chmod(prefix, 0o755)
-    port = _free_port()
+    port = free_port()
     pw = pwd.getpwnam("postgres")
     for d in ("logs", "tmp"):
         os.mkdir(os.path.join(prefix, d))

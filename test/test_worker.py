@@ -7,49 +7,13 @@ import uuid
 
 import pytest
 
-from conftest import point_at, reset_cluster, write_token_file
-from pgcluster import Listener, wait_until
+from helpers import call, events, point_at, reset_cluster, subscribe, transcript, write_token_file
+from journal_files import unstored
+from pgcluster import Cluster, Listener, wait_until
 
 
-def call(fake, status="ringing", call_id=None, **extra):
-    data = {
-        "id": call_id or str(uuid.uuid4()),
-        "customer_id": fake.customer_id,
-        "owner_type": "agent",
-        "owner_id": "00000000-0000-0000-0000-000000000000",
-        "type": "flow",
-        "source": {"type": "tel", "target": "+15550001", "target_name": "", "name": "", "detail": ""},
-        "destination": {"type": "tel", "target": "+15550002", "target_name": "", "name": "", "detail": ""},
-        "status": status,
-        "direction": "incoming",
-        "tm_create": "2026-02-21T10:05:10.1Z",
-        "tm_update": "2026-02-21T10:05:11.2Z",
-    }
-    data.update(extra)
-    return data
 
 
-def transcript(fake, message="hello"):
-    return {
-        "id": str(uuid.uuid4()),
-        "customer_id": fake.customer_id,
-        "transcribe_id": str(uuid.uuid4()),
-        "direction": "in",
-        "message": message,
-        "tm_transcript": "0001-01-01T00:00:08.99184Z",
-        "tm_create": "2026-02-21T10:05:15.1Z",
-    }
-
-
-def subscribe(cluster, fake, topic):
-    stored = cluster.query_one("SELECT voipbin_subscribe(%s)", (topic,))[0]
-    fake.wait_topics([stored])
-    return stored
-
-
-def events(cluster):
-    return cluster.query("SELECT event_type, resource, resource_id::text, customer_id::text, data"
-                         " FROM voipbin_events ORDER BY id")
 
 
 def test_connects_with_access_key_in_query(vb, fake):
@@ -181,7 +145,6 @@ def test_notify_payload_id_carries_no_data_in_any_shape(vb, fake, topic):
 def one_batch(cluster, fake, frames):
     """The frames [(event_type, data)] stored by one statement: published while
     voipbin_events is locked, so the worker holds them all when it can store."""
-    from test_durability import unstored
     locker = cluster.connect(autocommit=False)
     try:
         locker.cursor().execute("LOCK TABLE voipbin_events IN ACCESS EXCLUSIVE MODE")
@@ -411,7 +374,6 @@ def test_worker_restarted_after_terminate(vb, fake, topic):
 
 
 def test_refuses_to_load_without_shared_preload_libraries():
-    from pgcluster import Cluster
     import psycopg2
     c = Cluster({"shared_preload_libraries": "''"})
     try:

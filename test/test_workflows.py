@@ -13,7 +13,7 @@ import psycopg2.extras
 import pytest
 
 from pgcluster import PG_BIN, wait_until
-from test_worker import call, subscribe, transcript
+from helpers import call, subscribe, transcript
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -410,11 +410,11 @@ def test_handlers_survive_pg_dump_and_restore(wf):
     wf.execute("SELECT voipbin_on('call_hangup', 'wf_first(voipbin_events)')")
     handlers = wf.query("SELECT id, event_type, handler FROM voipbin_handlers ORDER BY id")
     dump = os.path.join(wf.dir, "wf_dump.sql")
-    wf._run("pg_dump", "-h", wf.sock, "-p", str(wf.port), "-f", dump, wf.dbname)
+    wf.run_as_postgres("pg_dump", "-h", wf.sock, "-p", str(wf.port), "-f", dump, wf.dbname)
     wf.execute("CREATE DATABASE wf_restored", dbname="postgres")
     try:
-        wf._run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", wf.sock, "-p", str(wf.port),
-                "-f", dump, "wf_restored")
+        wf.run_as_postgres("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", wf.sock,
+                           "-p", str(wf.port), "-f", dump, "wf_restored")
         assert wf.query("SELECT id, event_type, handler FROM voipbin_handlers ORDER BY id",
                         dbname="wf_restored") == handlers
         # they run there, in their order, and new ones come after them

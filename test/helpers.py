@@ -1,0 +1,142 @@
+"""What the integration tests share: pointing the session's cluster at a fake
+server, the events a test publishes, and small queries.  Test modules import
+from here (and from pgcluster, fakeserver_fixture, journal_files), never from
+one another; conftest.py holds only fixtures and session hooks."""
+import os
+import shutil
+import socket
+import uuid
+
+import psycopg2
+
+from fakeserver_fixture import ACCESSKEY, JWT
+from pgcluster import Cluster
+
+# Short timers keep the failure tests quick; each test may change them.
+FAST = {
+    "voipbin.reconnect_min_delay": "'100ms'",
+    "voipbin.reconnect_max_delay": "'1s'",
+    "voipbin.idle_timeout": "'3s'",
+}
+
+
+# ------------------------------------------------------- the worker's settings
+
+def write_token_file(secret_dir, credential):
+    """The recommended way to give the worker its credential: never in a log line."""
+    path = os.path.join(secret_dir, "token")
+    with open(path, "w") as f:
+        f.write(credential + "\n")
+    shutil.chown(path, "postgres", "postgres")
+    os.chmod(path, 0o600)
+    return path
+
+
+def reset_cluster(cluster):
+    cluster.set_conf(voipbin__token=None, voipbin__token_file=None, voipbin__api_url=None,
+                     voipbin__ca_file=None, voipbin__idle_timeout=None,
+                     voipbin__event_retention=None)
+    cluster.execute("DELETE FROM voipbin_subscriptions")
+    cluster.execute("TRUNCATE voipbin_events, voipbin_dead_letters")
+
+
+def point_at(cluster, fake, secret_dir, credential=None, ca_file=None):
+    """Points the worker at this test's fake server."""
+    reset_cluster(cluster)
+    cluster.set_conf(voipbin__api_url=fake.api_url, voipbin__ca_file=ca_file or fake.ca_file,
+                     voipbin__token_file=write_token_file(secret_dir, credential or fake.accesskey))
+
+
+def cluster_with_a_silent_resolver(secret_dir, nameserver):
+    """A cluster started with a resolv.conf of its own naming `nameserver`, a
+    UDP socket bound here that never answers; returns it and that socket."""
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind((nameserver, 53))
+    c = Cluster(dict(FAST, **{
+        "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
+        "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),
+    }))
+    resolv = os.path.join(c.dir, "resolv.conf")
+    with open(resolv, "w") as f:
+        f.write("nameserver %s\noptions timeout:30 attempts:5\n" % nameserver)
+    try:
+        c.start_with_resolv_conf(resolv)
+    except BaseException:
+        dns.close()
+        c.destroy()
+        raise
+    return c, dns
+
+
+# ------------------------------------------------- events and subscriptions
+
+def call(fake, status="ringing", call_id=None, **extra):
+    data = {
+        "id": call_id or str(uuid.uuid4()),
+        "customer_id": fake.customer_id,
+        "owner_type": "agent",
+        "owner_id": "00000000-0000-0000-0000-000000000000",
+        "type": "flow",
+        "source": {"type": "tel", "target": "+15550001", "target_name": "", "name": "", "detail": ""},
+        "destination": {"type": "tel", "target": "+15550002", "target_name": "", "name": "", "detail": ""},
+        "status": status,
+        "direction": "incoming",
+        "tm_create": "2026-02-21T10:05:10.1Z",
+        "tm_update": "2026-02-21T10:05:11.2Z",
+    }
+    data.update(extra)
+    return data
+
+
+def transcript(fake, message="hello"):
+    return {
+        "id": str(uuid.uuid4()),
+        "customer_id": fake.customer_id,
+        "transcribe_id": str(uuid.uuid4()),
+        "direction": "in",
+        "message": message,
+        "tm_transcript": "0001-01-01T00:00:08.99184Z",
+        "tm_create": "2026-02-21T10:05:15.1Z",
+    }
+
+
+def subscribe(cluster, fake, topic):
+    stored = cluster.query_one("SELECT voipbin_subscribe(%s)", (topic,))[0]
+    fake.wait_topics([stored])
+    return stored
+
+
+# ------------------------------------------------------------------ queries
+
+def events(cluster):
+    return cluster.query("SELECT event_type, resource, resource_id::text, customer_id::text, data"
+                         " FROM voipbin_events ORDER BY id")
+
+
+def count(cluster, table="voipbin_events", where="true", db=None):
+    """The rows of table (in db, else the cluster's database) that match where."""
+    return cluster.query_one("SELECT count(*) FROM %s WHERE %s" % (table, where), dbname=db)[0]
+
+
+def try_query(f):
+    """f(), or None while the server cannot answer (restarting, in recovery):
+    for wait_until across a crash or a restart."""
+    try:
+        return f()
+    except psycopg2.Error:
+        return None
+
+
+# -------------------------------------------------------- secrets in logs
+
+CREDENTIALS = (ACCESSKEY, JWT)
+# Postgres's own line on a reload of voipbin.token, which no extension can
+# prevent (SPEC.md: rotate credentials through voipbin.token_file instead).
+TOKEN_CHANGED = 'parameter "voipbin.token" changed to'
+
+
+def credential_lines(log_text, credentials=CREDENTIALS):
+    """The lines of a server log that show one of the credentials, but
+    Postgres's own line on a reload of voipbin.token."""
+    return [line for line in log_text.splitlines()
+            if TOKEN_CHANGED not in line and any(c in line for c in credentials)]
