@@ -133,6 +133,9 @@ typedef struct Conn
 	bool		next_addr_pending;	/* this address failed at TCP: try the next one */
 	char		tried[600];		/* what the addresses tried before said */
 	WsHttpAnswer *answer;		/* a refused handshake's answer, for the worker */
+	size_t		answer_room;	/* bytes of body it can take */
+	bool		answer_reading; /* read_http_answer_body() is under way */
+	bool		answer_complete;	/* libwebsockets saw the whole body */
 } Conn;
 
 static Conn cur;
@@ -361,23 +364,28 @@ describe_tls(struct lws *wsi, char *why, size_t len)
 }
 
 /*
- * The body of a refused handshake: libwebsockets reads the answer's headers
- * a byte at a time and leaves the rest on the socket (or in OpenSSL's
- * buffer).  A bounded copy, Content-Length or WS_BODY_MAX bytes, waiting at
- * most BODY_WAIT_US for them; the worker parses it.
+ * A refused handshake's answer (a status other than 101), kept for the
+ * worker, which parses its body.  libwebsockets 4.1 reads the answer in
+ * blocks: whatever came with the headers (all of it, from a server that
+ * writes headers and body at once) is in its own buffer once they are
+ * parsed, not on the socket.  So the body is taken through libwebsockets:
+ * lws_http_client_read() in ESTABLISHED_CLIENT_HTTP, which it calls with the
+ * status known before it gives up on the upgrade, hands it over from that
+ * buffer, then from the socket, to RECEIVE_CLIENT_HTTP_READ (without any
+ * chunked framing).  Content-Length or WS_BODY_MAX bytes at most, waiting at
+ * most BODY_WAIT_US for what has not arrived.
  */
+
+/* The answer's headers, and room for its body: cur.answer. */
 static void
-capture_http_answer(struct lws *wsi)
+keep_http_answer(struct lws *wsi)
 {
 	char		clen[24];
 	size_t		want = WS_BODY_MAX;
-	size_t		got = 0;
-	SSL		   *ssl = lws_get_ssl(wsi);
-	int			fd = (int) lws_get_socket_fd(wsi);
-	int64_t		until = now_us() + BODY_WAIT_US;
 	WsHttpAnswer *a;
-	char	   *body;
 
+	if (cur.answer)
+		return;
 	if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
 	{
 		long		n = strtol(clen, NULL, 10);
@@ -392,31 +400,38 @@ capture_http_answer(struct lws *wsi)
 	if (lws_hdr_custom_copy(wsi, a->request_id, sizeof(a->request_id), "x-request-id:", 13) < 0)
 		a->request_id[0] = '\0';
 	cur.answer = a;
-	body = a->body;
-	while (fd >= 0 && got < want)
-	{
-		int			n = ssl ? SSL_read(ssl, body + got, (int) (want - got)) :
-			(int) recv(fd, body + got, want - got, MSG_DONTWAIT);
-		int64_t		left;
-		struct pollfd p = {.fd = fd,.events = POLLIN};
+	cur.answer_room = want;
+}
 
-		if (n > 0)
-		{
-			got += n;
+/* Drains the body into cur.answer: see above. */
+static void
+read_http_answer_body(struct lws *wsi)
+{
+	int			fd = (int) lws_get_socket_fd(wsi);
+	int64_t		until = now_us() + BODY_WAIT_US;
+
+	cur.answer_reading = true;
+	cur.answer_complete = false;
+	while (!cur.answer_complete && cur.answer->body_len < cur.answer_room)
+	{
+		char		buf[LWS_PRE + 2048];
+		char	   *p = buf + LWS_PRE;
+		int			n = (int) (sizeof(buf) - LWS_PRE);
+		size_t		had = cur.answer->body_len;
+		int64_t		left;
+		struct pollfd pfd = {.fd = fd,.events = POLLIN};
+
+		/* below 0: the end of the stream or an error, nothing more to come */
+		if (lws_http_client_read(wsi, &p, &n) < 0)
+			break;
+		if (cur.answer->body_len > had)
 			continue;
-		}
-		if (n == 0)
-			break;
-		if (ssl ? SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ :
-			(errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-			break;
+		/* nothing buffered: wait for the socket */
 		left = until - now_us();
-		if (left <= 0 || poll(&p, 1, (int) (left / 1000) + 1) < 0)
+		if (fd < 0 || left <= 0 || poll(&pfd, 1, (int) (left / 1000) + 1) <= 0)
 			break;
 	}
-	ERR_clear_error();
-	body[got] = '\0';
-	a->body_len = got;
+	cur.answer_reading = false;
 }
 
 /* A close frame's reason, printable ASCII only: it ends up in a log line. */
@@ -545,7 +560,7 @@ attempt_failed(struct lws *wsi, const char *said)
 	else if (status > 0 && status != 101)
 	{
 		cause = WS_CAUSE_HTTP;
-		capture_http_answer(wsi);
+		keep_http_answer(wsi);	/* its body came in ESTABLISHED_CLIENT_HTTP */
 		snprintf(one, sizeof(one), "the WebSocket handshake was answered with HTTP %d", status);
 	}
 	else if (cur.phase == PH_TCP)
@@ -640,6 +655,53 @@ on_append_handshake_header(struct lws *wsi, void *in, size_t len)
 	explicit_bzero(v, n);
 	free(v);
 	return rc ? -1 : 0;
+}
+
+/*
+ * The answer to the upgrade request, its headers parsed: a refusal's body is
+ * taken here, before libwebsockets fails the attempt (CONNECTION_ERROR).
+ */
+static int
+on_established_client_http(struct lws *wsi)
+{
+	int			status = lws_http_client_http_response(wsi);
+
+	if (wsi != cur.wsi || cur.established || status <= 0 || status == 101)
+		return 0;
+	keep_http_answer(wsi);
+	if (cur.answer)
+		read_http_answer_body(wsi);
+	return 0;
+}
+
+/* Some of a refusal's body, from lws_http_client_read(). */
+static int
+on_receive_client_http_read(struct lws *wsi, const void *in, size_t len)
+{
+	WsHttpAnswer *a = cur.answer;
+
+	if (wsi != cur.wsi || !cur.answer_reading || !a)
+		return 0;
+	if (len > cur.answer_room - a->body_len)
+		len = cur.answer_room - a->body_len;
+	memcpy(a->body + a->body_len, in, len);
+	a->body_len += len;
+	a->body[a->body_len] = '\0';
+	return 0;
+}
+
+/*
+ * The refusal's body is whole.  Nonzero keeps libwebsockets from readying
+ * the connection for another HTTP transaction (it would reset the headers,
+ * status included): the upgrade fails right after anyway.
+ */
+static int
+on_completed_client_http(struct lws *wsi)
+{
+	if (wsi != cur.wsi || !cur.answer_reading)
+		return 0;
+	cur.answer_complete = true;
+	return -1;
 }
 
 static int
@@ -806,6 +868,12 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 			return on_wsi_create(wsi);
 		case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
 			return on_append_handshake_header(wsi, in, len);
+		case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
+			return on_established_client_http(wsi);
+		case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
+			return on_receive_client_http_read(wsi, in, len);
+		case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
+			return on_completed_client_http(wsi);
 		case LWS_CALLBACK_CLIENT_ESTABLISHED:
 			return on_client_established(wsi);
 		case LWS_CALLBACK_CLIENT_RECEIVE:
