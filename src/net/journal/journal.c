@@ -557,28 +557,19 @@ mkdir_p(const char *path)
 	return mkdir(buf, 0700) == 0 || errno == EEXIST;
 }
 
+/* Opens (creating) the directory and its journal.meta, locked; their inodes in *dst, *fst. */
 static bool
-open_files(const char *dir, char *err, size_t errlen)
+open_dir_locked(const char *dir, struct stat *dst, struct stat *fst, char *err, size_t errlen)
 {
-	struct stat dst,
-				fst;
-	Meta		m;
-	bool		have_meta = false;
-	int			nseg = 0;
-	uint64_t   *bases;
-	uint64_t	frames = 0;
-	Segment   **link = &segs;
-
-	snprintf(dir_path, sizeof(dir_path), "%s", dir);
 	if (!mkdir_p(dir) ||
 		(dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
-		fstat(dir_fd, &dst) != 0)
+		fstat(dir_fd, dst) != 0)
 	{
 		snprintf(err, errlen, "could not open the journal directory \"%s\": %s", dir, strerror(errno));
 		return false;
 	}
 	meta_fd = openat(dir_fd, META_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (meta_fd < 0 || fstat(meta_fd, &fst) != 0)
+	if (meta_fd < 0 || fstat(meta_fd, fst) != 0)
 	{
 		snprintf(err, errlen, "could not open \"%s/%s\": %s", dir, META_FILE, strerror(errno));
 		return false;
@@ -589,6 +580,45 @@ open_files(const char *dir, char *err, size_t errlen)
 		snprintf(err, errlen, "the journal directory \"%s\" is in use by another process", dir);
 		return false;
 	}
+	return true;
+}
+
+/* Recovers the segments at bases[0..nseg), oldest first, into segs; the frames they hold. */
+static uint64_t
+recover_segments(const uint64_t *bases, int nseg)
+{
+	uint64_t	frames = 0;
+	Segment   **link = &segs;
+
+	for (int i = 0; i < nseg; i++)
+	{
+		Segment    *s = recover_segment(bases[i], &frames, i + 1 < nseg ? bases[i + 1] : 0);
+
+		if (!s)
+			continue;
+		*link = s;
+		link = &s->next;
+		disk_bytes += s->size;
+		if (s->base + s->size > write_end)
+			write_end = s->base + s->size;
+	}
+	return frames;
+}
+
+static bool
+open_files(const char *dir, char *err, size_t errlen)
+{
+	struct stat dst,
+				fst;
+	Meta		m;
+	bool		have_meta = false;
+	int			nseg = 0;
+	uint64_t   *bases;
+	uint64_t	frames;
+
+	snprintf(dir_path, sizeof(dir_path), "%s", dir);
+	if (!open_dir_locked(dir, &dst, &fst, err, errlen))
+		return false;
 	if (pread_all(meta_fd, &m, sizeof(m), 0) && m.magic == META_MAGIC &&
 		m.version == META_VERSION && m.crc == meta_crc(&m) && memchr(m.id, '\0', sizeof(m.id)))
 		have_meta = true;
@@ -625,18 +655,7 @@ open_files(const char *dir, char *err, size_t errlen)
 		return false;
 	}
 
-	for (int i = 0; i < nseg; i++)
-	{
-		Segment    *s = recover_segment(bases[i], &frames, i + 1 < nseg ? bases[i + 1] : 0);
-
-		if (!s)
-			continue;
-		*link = s;
-		link = &s->next;
-		disk_bytes += s->size;
-		if (s->base + s->size > write_end)
-			write_end = s->base + s->size;
-	}
+	frames = recover_segments(bases, nseg);
 	free(bases);
 
 	/*
