@@ -140,6 +140,9 @@ DEFAULT_CONFIG = {
     "ws_reject_status": None,   # answer every WS handshake with this error
     "ws_reject_reason": None,   # override the envelope reason of ws_reject_status
     "ws_retry_after": None,     # Retry-After of a 429 handshake (else rest_retry_after, else 1)
+    "ws_reject_one_write": False,  # send that refusal's status line, headers and body in ONE
+                                # write, as aiohttp 3.9+ and most servers do (3.8 writes the
+                                # body apart), then close the connection
     "ws_hang": False,           # accept TCP+TLS, never answer the upgrade request
     "ws_delay": 0,              # seconds before answering the upgrade request
     "rest_status": None,        # every REST endpoint answers this error
@@ -404,6 +407,22 @@ class Fake:
                             content_type="application/json", charset="utf-8",
                             headers=headers)
 
+    @staticmethod
+    def write_at_once(request, resp):
+        """Sends resp, not prepared yet, in one transport write (status line,
+        headers and body together, so they reach the client in one read), then
+        closes the connection after it."""
+        body = resp.body or b""
+        headers = [(k, v) for k, v in resp.headers.items()
+                   if k.lower() not in ("content-length", "x-request-id")]
+        headers += [("X-Request-Id", request["request_id"]), ("Content-Length", str(len(body))),
+                    ("Connection", "close")]
+        head = "HTTP/1.1 %d %s\r\n" % (resp.status, resp.reason)
+        head += "".join("%s: %s\r\n" % kv for kv in headers) + "\r\n"
+        request.transport.write(head.encode("latin-1") + body)
+        request.transport.close()     # after what was written has gone out
+        return web.Response(status=204)     # goes nowhere: the transport is closing
+
     async def hang(self, request):
         """Never answer; once released, drop the connection without a response."""
         await self.release.wait()
@@ -536,7 +555,10 @@ class Fake:
             retry = cfg["ws_retry_after"] if cfg["ws_retry_after"] is not None else cfg["rest_retry_after"]
             resp = self.error_response(request, status, cfg["ws_reject_reason"], retry, ws=True)
             hs["status"], hs["reason"] = status, "configured"
-            log("ws handshake -> %d (configured) auth=%s" % (status, auth))
+            log("ws handshake -> %d (configured%s) auth=%s"
+                % (status, ", one write" if cfg["ws_reject_one_write"] else "", auth))
+            if cfg["ws_reject_one_write"]:
+                return self.write_at_once(request, resp)
             return resp
         if err:
             hs["status"], hs["reason"] = 401, err

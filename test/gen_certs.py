@@ -15,7 +15,8 @@ make_refused_leaves(paths) adds, for the tests of refused certificates:
   wrong_host.pem / .key    a server cert signed by ca.pem for another host name
                            only (other.invalid): refused for 127.0.0.1 and localhost
   expired.pem / .key       a server cert signed by ca.pem for the usual names,
-                           whose notAfter passed yesterday
+                           whose notAfter passed yesterday (`openssl ca` with explicit
+                           dates: OpenSSL 3.4+ refuses `x509 -days -1`)
 
 EC P-256 keys keep generation well under a second.  Everything is made
 world-readable on purpose: the PostgreSQL server runs as another OS user and
@@ -25,8 +26,11 @@ CLI: /usr/bin/python3 test/gen_certs.py DIR   (prints the dict of paths as JSON)
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from datetime import datetime, timedelta, timezone
 
 # A private config file per call, so the system openssl.cnf (whose default
 # extensions differ between distributions) never leaks into the certificates.
@@ -93,14 +97,57 @@ def _make_leaf(d, name, ca_name, cn, san="IP:127.0.0.1, DNS:localhost", days=825
     _write(ext, _LEAF_EXT.format(san=san))
     _run(["req", "-new", "-config", conf] + _EC +
          ["-keyout", name + ".key", "-out", csr], d)
-    # -set_serial instead of -CAcreateserial: no stray .srl file, and two
-    # runs never reuse a serial (clients cache by issuer+serial).
-    serial = "0x" + os.urandom(8).hex()
-    _run(["x509", "-req", "-in", csr, "-CA", ca_name + ".pem",
-          "-CAkey", ca_name + ".key", "-set_serial", serial,
-          "-days", str(days), "-sha256", "-extfile", ext, "-out", name + ".pem"], d)
+    if days < 0:
+        _sign_expired(d, csr, ca_name, ext, name + ".pem", days)
+    else:
+        # -set_serial instead of -CAcreateserial: no stray .srl file, and two
+        # runs never reuse a serial (clients cache by issuer+serial).
+        serial = "0x" + os.urandom(8).hex()
+        _run(["x509", "-req", "-in", csr, "-CA", ca_name + ".pem",
+              "-CAkey", ca_name + ".key", "-set_serial", serial,
+              "-days", str(days), "-sha256", "-extfile", ext, "-out", name + ".pem"], d)
     for p in (conf, ext, os.path.join(d, csr)):
         os.unlink(p)
+
+
+# `openssl ca` takes explicit dates (-startdate, -enddate) in every OpenSSL
+# version; `x509 -days` with a negative count, which OpenSSL 3.0 took for
+# "expired already", is refused from 3.4 on.  Its database lives in a
+# directory of its own, removed afterwards.
+_CA_SIGN_CONF = """\
+[ca]
+default_ca = signer
+[signer]
+database = {work}/index.txt
+new_certs_dir = {work}
+serial = {work}/serial
+default_md = sha256
+policy = any_name
+unique_subject = no
+copy_extensions = none
+[any_name]
+commonName = supplied
+"""
+
+
+def _sign_expired(d, csr, ca_name, ext, out, days):
+    """Signs csr with ca_name for a validity that ended -days days ago (a day
+    long, so notBefore < notAfter < now)."""
+    now = datetime.now(timezone.utc)
+    fmt = "%Y%m%d%H%M%SZ"
+    end = (now + timedelta(days=days)).strftime(fmt)
+    start = (now + timedelta(days=days - 1)).strftime(fmt)
+    work = tempfile.mkdtemp(prefix="ca-", dir=d)
+    try:
+        _write(os.path.join(work, "index.txt"), "")
+        _write(os.path.join(work, "serial"), os.urandom(8).hex() + "\n")
+        conf = os.path.join(work, "ca.cnf")
+        _write(conf, _CA_SIGN_CONF.format(work=work))
+        _run(["ca", "-batch", "-config", conf, "-in", csr, "-cert", ca_name + ".pem",
+              "-keyfile", ca_name + ".key", "-startdate", start, "-enddate", end,
+              "-extfile", ext, "-notext", "-out", out], d)
+    finally:
+        shutil.rmtree(work)
 
 
 def make_ca_and_server(dirpath):
@@ -134,7 +181,7 @@ def make_refused_leaves(paths):
     """wrong_host and expired, signed by the CA of make_ca_and_server(); adds their paths."""
     d = paths["dir"]
     _make_leaf(d, "wrong_host", "ca", "other.invalid", san="DNS:other.invalid")
-    # -days -1: notAfter a day before notBefore (now), so expired already
+    # valid for a day that ended yesterday
     _make_leaf(d, "expired", "ca", "localhost", days=-1)
     for name in ("wrong_host", "expired"):
         for ext, kind in (("pem", ""), ("key", "_key")):

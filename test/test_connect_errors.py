@@ -259,6 +259,20 @@ def test_handshake_refused(cluster, fake, secret_dir, status, state, words):
     back_to_normal(cluster, fake, secret_dir)
 
 
+@pytest.mark.parametrize("status,state,words", [HANDSHAKE[0], HANDSHAKE[2]],
+                         ids=[str(HANDSHAKE[0][0]), str(HANDSHAKE[2][0])])
+def test_handshake_refused_in_one_write(cluster, fake, secret_dir, status, state, words):
+    """Issue 21: a refusal whose headers and body come in one write (aiohttp
+    3.9+, most servers) still names VoIPBIN's reason and message.
+    libwebsockets has read the body along with the headers by the time it
+    fails the attempt: it is taken from there, not from the socket."""
+    fake.config(ws_reject_status=status, ws_retry_after=4, ws_reject_one_write=True)
+    point_at(cluster, fake, secret_dir)
+    s = wait_failing(cluster, words, state=state)
+    assert fake.accesskey not in s["last_error"]
+    back_to_normal(cluster, fake, secret_dir)
+
+
 # ---------------------------------------------------------------------------
 # an open connection that ends
 # ---------------------------------------------------------------------------

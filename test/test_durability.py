@@ -396,6 +396,23 @@ def test_journal_on_its_own(tmp_path):
     assert r.returncode == 0, r.stdout
 
 
+def test_journal_partial_record_that_cannot_be_cut_off(tmp_path):
+    """A record written only in part whose rest ftruncate() cannot cut off
+    (test/c/journal_torn.c, pwritev and ftruncate wrapped): reported, counted
+    lost, never written over; the records around it read back whole, at once
+    and after a restart."""
+    exe = str(tmp_path / "journal_torn")
+    subprocess.run(["gcc", "-g", "-std=gnu11", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                    "-I" + SRC, "-Wl,--wrap=pwritev,--wrap=ftruncate", "-o", exe,
+                    os.path.join(HERE, "c", "journal_torn.c"), os.path.join(SRC, "net", "journal", "journal.c"),
+                    "-pthread"], check=True, timeout=120)
+    work = tmp_path / "work"
+    work.mkdir()
+    r = subprocess.run([exe, str(work)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout
+
+
 def test_fast_shutdown_while_dns_never_answers(certs, secret_dir):
     """The network thread blocked in getaddrinfo() against a resolver that never
     answers must not hold up pg_ctl stop -m fast (under 3 s)."""

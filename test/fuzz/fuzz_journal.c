@@ -164,8 +164,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (e->jend <= e->jpos || e->jpos < from ||
 				e->jend > (uint64_t) n || e->len > (uint64_t) n)
 			{
-				fprintf(stderr, "journal_read gave kind %d, [%llu, %llu) of %zu bytes, len %zu\n",
-						(int) e->kind, (unsigned long long) e->jpos,
+				fprintf(stderr, "journal_read gave source %d, [%llu, %llu) of %zu bytes, len %zu\n",
+						(int) e->source, (unsigned long long) e->jpos,
 						(unsigned long long) e->jend, n, e->len);
 				abort();
 			}

@@ -117,7 +117,8 @@ static int	meta_fd = -1;
 static Meta meta;
 static char dir_path[1024];
 static Segment *segs;			/* oldest first; the last one takes appends */
-static bool tail_fresh;			/* appends must start a new segment (after open) */
+static bool tail_fresh;			/* appends must start a new segment (after open, or a
+								 * partial record that could not be cut off) */
 static uint64_t next_base;		/* where a new segment starts */
 static uint64_t write_end;		/* past the last whole record */
 static uint64_t durable_end;	/* fsync'd up to here */
@@ -556,28 +557,19 @@ mkdir_p(const char *path)
 	return mkdir(buf, 0700) == 0 || errno == EEXIST;
 }
 
+/* Opens (creating) the directory and its journal.meta, locked; their inodes in *dst, *fst. */
 static bool
-open_files(const char *dir, char *err, size_t errlen)
+open_dir_locked(const char *dir, struct stat *dst, struct stat *fst, char *err, size_t errlen)
 {
-	struct stat dst,
-				fst;
-	Meta		m;
-	bool		have_meta = false;
-	int			nseg = 0;
-	uint64_t   *bases;
-	uint64_t	frames = 0;
-	Segment   **link = &segs;
-
-	snprintf(dir_path, sizeof(dir_path), "%s", dir);
 	if (!mkdir_p(dir) ||
 		(dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
-		fstat(dir_fd, &dst) != 0)
+		fstat(dir_fd, dst) != 0)
 	{
 		snprintf(err, errlen, "could not open the journal directory \"%s\": %s", dir, strerror(errno));
 		return false;
 	}
 	meta_fd = openat(dir_fd, META_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (meta_fd < 0 || fstat(meta_fd, &fst) != 0)
+	if (meta_fd < 0 || fstat(meta_fd, fst) != 0)
 	{
 		snprintf(err, errlen, "could not open \"%s/%s\": %s", dir, META_FILE, strerror(errno));
 		return false;
@@ -588,6 +580,45 @@ open_files(const char *dir, char *err, size_t errlen)
 		snprintf(err, errlen, "the journal directory \"%s\" is in use by another process", dir);
 		return false;
 	}
+	return true;
+}
+
+/* Recovers the segments at bases[0..nseg), oldest first, into segs; the frames they hold. */
+static uint64_t
+recover_segments(const uint64_t *bases, int nseg)
+{
+	uint64_t	frames = 0;
+	Segment   **link = &segs;
+
+	for (int i = 0; i < nseg; i++)
+	{
+		Segment    *s = recover_segment(bases[i], &frames, i + 1 < nseg ? bases[i + 1] : 0);
+
+		if (!s)
+			continue;
+		*link = s;
+		link = &s->next;
+		disk_bytes += s->size;
+		if (s->base + s->size > write_end)
+			write_end = s->base + s->size;
+	}
+	return frames;
+}
+
+static bool
+open_files(const char *dir, char *err, size_t errlen)
+{
+	struct stat dst,
+				fst;
+	Meta		m;
+	bool		have_meta = false;
+	int			nseg = 0;
+	uint64_t   *bases;
+	uint64_t	frames;
+
+	snprintf(dir_path, sizeof(dir_path), "%s", dir);
+	if (!open_dir_locked(dir, &dst, &fst, err, errlen))
+		return false;
 	if (pread_all(meta_fd, &m, sizeof(m), 0) && m.magic == META_MAGIC &&
 		m.version == META_VERSION && m.crc == meta_crc(&m) && memchr(m.id, '\0', sizeof(m.id)))
 		have_meta = true;
@@ -624,18 +655,7 @@ open_files(const char *dir, char *err, size_t errlen)
 		return false;
 	}
 
-	for (int i = 0; i < nseg; i++)
-	{
-		Segment    *s = recover_segment(bases[i], &frames, i + 1 < nseg ? bases[i + 1] : 0);
-
-		if (!s)
-			continue;
-		*link = s;
-		link = &s->next;
-		disk_bytes += s->size;
-		if (s->base + s->size > write_end)
-			write_end = s->base + s->size;
-	}
+	frames = recover_segments(bases, nseg);
 	free(bases);
 
 	/*
@@ -863,126 +883,136 @@ lost(int64_t at_us, char *data)
 	return 0;
 }
 
-uint64_t
-journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
-					 char *data, size_t len, uint64_t orig_len)
+/*
+ * Called with wmu held: whether a record of rec bytes fits within
+ * voipbin.spool_limit (else it is counted lost); *tail and *all_stored are
+ * the tail segment and whether everything written is stored, as of now.
+ */
+static bool
+admit_record(uint64_t rec, int64_t at_us, Segment **tail, bool *all_stored)
 {
-	RecHdr		h;
-	uint64_t	rec = HDR_SIZE + (uint64_t) len,
-				pos,
-				end;
-	Segment    *tail;
-	JournalRecord    *ev;
-	bool		all_stored;
+	bool		fits;
 
-	if (len > MAX_RECORD)
-		return lost(at_us, data);
-	pthread_mutex_lock(&wmu);
-	if (!opened)
-	{
-		pthread_mutex_unlock(&wmu);
-		free(data);
-		return 0;
-	}
 	pthread_mutex_lock(&mu);
 	/* the directory's size, stored-but-not-recycled bytes included */
-	if ((on_disk ? disk_bytes : write_end - stored_floor) + rec > limit_bytes)
-	{
+	fits = (on_disk ? disk_bytes : write_end - stored_floor) + rec <= limit_bytes;
+	if (!fits)
 		count_lost(at_us);
-		pthread_mutex_unlock(&mu);
-		pthread_mutex_unlock(&wmu);
-		free(data);
-		return 0;
-	}
-	tail = tail_segment();
-	all_stored = stored_floor >= write_end;
+	*tail = tail_segment();
+	*all_stored = stored_floor >= write_end;
 	pthread_mutex_unlock(&mu);
+	return fits;
+}
 
-	memset(&h, 0, sizeof(h));
-	h.magic = REC_MAGIC;
-	h.len = (uint32_t) len;
-	h.flags = (uint8_t) flags;
-	h.source = (uint8_t) source;
-	h.orig_len = orig_len;
-	h.at_us = at_us;
+/*
+ * Called with wmu held: the segment a record of rec bytes goes to, the tail
+ * or a new one when the tail is full (or sizeable and wholly stored, so it
+ * can go at once) or must take no more (tail_fresh); with positions reserved
+ * in journal.meta past its end.  NULL when that failed.
+ */
+static Segment *
+segment_for(uint64_t rec, Segment *tail, bool all_stored)
+{
+	uint64_t	seg_target = limit_bytes / 8;
 
-	if (on_disk)
+	if (seg_target > SEG_MAX)
+		seg_target = SEG_MAX;
+	if (seg_target < SEG_MIN)
+		seg_target = SEG_MIN;
+	if (tail == NULL || tail_fresh ||
+		(tail->size > 0 && tail->size + rec > seg_target) ||
+		(tail->size >= seg_target / 16 && all_stored))
 	{
-		uint64_t	seg_target = limit_bytes / 8;
-		struct iovec iov[2];
-
-		if (seg_target > SEG_MAX)
-			seg_target = SEG_MAX;
-		if (seg_target < SEG_MIN)
-			seg_target = SEG_MIN;
-		/* a full segment, or a sizeable one wholly stored (so it can go at once) */
-		if (tail == NULL || tail_fresh ||
-			(tail->size > 0 && tail->size + rec > seg_target) ||
-			(tail->size >= seg_target / 16 && all_stored))
+		next_base = write_end;
+		if (tail_fresh && next_base < meta.reserved)
+			next_base = meta.reserved;
+		tail = start_segment(rec);
+		if (!tail)
 		{
-			next_base = write_end;
-			if (tail_fresh && next_base < meta.reserved)
-				next_base = meta.reserved;
-			tail = start_segment(rec);
-			if (!tail)
-			{
-				pthread_mutex_lock(&mu);
-				report(true, "could not create a journal segment in \"%s\": %s", dir_path,
-					   strerror(errno));
-				pthread_mutex_unlock(&mu);
-				pthread_mutex_unlock(&wmu);
-				return lost(at_us, data);
-			}
+			pthread_mutex_lock(&mu);
+			report(true, "could not create a journal segment in \"%s\": %s", dir_path,
+				   strerror(errno));
+			pthread_mutex_unlock(&mu);
+			return NULL;
 		}
-		if (tail->base + tail->size + rec > meta.reserved)
-		{
-			char		err[256];
-
-			meta.reserved = tail->base + tail->size + rec + RESERVE_AHEAD;
-			if (!meta_write(err, sizeof(err)))
-			{
-				pthread_mutex_unlock(&wmu);
-				return lost(at_us, data);
-			}
-		}
-		h.crc = record_crc(&h, data, len);
-		iov[0].iov_base = &h;
-		iov[0].iov_len = HDR_SIZE;
-		iov[1].iov_base = data;
-		iov[1].iov_len = len;
-		{
-			ssize_t		n;
-
-			do
-				n = pwritev(tail->fd, iov, 2, (off_t) tail->size);
-			while (n < 0 && errno == EINTR);
-			if (n != (ssize_t) rec)
-			{
-				int			e = n < 0 ? errno : ENOSPC;
-
-				/* a partial record must not stay: the next one goes where it began */
-				if (ftruncate(tail->fd, (off_t) tail->size) != 0)
-					(void) 0;
-				pthread_mutex_lock(&mu);
-				if (!ov_open)
-					report(true, "could not write to the journal in \"%s\": %s", dir_path, strerror(e));
-				pthread_mutex_unlock(&mu);
-				pthread_mutex_unlock(&wmu);
-				return lost(at_us, data);
-			}
-		}
-		pos = tail->base + tail->size;
 	}
-	else
-		pos = write_end;
-	end = pos + rec;
+	if (tail->base + tail->size + rec > meta.reserved)
+	{
+		char		err[256];
 
-	ev = calloc(1, sizeof(JournalRecord));
+		meta.reserved = tail->base + tail->size + rec + RESERVE_AHEAD;
+		if (!meta_write(err, sizeof(err)))
+			return NULL;
+	}
+	return tail;
+}
+
+/*
+ * Called with wmu held: writes the record (h, then data) at the end of tail.
+ * A write that fails part-way leaves a partial record, which is cut off again
+ * so the next record goes where it began.  Should that cut fail too, the
+ * partial record stays past the segment's end: the segment then takes no
+ * more records (the next starts a new segment past every position handed
+ * out, as after a restart), so no record is ever written over what is left
+ * of it, and recovery after a restart cuts it as it does a crash's torn
+ * write.  Both failures are reported.
+ */
+static bool
+write_record(Segment *tail, RecHdr *h, const char *data, size_t len)
+{
+	struct iovec iov[2];
+	ssize_t		n;
+	size_t		rec = HDR_SIZE + len;
+	int			e,
+				cut_errno = 0;
+
+	h->crc = record_crc(h, data, len);
+	iov[0].iov_base = h;
+	iov[0].iov_len = HDR_SIZE;
+	iov[1].iov_base = (void *) data;
+	iov[1].iov_len = len;
+	do
+		n = pwritev(tail->fd, iov, 2, (off_t) tail->size);
+	while (n < 0 && errno == EINTR);
+	if (n == (ssize_t) rec)
+		return true;
+	e = n < 0 ? errno : ENOSPC;
+	if (ftruncate(tail->fd, (off_t) tail->size) != 0)
+	{
+		cut_errno = errno;
+		tail_fresh = true;
+	}
+	pthread_mutex_lock(&mu);
+	if (!ov_open)
+		report(true, "could not write to the journal in \"%s\": %s", dir_path, strerror(e));
+	if (cut_errno)
+	{
+		char		name[32];
+
+		seg_name(name, sizeof(name), tail->base);
+		report(true, "could not cut a partly written record off journal segment %s in \"%s\": %s;"
+			   " the segment takes no more records", name, dir_path, strerror(cut_errno));
+	}
+	pthread_mutex_unlock(&mu);
+	return false;
+}
+
+/*
+ * Called with wmu held: the record [pos, end) is written (or, in memory
+ * only, taken): accounts for it, caches it when the cache has room (taking
+ * data, else freeing it) and wakes the flusher and the main thread.
+ */
+static void
+record_written(JournalSource source, unsigned flags, int64_t at_us, char *data, size_t len,
+			   uint64_t orig_len, Segment *tail, uint64_t pos, uint64_t end)
+{
+	JournalRecord *ev = calloc(1, sizeof(JournalRecord));
+
 	pthread_mutex_lock(&mu);
 	if (tail && on_disk)
-		tail->size += rec;
+		tail->size += end - pos;
 	write_end = end;
-	disk_bytes += on_disk ? rec : 0;
+	disk_bytes += on_disk ? end - pos : 0;
 	end_overflow();
 	/* in memory only, the cache is the journal: it takes everything within the limit */
 	if (ev && (!on_disk || cache_bytes + event_cost(len) <= mem_limit))
@@ -1011,11 +1041,61 @@ journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
 	if (flusher_idle)
 		pthread_cond_signal(&flush_cv);
 	pthread_mutex_unlock(&mu);
-	pthread_mutex_unlock(&wmu);
 	free(ev);
 	free(data);
+}
+
+uint64_t
+journal_submit_owned(JournalSource source, unsigned flags, int64_t at_us,
+					 char *data, size_t len, uint64_t orig_len)
+{
+	RecHdr		h;
+	uint64_t	rec = HDR_SIZE + (uint64_t) len,
+				pos;
+	Segment    *tail;
+	bool		all_stored;
+
+	if (len > MAX_RECORD)
+		return lost(at_us, data);
+	pthread_mutex_lock(&wmu);
+	if (!opened)
+	{
+		pthread_mutex_unlock(&wmu);
+		free(data);
+		return 0;
+	}
+	if (!admit_record(rec, at_us, &tail, &all_stored))
+	{
+		pthread_mutex_unlock(&wmu);
+		free(data);
+		return 0;
+	}
+
+	memset(&h, 0, sizeof(h));
+	h.magic = REC_MAGIC;
+	h.len = (uint32_t) len;
+	h.flags = (uint8_t) flags;
+	h.source = (uint8_t) source;
+	h.orig_len = orig_len;
+	h.at_us = at_us;
+
+	if (on_disk)
+	{
+		tail = segment_for(rec, tail, all_stored);
+		if (!tail || !write_record(tail, &h, data, len))
+		{
+			pthread_mutex_unlock(&wmu);
+			return lost(at_us, data);
+		}
+		pos = tail->base + tail->size;
+	}
+	else
+		pos = write_end;
+
+	record_written(source, flags, at_us, data, len, orig_len, tail, pos, pos + rec);
+	pthread_mutex_unlock(&wmu);
 	wake_main();
-	return end;
+	return pos + rec;
 }
 
 uint64_t

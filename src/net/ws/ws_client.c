@@ -133,6 +133,9 @@ typedef struct Conn
 	bool		next_addr_pending;	/* this address failed at TCP: try the next one */
 	char		tried[600];		/* what the addresses tried before said */
 	WsHttpAnswer *answer;		/* a refused handshake's answer, for the worker */
+	size_t		answer_room;	/* bytes of body it can take */
+	bool		answer_reading; /* read_http_answer_body() is under way */
+	bool		answer_complete;	/* libwebsockets saw the whole body */
 } Conn;
 
 static Conn cur;
@@ -361,23 +364,28 @@ describe_tls(struct lws *wsi, char *why, size_t len)
 }
 
 /*
- * The body of a refused handshake: libwebsockets reads the answer's headers
- * a byte at a time and leaves the rest on the socket (or in OpenSSL's
- * buffer).  A bounded copy, Content-Length or WS_BODY_MAX bytes, waiting at
- * most BODY_WAIT_US for them; the worker parses it.
+ * A refused handshake's answer (a status other than 101), kept for the
+ * worker, which parses its body.  libwebsockets 4.1 reads the answer in
+ * blocks: whatever came with the headers (all of it, from a server that
+ * writes headers and body at once) is in its own buffer once they are
+ * parsed, not on the socket.  So the body is taken through libwebsockets:
+ * lws_http_client_read() in ESTABLISHED_CLIENT_HTTP, which it calls with the
+ * status known before it gives up on the upgrade, hands it over from that
+ * buffer, then from the socket, to RECEIVE_CLIENT_HTTP_READ (without any
+ * chunked framing).  Content-Length or WS_BODY_MAX bytes at most, waiting at
+ * most BODY_WAIT_US for what has not arrived.
  */
+
+/* The answer's headers, and room for its body: cur.answer. */
 static void
-capture_http_answer(struct lws *wsi)
+keep_http_answer(struct lws *wsi)
 {
 	char		clen[24];
 	size_t		want = WS_BODY_MAX;
-	size_t		got = 0;
-	SSL		   *ssl = lws_get_ssl(wsi);
-	int			fd = (int) lws_get_socket_fd(wsi);
-	int64_t		until = now_us() + BODY_WAIT_US;
 	WsHttpAnswer *a;
-	char	   *body;
 
+	if (cur.answer)
+		return;
 	if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
 	{
 		long		n = strtol(clen, NULL, 10);
@@ -392,31 +400,38 @@ capture_http_answer(struct lws *wsi)
 	if (lws_hdr_custom_copy(wsi, a->request_id, sizeof(a->request_id), "x-request-id:", 13) < 0)
 		a->request_id[0] = '\0';
 	cur.answer = a;
-	body = a->body;
-	while (fd >= 0 && got < want)
-	{
-		int			n = ssl ? SSL_read(ssl, body + got, (int) (want - got)) :
-			(int) recv(fd, body + got, want - got, MSG_DONTWAIT);
-		int64_t		left;
-		struct pollfd p = {.fd = fd,.events = POLLIN};
+	cur.answer_room = want;
+}
 
-		if (n > 0)
-		{
-			got += n;
+/* Drains the body into cur.answer: see above. */
+static void
+read_http_answer_body(struct lws *wsi)
+{
+	int			fd = (int) lws_get_socket_fd(wsi);
+	int64_t		until = now_us() + BODY_WAIT_US;
+
+	cur.answer_reading = true;
+	cur.answer_complete = false;
+	while (!cur.answer_complete && cur.answer->body_len < cur.answer_room)
+	{
+		char		buf[LWS_PRE + 2048];
+		char	   *p = buf + LWS_PRE;
+		int			n = (int) (sizeof(buf) - LWS_PRE);
+		size_t		had = cur.answer->body_len;
+		int64_t		left;
+		struct pollfd pfd = {.fd = fd,.events = POLLIN};
+
+		/* below 0: the end of the stream or an error, nothing more to come */
+		if (lws_http_client_read(wsi, &p, &n) < 0)
+			break;
+		if (cur.answer->body_len > had)
 			continue;
-		}
-		if (n == 0)
-			break;
-		if (ssl ? SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ :
-			(errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-			break;
+		/* nothing buffered: wait for the socket */
 		left = until - now_us();
-		if (left <= 0 || poll(&p, 1, (int) (left / 1000) + 1) < 0)
+		if (fd < 0 || left <= 0 || poll(&pfd, 1, (int) (left / 1000) + 1) <= 0)
 			break;
 	}
-	ERR_clear_error();
-	body[got] = '\0';
-	a->body_len = got;
+	cur.answer_reading = false;
 }
 
 /* A close frame's reason, printable ASCII only: it ends up in a log line. */
@@ -545,7 +560,7 @@ attempt_failed(struct lws *wsi, const char *said)
 	else if (status > 0 && status != 101)
 	{
 		cause = WS_CAUSE_HTTP;
-		capture_http_answer(wsi);
+		keep_http_answer(wsi);	/* its body came in ESTABLISHED_CLIENT_HTTP */
 		snprintf(one, sizeof(one), "the WebSocket handshake was answered with HTTP %d", status);
 	}
 	else if (cur.phase == PH_TCP)
@@ -584,6 +599,263 @@ attempt_failed(struct lws *wsi, const char *said)
 	report_closed(cause, status == 101 ? 0 : status, why);
 }
 
+/* ---- libwebsockets callbacks: one function per reason, callback() dispatches ---- */
+
+/* lws loads no system store of its own here: add it, then voipbin.ca_file. */
+static int
+on_load_extra_client_verify_certs(SSL_CTX *ssl_ctx)
+{
+	SSL_CTX_set_default_verify_paths(ssl_ctx);
+	if (cur.target.ca_file &&
+		SSL_CTX_load_verify_locations(ssl_ctx, cur.target.ca_file, NULL) != 1)
+	{
+		unsigned long err = ERR_peek_last_error();
+		const char *said = err ? ERR_reason_error_string(err) : NULL;
+
+		snprintf(cur.reason, sizeof(cur.reason),
+				 "could not load the CA file \"%s\" (voipbin.ca_file)%s%s",
+				 cur.target.ca_file, said ? ": " : "", said ? said : "");
+		ERR_clear_error();
+	}
+	return 0;
+}
+
+/* Seen once connect() has succeeded: TLS (or the request) is next. */
+static int
+on_wsi_create(struct lws *wsi)
+{
+	if (wsi == cur.wsi && cur.phase == PH_TCP)
+		set_phase(cur.target.tls ? PH_TLS : PH_HTTP);
+	return 0;
+}
+
+/* TCP and TLS are done; the upgrade request gets "Authorization: Bearer". */
+static int
+on_append_handshake_header(struct lws *wsi, void *in, size_t len)
+{
+	unsigned char **p = (unsigned char **) in;
+	unsigned char *end;
+	size_t		n;
+	char	   *v;
+	int			rc;
+
+	if (wsi != cur.wsi)
+		return 0;
+	set_phase(PH_HTTP);
+	if (!cur.target.bearer)
+		return 0;
+	end = *p + len;
+	n = strlen(cur.target.bearer) + 8;
+	v = malloc(n);
+	if (!v)
+		return -1;
+	snprintf(v, n, "Bearer %s", cur.target.bearer);
+	rc = lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+									  (unsigned char *) v, (int) strlen(v), p, end);
+	explicit_bzero(v, n);
+	free(v);
+	return rc ? -1 : 0;
+}
+
+/*
+ * The answer to the upgrade request, its headers parsed: a refusal's body is
+ * taken here, before libwebsockets fails the attempt (CONNECTION_ERROR).
+ */
+static int
+on_established_client_http(struct lws *wsi)
+{
+	int			status = lws_http_client_http_response(wsi);
+
+	if (wsi != cur.wsi || cur.established || status <= 0 || status == 101)
+		return 0;
+	keep_http_answer(wsi);
+	if (cur.answer)
+		read_http_answer_body(wsi);
+	return 0;
+}
+
+/* Some of a refusal's body, from lws_http_client_read(). */
+static int
+on_receive_client_http_read(struct lws *wsi, const void *in, size_t len)
+{
+	WsHttpAnswer *a = cur.answer;
+
+	if (wsi != cur.wsi || !cur.answer_reading || !a)
+		return 0;
+	if (len > cur.answer_room - a->body_len)
+		len = cur.answer_room - a->body_len;
+	memcpy(a->body + a->body_len, in, len);
+	a->body_len += len;
+	a->body[a->body_len] = '\0';
+	return 0;
+}
+
+/*
+ * The refusal's body is whole.  Nonzero keeps libwebsockets from readying
+ * the connection for another HTTP transaction (it would reset the headers,
+ * status included): the upgrade fails right after anyway.
+ */
+static int
+on_completed_client_http(struct lws *wsi)
+{
+	if (wsi != cur.wsi || !cur.answer_reading)
+		return 0;
+	cur.answer_complete = true;
+	return -1;
+}
+
+static int
+on_client_established(struct lws *wsi)
+{
+	if (wsi != cur.wsi)
+		return -1;
+	cur.established = true;
+	set_phase(PH_OPEN);
+	cur.last_valid_us = now_us();
+	emit_connected();
+	if (cur.out_head)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* A fragment of a message: reassembled, journaled once whole. */
+static int
+on_client_receive(struct lws *wsi, const void *in, size_t len)
+{
+	if (wsi != cur.wsi)
+		return 0;
+	lws_validity_confirmed(wsi);
+	cur.last_valid_us = now_us();
+	if (lws_is_first_fragment(wsi))
+	{
+		cur.rx_len = 0;
+		cur.rx_total = 0;
+		cur.rx_binary = lws_frame_is_binary(wsi);
+		pthread_mutex_lock(&mu);
+		cur.rx_max = max_frame;
+		pthread_mutex_unlock(&mu);
+	}
+	if (!rx_append(in, len))
+	{
+		snprintf(cur.reason, sizeof(cur.reason),
+				 "out of memory for a %zu-byte message", cur.rx_len + len);
+		return -1;
+	}
+	if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
+		deliver_message();
+	return 0;
+}
+
+static int
+on_client_receive_pong(struct lws *wsi)
+{
+	if (wsi == cur.wsi)
+		cur.last_valid_us = now_us();
+	return 0;
+}
+
+/* Writes the oldest queued text message (a subscribe), asks again for the rest. */
+static int
+on_client_writeable(struct lws *wsi)
+{
+	Cmd		   *c = cur.out_head;
+	int			n;
+
+	if (wsi != cur.wsi || !c)
+		return 0;
+	n = lws_write(wsi, (unsigned char *) c->text + LWS_PRE, c->len, LWS_WRITE_TEXT);
+	cur.out_head = c->next;
+	if (!cur.out_head)
+		cur.out_tail = NULL;
+	free(c->text);
+	free(c);
+	if (n < 0)
+	{
+		snprintf(cur.reason, sizeof(cur.reason), "write failed");
+		return -1;
+	}
+	cur.last_send_us = now_us();
+	if (cur.out_head)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* The server's close frame: its code and reason, for the CLOSED news. */
+static int
+on_peer_initiated_close(struct lws *wsi, const void *in, size_t len)
+{
+	const unsigned char *p = in;
+
+	if (wsi == cur.wsi && len >= 2)
+	{
+		cur.peer_close_code = (p[0] << 8) | p[1];
+		keep_close_text(p + 2, len - 2);
+	}
+	return 0;
+}
+
+static int
+on_client_connection_error(struct lws *wsi, const void *in, size_t len)
+{
+	if (wsi == cur.wsi)
+		attempt_failed(wsi, in && len ? (const char *) in : NULL);
+	return 0;
+}
+
+/* lws 4.1 ends an unanswered upgrade request this way, without CONNECTION_ERROR. */
+static int
+on_closed_client_http(struct lws *wsi)
+{
+	if (wsi == cur.wsi && !cur.established)
+		attempt_failed(wsi, NULL);
+	return 0;
+}
+
+/* Words for an open connection that ended, and its cause. */
+static WsCause
+describe_close(char *why, size_t len)
+{
+	int64_t		now = now_us();
+	int64_t		quiet_us = now - cur.last_valid_us;
+
+	if (cur.reason[0])
+	{
+		snprintf(why, len, "%s", cur.reason);
+		return WS_CAUSE_OTHER;
+	}
+	if (cur.peer_close_code)
+		snprintf(why, len, "the server closed the connection with code %d%s%s%s",
+				 cur.peer_close_code, cur.peer_close_text[0] ? " (\"" : "",
+				 cur.peer_close_text, cur.peer_close_text[0] ? "\")" : "");
+	else if (quiet_us >= (int64_t) cur.target.idle_timeout_s * 1000000 - 500000)
+	{
+		snprintf(why, len,
+				 "no pong and no frame from the server for %d s (voipbin.idle_timeout): the connection is dead",
+				 cur.target.idle_timeout_s);
+		return WS_CAUSE_IDLE;
+	}
+	else if (cur.last_send_us && now - cur.last_send_us < SUBSCRIBE_DROP_US)
+		snprintf(why, len,
+				 "the server closed the connection without a close frame right after subscribing (the sign of a rejected topic)");
+	else
+		snprintf(why, len, "the connection was closed without a close frame");
+	return WS_CAUSE_CLOSED;
+}
+
+static int
+on_client_closed(struct lws *wsi)
+{
+	char		why[300];
+	WsCause		cause;
+
+	if (wsi != cur.wsi)
+		return 0;
+	cause = describe_close(why, sizeof(why));
+	cur.wsi = NULL;
+	report_closed(cause, 0, why);
+	return 0;
+}
+
 static int
 callback(struct lws *wsi, enum lws_callback_reasons reason,
 		 void *user, void *in, size_t len)
@@ -591,172 +863,33 @@ callback(struct lws *wsi, enum lws_callback_reasons reason,
 	switch (reason)
 	{
 		case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_CLIENT_VERIFY_CERTS:
-			/* lws loads no system store of its own here: add it, then ours */
-			SSL_CTX_set_default_verify_paths((SSL_CTX *) user);
-			if (cur.target.ca_file &&
-				SSL_CTX_load_verify_locations((SSL_CTX *) user,
-											  cur.target.ca_file, NULL) != 1)
-			{
-				unsigned long err = ERR_peek_last_error();
-				const char *said = err ? ERR_reason_error_string(err) : NULL;
-
-				snprintf(cur.reason, sizeof(cur.reason),
-						 "could not load the CA file \"%s\" (voipbin.ca_file)%s%s",
-						 cur.target.ca_file, said ? ": " : "", said ? said : "");
-				ERR_clear_error();
-			}
-			return 0;
-
+			return on_load_extra_client_verify_certs((SSL_CTX *) user);
 		case LWS_CALLBACK_WSI_CREATE:
-			/* seen once connect() has succeeded: TLS (or the request) is next */
-			if (wsi == cur.wsi && cur.phase == PH_TCP)
-				set_phase(cur.target.tls ? PH_TLS : PH_HTTP);
-			return 0;
-
+			return on_wsi_create(wsi);
 		case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-			if (wsi == cur.wsi)
-				set_phase(PH_HTTP); /* TCP and TLS are done */
-			if (wsi == cur.wsi && cur.target.bearer)
-			{
-				unsigned char **p = (unsigned char **) in;
-				unsigned char *end = *p + len;
-				size_t		n = strlen(cur.target.bearer) + 8;
-				char	   *v = malloc(n);
-				int			rc;
-
-				if (!v)
-					return -1;
-				snprintf(v, n, "Bearer %s", cur.target.bearer);
-				rc = lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-												  (unsigned char *) v,
-												  (int) strlen(v), p, end);
-				explicit_bzero(v, n);
-				free(v);
-				if (rc)
-					return -1;
-			}
-			return 0;
-
+			return on_append_handshake_header(wsi, in, len);
+		case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
+			return on_established_client_http(wsi);
+		case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
+			return on_receive_client_http_read(wsi, in, len);
+		case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
+			return on_completed_client_http(wsi);
 		case LWS_CALLBACK_CLIENT_ESTABLISHED:
-			if (wsi != cur.wsi)
-				return -1;
-			cur.established = true;
-			set_phase(PH_OPEN);
-			cur.last_valid_us = now_us();
-			emit_connected();
-			if (cur.out_head)
-				lws_callback_on_writable(wsi);
-			return 0;
-
+			return on_client_established(wsi);
 		case LWS_CALLBACK_CLIENT_RECEIVE:
-			if (wsi != cur.wsi)
-				return 0;
-			lws_validity_confirmed(wsi);
-			cur.last_valid_us = now_us();
-			if (lws_is_first_fragment(wsi))
-			{
-				cur.rx_len = 0;
-				cur.rx_total = 0;
-				cur.rx_binary = lws_frame_is_binary(wsi);
-				pthread_mutex_lock(&mu);
-				cur.rx_max = max_frame;
-				pthread_mutex_unlock(&mu);
-			}
-			if (!rx_append(in, len))
-			{
-				snprintf(cur.reason, sizeof(cur.reason),
-						 "out of memory for a %zu-byte message", cur.rx_len + len);
-				return -1;
-			}
-			if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi))
-				deliver_message();
-			return 0;
-
+			return on_client_receive(wsi, in, len);
 		case LWS_CALLBACK_CLIENT_RECEIVE_PONG:
-			if (wsi == cur.wsi)
-				cur.last_valid_us = now_us();
-			return 0;
-
+			return on_client_receive_pong(wsi);
 		case LWS_CALLBACK_CLIENT_WRITEABLE:
-			if (wsi != cur.wsi || !cur.out_head)
-				return 0;
-			{
-				Cmd		   *c = cur.out_head;
-				int			n;
-
-				n = lws_write(wsi, (unsigned char *) c->text + LWS_PRE, c->len,
-							  LWS_WRITE_TEXT);
-				cur.out_head = c->next;
-				if (!cur.out_head)
-					cur.out_tail = NULL;
-				free(c->text);
-				free(c);
-				if (n < 0)
-				{
-					snprintf(cur.reason, sizeof(cur.reason), "write failed");
-					return -1;
-				}
-				cur.last_send_us = now_us();
-				if (cur.out_head)
-					lws_callback_on_writable(wsi);
-			}
-			return 0;
-
+			return on_client_writeable(wsi);
 		case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-			if (wsi == cur.wsi && len >= 2)
-			{
-				cur.peer_close_code = (((unsigned char *) in)[0] << 8) |
-					((unsigned char *) in)[1];
-				keep_close_text((unsigned char *) in + 2, len - 2);
-			}
-			return 0;
-
+			return on_peer_initiated_close(wsi, in, len);
 		case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-			if (wsi == cur.wsi)
-				attempt_failed(wsi, in && len ? (const char *) in : NULL);
-			return 0;
-
+			return on_client_connection_error(wsi, in, len);
 		case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
-			/* lws 4.1 ends an unanswered upgrade request this way, without CONNECTION_ERROR */
-			if (wsi == cur.wsi && !cur.established)
-				attempt_failed(wsi, NULL);
-			return 0;
-
+			return on_closed_client_http(wsi);
 		case LWS_CALLBACK_CLIENT_CLOSED:
-			if (wsi == cur.wsi)
-			{
-				char		why[300];
-				WsCause		cause = WS_CAUSE_CLOSED;
-				int64_t		now = now_us();
-				int64_t		quiet_us = now - cur.last_valid_us;
-
-				if (cur.reason[0])
-				{
-					cause = WS_CAUSE_OTHER;
-					snprintf(why, sizeof(why), "%s", cur.reason);
-				}
-				else if (cur.peer_close_code)
-					snprintf(why, sizeof(why),
-							 "the server closed the connection with code %d%s%s%s",
-							 cur.peer_close_code, cur.peer_close_text[0] ? " (\"" : "",
-							 cur.peer_close_text, cur.peer_close_text[0] ? "\")" : "");
-				else if (quiet_us >= (int64_t) cur.target.idle_timeout_s * 1000000 - 500000)
-				{
-					cause = WS_CAUSE_IDLE;
-					snprintf(why, sizeof(why),
-							 "no pong and no frame from the server for %d s (voipbin.idle_timeout): the connection is dead",
-							 cur.target.idle_timeout_s);
-				}
-				else if (cur.last_send_us && now - cur.last_send_us < SUBSCRIBE_DROP_US)
-					snprintf(why, sizeof(why),
-							 "the server closed the connection without a close frame right after subscribing (the sign of a rejected topic)");
-				else
-					snprintf(why, sizeof(why), "the connection was closed without a close frame");
-				cur.wsi = NULL;
-				report_closed(cause, 0, why);
-			}
-			return 0;
-
+			return on_client_closed(wsi);
 		default:
 			return 0;
 	}
