@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A fake VoIPBIN API server for the extension's tests.
 
-It imitates what docs/voipbin-protocol.md (read from VoIPBIN's server code)
+It imitates what docs/voipbin.md (read from VoIPBIN's server code)
 says the real api-manager does, including the unfriendly parts a client has to
 survive: an invalid topic drops the TCP connection without a close frame,
 only a Pong extends the 60 s read deadline, there are no acks, 2/3-part
@@ -35,7 +35,7 @@ Control API (JSON in, JSON out; POST unless noted):
                    (a publish with "store": true also leaves its object here)
   /control/spend   {"n"}: the customer's own users spend the rate limiter's tokens
 
-REST reads of §10 (gap repair), with their quirks: GET /calls (newest-created
+REST reads of gap repair (docs/voipbin.md, "The REST reads gap repair uses"), with their quirks: GET /calls (newest-created
 first, a token on every non-empty page, only an empty page ends), /calls/{id}
 (404 unknown, 409 deleted, 403 another customer's), /transcribes?reference_type=
 &reference_id=, /transcripts?transcribe_id= (the newest 100; page_token ignored,
@@ -101,7 +101,7 @@ OMITEMPTY = PUT_FIELDS + ("webhook_secret",)
 
 JSON_CT = "application/json; charset=utf-8"
 
-# §10: the resources the REST reads of gap repair return, by event prefix.
+# The resources the REST reads of gap repair return, by event prefix.
 REST_KINDS = ("calls", "transcribes", "transcripts", "recordings")
 RESOURCE_KINDS = {"call": "calls", "transcribe": "transcribes", "transcript": "transcripts",
                   "recording": "recordings"}
@@ -153,7 +153,7 @@ DEFAULT_CONFIG = {
     "rest_body": None,          # REST answers 200 with this raw body
     "rest_content_type": JSON_CT,
     "rate_limit": None,         # {"rate": 17, "burst": 33, "others"?, "tokens"?}: the per-customer
-                                # limiter (§10.5); others: req/s the customer's own users take;
+                                # limiter (docs/voipbin.md, "Rate limit"); others: req/s the customer's own users take;
                                 # tokens: what is left in the bucket now
     "ping_interval": 10.0,      # set from the CLI; apply to new connections
     "pong_timeout": 60.0,
@@ -327,7 +327,7 @@ class Fake:
         self.puts = []
         self.rest_requests = []
         self.published = 0
-        # §10: what the REST reads return, by kind and id; deleted ids; per-call timelines
+        # What the REST reads return, by kind and id; deleted ids; per-call timelines
         self.objects = {k: {} for k in REST_KINDS}
         self.deleted = {k: set() for k in REST_KINDS}
         self.timelines = {}
@@ -822,7 +822,7 @@ class Fake:
             log("%s %s -> %d" % (request.method, request.path, resp.status))
         return resp
 
-    # ------------------------------------------------------------ REST reads (§10)
+    # ------------------------------------------------------------ REST reads (gap repair)
 
     def store_object(self, event_type, data):
         """What a published event leaves behind for the REST reads: the resource's
@@ -840,7 +840,7 @@ class Fake:
                 self.deleted["calls"].add(oid)
 
     def rate_limited(self):
-        """The per-customer GCRA of §10.5 as a token bucket; None, or the Retry-After."""
+        """The per-customer GCRA (docs/voipbin.md, "Rate limit") as a token bucket; None, or the Retry-After."""
         lim = self.config["rate_limit"]
         if not lim:
             return None
@@ -870,7 +870,7 @@ class Fake:
 
     def list_page(self, request, items):
         """tm_create < page_token (now when empty), newest first; every non-empty
-        page has a token, only an empty page ends the walk (§10.1)."""
+        page has a token, only an empty page ends the walk."""
         size = self.page_size(request, 100)
         if size is None:
             return self.error_response(request, 400, "INVALID_REQUEST_PARAMETER")
@@ -887,7 +887,7 @@ class Fake:
         return str(obj.get("customer_id", "")).lower() == self.customer_id
 
     def call_or_error(self, request, raw_id):
-        """callGet's order: 400 bad id, 404 unknown, 409 deleted, then 403 (§10.2)."""
+        """callGet's order: 400 bad id, 404 unknown, 409 deleted, then 403."""
         uid = go_uuid(raw_id)
         if uid is None or uid.int == 0:
             return None, self.error_response(request, 400, "INVALID_ID")
@@ -931,7 +931,7 @@ class Fake:
 
     async def get_transcripts(self, request):
         """The newest 100, whatever page_size and page_token say, and still a
-        token that brings the same page back (§10.3)."""
+        token that brings the same page back."""
         _, resp = await self.rest_gate(request)
         if resp is not None:
             return resp
@@ -967,7 +967,7 @@ class Fake:
         return self.json(obj)
 
     async def get_timeline(self, request):
-        """Newest first; the token is omitted on the last page (look-ahead), unlike §10.1."""
+        """Newest first; the token is omitted on the last page (look-ahead), unlike GET /calls."""
         _, resp = await self.rest_gate(request)
         if resp is not None:
             return resp

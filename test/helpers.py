@@ -131,7 +131,7 @@ def try_query(f):
 
 CREDENTIALS = (ACCESSKEY, JWT)
 # Postgres's own line on a reload of voipbin.token, which no extension can
-# prevent (SPEC.md: rotate credentials through voipbin.token_file instead).
+# prevent (docs/settings.md: rotate credentials through voipbin.token_file instead).
 TOKEN_CHANGED = 'parameter "voipbin.token" changed to'
 
 

@@ -1,4 +1,4 @@
-"""Every failed connection attempt of the worker names its cause (issue 15).
+"""Every failed connection attempt of the worker names its cause.
 
 For each way an attempt fails — the host name, the TCP connection, the
 certificate, the handshake's HTTP answer, a close by the server, a frozen

@@ -1,7 +1,7 @@
 """Self-tests of the fake VoIPBIN server (test/fake_voipbin.py).
 
 They pin down the behaviours of the real server the extension has to cope
-with (docs/voipbin-protocol.md), so that the integration tests that use the
+with (docs/voipbin.md), so that the integration tests that use the
 fake test the extension against the right thing.
 
 Run: cd /work/main && /usr/bin/python3 -m pytest -q test/test_fake_server.py

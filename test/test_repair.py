@@ -1,5 +1,5 @@
 """Gap repair: every outage is recorded in voipbin_gaps, and what VoIPBIN sent
-meanwhile comes back over REST (docs/voipbin-protocol.md §10)."""
+meanwhile comes back over REST (docs/voipbin.md, "The REST reads gap repair uses")."""
 import os
 import time
 import uuid
@@ -363,7 +363,7 @@ def test_a_worker_with_no_predecessor_records_no_gap(fake, secret_dir):
         c.destroy()
 
 
-# ---- the fake's §10 reads, as VoIPBIN's server code has them ---------------------
+# ---- the fake's REST reads, as VoIPBIN's server code has them ---------------------
 
 def rest_get(fake, path, **query):
     import json

@@ -1,6 +1,6 @@
 """Streaming events out: voipbin_events as the source of PostgreSQL's logical
 replication, to a second cluster that has no extension, while the worker
-ingests and retention removes old rows on the publisher (README, "Streaming
+ingests and retention removes old rows on the publisher (docs/operations.md, "Streaming
 events out")."""
 import pytest
 
@@ -9,7 +9,7 @@ from pgcluster import Cluster, wait_until
 
 COLUMNS = "id, received_at, source, event_type, resource, resource_id::text, customer_id::text, data::text"
 
-# What the README tells a user to create on the other server: the columns, and
+# What docs/operations.md tells a user to create on the other server: the columns, and
 # a primary key on id (the publisher's replica identity includes id, so the
 # subscriber can apply an UPDATE or DELETE).
 SUBSCRIBER_DDL = """
@@ -24,7 +24,7 @@ CREATE TABLE voipbin_events (
     data        jsonb NOT NULL
 )"""
 
-# the README's two publications: everything (a mirror), and everything but deletes (history)
+# docs/operations.md's two publications: everything (a mirror), and everything but deletes (history)
 PUBLICATIONS = {
     "mirror": "CREATE PUBLICATION voipbin_out FOR TABLE voipbin_events"
               " WITH (publish_via_partition_root = true)",

@@ -2,7 +2,7 @@
 
 The one exception is Postgres's own "parameter "voipbin.token" changed to …"
 line, which a reload of voipbin.token writes and no extension can prevent
-(SPEC.md: rotate credentials through voipbin.token_file instead).
+(docs/settings.md: rotate credentials through voipbin.token_file instead).
 
 This test reads every cluster's log as it is when the test runs (the
 session's cluster and any other made so far, destroyed ones included);

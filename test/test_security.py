@@ -1,4 +1,4 @@
-"""Security (issue 11): hostile settings never crash anything, LISTEN leaks no data
+"""Security: hostile settings never crash anything, LISTEN leaks no data
 with notify_payload = 'id', the credential reads back only as a mask, http:// is
 refused off this machine, the access key is percent-encoded, last_error is for
 pg_monitor, and the worker runs as a non-superuser role with docs/security.md's grants."""

@@ -628,7 +628,7 @@ def test_comparison_sees_a_missing_change(plain):
 
 
 def test_no_downgrade(plain):
-    """README: downgrading is not supported; PostgreSQL says so."""
+    """docs/operations.md: downgrading is not supported; PostgreSQL says so."""
     plain.execute("CREATE DATABASE down", dbname="postgres")
     plain.execute("CREATE EXTENSION voipbin", dbname="down")
     with pytest.raises(psycopg2.Error) as e:

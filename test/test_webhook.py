@@ -804,7 +804,7 @@ def test_standby_does_not_listen_until_promoted(hook, vb, fake):
 
 
 # ---------------------------------------------------------------------------
-# The README's nginx snippet, run: a real nginx in front of the receiver
+# docs/webhooks.md's nginx snippet, run: a real nginx in front of the receiver
 # ---------------------------------------------------------------------------
 
 NGINX = "/usr/sbin/nginx"
@@ -823,10 +823,10 @@ def readme_nginx_snippet():
 
 
 def _templated(snippet, replacements):
-    """The snippet with each (old, new) replaced exactly once: a README that
+    """The snippet with each (old, new) replaced exactly once: a page that
     no longer has one of them fails here rather than testing something else."""
     for old, new in replacements:
-        assert snippet.count(old) == 1, "README's nginx snippet has %d x %r" % (snippet.count(old), old)
+        assert snippet.count(old) == 1, "docs/webhooks.md's nginx snippet has %d x %r" % (snippet.count(old), old)
         snippet = snippet.replace(old, new)
     return snippet
 
@@ -841,7 +841,7 @@ def _as_postgres():
 @pytest.fixture
 def nginx(hook, certs):
     """nginx, as the postgres OS user (not root), on a free loopback port,
-    running the README's snippet with this test's receiver port and
+    running docs/webhooks.md's snippet with this test's receiver port and
     certificate; stopped by its PID."""
     if not os.access(NGINX, os.X_OK):
         pytest.skip("nginx is not installed (test/install-deps.sh installs nginx-light)")
@@ -903,7 +903,7 @@ def nginx(hook, certs):
 
 
 def test_readme_nginx_snippet_delivers(nginx, hook, vb, fake):
-    """VoIPBIN's signed webhook over https through the README's nginx
+    """VoIPBIN's signed webhook over https through docs/webhooks.md's nginx
     configuration, as written there, into voipbin_events."""
     assert pwd.getpwuid(os.stat("/proc/%d" % nginx.nginx_pid).st_uid).pw_name == "postgres"
     data = call(fake, "ringing")

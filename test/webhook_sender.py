@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""VoIPBIN's webhook sender, as docs/voipbin-protocol.md §5 reads it from
+"""VoIPBIN's webhook sender, as docs/voipbin.md ("Webhooks and their signature") reads it from
 bin-webhook-manager: the body is the compact JSON envelope
 {"type":"<event>","data":{...}}, the same bytes whatever the method, with
 Content-Type: application/json, the Go client's User-Agent and
