@@ -1,9 +1,9 @@
 # voipbin — PGXS build.  `make && make install`, then see README.md.
 EXTENSION = voipbin
 MODULE_big = voipbin
-EXTVERSION = 1.1
-# 1.0 is released and frozen; a fresh install runs it, then the upgrade scripts.
-DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql
+EXTVERSION = 1.2
+# 1.0 and 1.1 are released and frozen; a fresh install runs 1.0, then the update scripts.
+DATA = voipbin--1.0.sql voipbin--1.0--1.1.sql voipbin--1.1--1.2.sql
 
 # src/net/: code that runs off the worker's main thread.  It is compiled
 # without PostgreSQL's include path, so a PostgreSQL header there fails the build.

@@ -79,7 +79,7 @@ def test_versions_agree(meta):
 def test_prereqs_postgresql_15(meta):
     for phase in ("configure", "runtime"):
         assert meta["prereqs"][phase]["requires"]["PostgreSQL"] == "15.0.0"
-    assert read("debian/pgversions").split() == ["15+"]
+    assert read("debian/pgversions").split() == ["15", "17", "18"]
 
 
 def test_license_file(meta):

@@ -27,7 +27,9 @@ from pgcluster import PG_BIN, Cluster, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE_1_0 = "926977db66167d14bd7a10f9a902a3ef5e6762ce"   # voipbin 1.0 as released
+RELEASE_1_1 = "a05a2130d1a65000f73587a87eb9a525a1a054c1"   # voipbin 1.1 as released
 PG_CONFIG = os.path.join(PG_BIN, "pg_config")
+CURRENT = "1.2"   # voipbin.control's default_version
 
 
 def _git(*args):
@@ -268,7 +270,7 @@ def assert_same_objects(cluster, upgraded_db, fresh_db):
     assert up["members"], "no extension members found in %s" % upgraded_db
     diff = catalog_differences(up, fresh)
     assert not diff, ("ALTER EXTENSION voipbin UPDATE does not give the objects of a fresh "
-                      "CREATE EXTENSION (a change missing from voipbin--1.0--1.1.sql?):\n"
+                      "CREATE EXTENSION (a change missing from an update script?):\n"
                       + "\n".join(diff))
 
 
@@ -356,7 +358,19 @@ def test_released_script_is_frozen():
     assert released.returncode == 0, released.stderr
     with open(os.path.join(REPO, "voipbin--1.0.sql"), "rb") as f:
         assert f.read() == released.stdout, \
-            "voipbin--1.0.sql differs from release 1.0: put the change in voipbin--1.0--1.1.sql"
+            "voipbin--1.0.sql differs from release 1.0: put the change in voipbin--1.1--1.2.sql"
+
+
+def test_released_update_script_is_frozen():
+    """voipbin--1.0--1.1.sql is what 1.1 users ran: it never changes either."""
+    _need_history()
+    if _git("cat-file", "-e", RELEASE_1_1 + "^{commit}").returncode != 0:
+        pytest.skip("needs the git history with release 1.1 (%s)" % RELEASE_1_1[:7])
+    released = _git("show", RELEASE_1_1 + ":voipbin--1.0--1.1.sql")
+    assert released.returncode == 0, released.stderr
+    with open(os.path.join(REPO, "voipbin--1.0--1.1.sql"), "rb") as f:
+        assert f.read() == released.stdout, \
+            "voipbin--1.0--1.1.sql differs from release 1.1: put the change in voipbin--1.1--1.2.sql"
 
 
 def worker_cpu_seconds(c, db, over):
@@ -429,7 +443,7 @@ def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
         # the update: every row kept, nothing lost, storing goes on
         c.execute("ALTER EXTENSION voipbin UPDATE", dbname=db)
         assert c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'voipbin'",
-                           dbname=db) == ("1.1",)
+                           dbname=db) == (CURRENT,)
         wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
                    what="every event sent while at 1.0 stored after the update")
         assert kept_rows(c, db, max_id) == before, "rows changed by the update"
@@ -591,18 +605,25 @@ def plain():
     c.destroy()
 
 
-def test_update_gives_the_objects_of_a_fresh_install(plain):
-    """CREATE EXTENSION VERSION '1.0' + UPDATE == CREATE EXTENSION, object by
-    object (needs no git history: the guard runs on a release tarball too)."""
-    for db in ("up", "fresh"):
+@pytest.mark.parametrize("start", ["1.0", "1.1"])
+def test_update_gives_the_objects_of_a_fresh_install(plain, start):
+    """CREATE EXTENSION VERSION '1.0' (or '1.1') + UPDATE == CREATE EXTENSION,
+    object by object (needs no git history: the guard runs on a release
+    tarball too)."""
+    up, fresh = "up_" + start.replace(".", "_"), "fresh_" + start.replace(".", "_")
+    for db in (up, fresh):
         plain.execute("CREATE DATABASE %s" % db, dbname="postgres")
-    plain.execute("CREATE EXTENSION voipbin VERSION '1.0'", dbname="up")
+    plain.execute("CREATE EXTENSION voipbin VERSION '%s'" % start, dbname=up)
     paths = plain.query("SELECT source, target, path FROM pg_extension_update_paths('voipbin')"
-                        " WHERE path IS NOT NULL", dbname="up")
+                        " WHERE path IS NOT NULL", dbname=up)
     assert ("1.0", "1.1", "1.0--1.1") in paths
-    plain.execute("ALTER EXTENSION voipbin UPDATE", dbname="up")
-    plain.execute("CREATE EXTENSION voipbin", dbname="fresh")
-    assert_same_objects(plain, "up", "fresh")
+    assert ("1.1", "1.2", "1.1--1.2") in paths
+    assert ("1.0", "1.2", "1.0--1.1--1.2") in paths
+    plain.execute("ALTER EXTENSION voipbin UPDATE", dbname=up)
+    assert plain.query_one("SELECT extversion FROM pg_extension WHERE extname = 'voipbin'",
+                           dbname=up) == (CURRENT,)
+    plain.execute("CREATE EXTENSION voipbin", dbname=fresh)
+    assert_same_objects(plain, up, fresh)
 
 
 def test_comparison_sees_a_missing_change(plain):
