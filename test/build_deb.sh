@@ -25,8 +25,9 @@ done | xargs -0 cp --parents -t "$src"
 (cd "$src" && pg_buildext updatecontrol >/dev/null)
 as=()
 if [ "$(id -u)" = 0 ]; then
-    chown -R postgres: "$work"
-    as=(runuser -u postgres --)
+    # as the postgres OS user, or the one DEB_USER names (any user must be able to build it)
+    chown -R "${DEB_USER:-postgres}": "$work"
+    as=(runuser -u "${DEB_USER:-postgres}" --)
 fi
 echo "== dpkg-buildpackage -b -us -uc ($version)"
 if ! (cd "$src" && "${as[@]}" dpkg-buildpackage -b -us -uc >"$work/build.log" 2>&1); then

@@ -2,7 +2,9 @@
 server, the events a test publishes, and small queries.  Test modules import
 from here (and from pgcluster, fakeserver_fixture, journal_files), never from
 one another; conftest.py holds only fixtures and session hooks."""
+import errno
 import os
+import random
 import shutil
 import socket
 import uuid
@@ -47,11 +49,29 @@ def point_at(cluster, fake, secret_dir, credential=None, ca_file=None):
                      voipbin__token_file=write_token_file(secret_dir, credential or fake.accesskey))
 
 
+def _bind_udp_53(preferred):
+    """A UDP socket on port 53 of `preferred`, or of another loopback address
+    when that one is taken (another PostgreSQL major's suite may run side by
+    side, in the same network namespace); returns it and its address."""
+    rng = random.Random()
+    candidates = [preferred] + ["127.83.%d.%d" % (rng.randint(1, 254), rng.randint(1, 254))
+                                for _ in range(50)]
+    for addr in candidates:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((addr, 53))
+            return s, addr
+        except OSError as e:
+            s.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise AssertionError("no free loopback address for a resolver on port 53")
+
+
 def cluster_with_a_silent_resolver(secret_dir, nameserver):
     """A cluster started with a resolv.conf of its own naming `nameserver`, a
     UDP socket bound here that never answers; returns it and that socket."""
-    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    dns.bind((nameserver, 53))
+    dns, nameserver = _bind_udp_53(nameserver)
     c = Cluster(dict(FAST, **{
         "voipbin.api_url": "'https://voipbin-dns-test.example/v1.0'",
         "voipbin.token_file": "'%s'" % write_token_file(secret_dir, "vb_DnsTestKey0123456789"),

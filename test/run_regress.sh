@@ -3,7 +3,9 @@
 # instance with the library preloaded (see the Makefile).  initdb refuses
 # root, so as root the test files are copied to a directory the postgres OS
 # user owns (the checkout may sit where that user cannot write) and the
-# target runs there as postgres.  Uses the pg_config first on PATH.
+# target runs there as postgres, or as the OS user REGRESS_USER names (the
+# suite must pass for any user: test/run runs it as one of its own too).
+# Uses the pg_config first on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -16,9 +18,10 @@ cp test/regress.conf "$work/test/"
 for d in sql expected input output data; do
     [ -d "$d" ] && cp -r "$d" "$work/"
 done
-chown -R postgres: "$work"
+user=${REGRESS_USER:-postgres}
+chown -R "$user": "$work"
 status=0
-runuser -u postgres -- env PATH="$PATH" make -s -C "$work" installcheck || status=$?
+runuser -u "$user" -- env PATH="$PATH" make -s -C "$work" installcheck || status=$?
 if [ $status -ne 0 ] && [ -f "$work/regression.diffs" ]; then
     cat "$work/regression.diffs"
     cp "$work/regression.diffs" . 2>/dev/null || true
