@@ -25,12 +25,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include <curl/curl.h>
-
 #include "worker/webhook_ctl.h"
 #include "base/endpoint.h"
 #include "base/settings.h"
 #include "base/status.h"
+#include "net/http/http_client.h"
 #include "net/webhook/secret_fetch.h"
 #include "net/webhook/webhook_receiver.h"
 
@@ -236,7 +235,7 @@ webhook_worker_start(void)
 	memset(&wh, 0, sizeof(wh));
 	strlcpy(wh.listen_state, "off", sizeof(wh.listen_state));
 	/* from this thread, before any other thread could use libcurl */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	if (!http_init())
 		ereport(FATAL, (errmsg("voipbin: could not initialise libcurl")));
 	wh.wake_fd = webhook_receiver_init(errbuf, sizeof(errbuf));
 	if (wh.wake_fd < 0)
