@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "worker/webhook_ctl.h"
+#include "base/backoff.h"
 #include "base/endpoint.h"
 #include "base/settings.h"
 #include "base/status.h"
@@ -34,6 +35,7 @@
 #include "net/webhook/webhook_receiver.h"
 
 /* While no secret is known, retry a failed fetch after 1 s, 2 s, … up to a minute. */
+#define FETCH_RETRY_MIN_MS 1000
 #define FETCH_RETRY_MAX_MS 60000
 
 typedef struct WebhookWorker
@@ -350,9 +352,8 @@ take_fetch_result(TimestampTz now)
 	snprintf(wh.note, sizeof(wh.note), "no secret yet: %s", redact_secret(why, wh.cred));
 	ereport(LOG, (errmsg("voipbin: webhook receiver answers 503 until it has a secret: %s",
 						 redact_secret(why, wh.cred))));
-	wh.fetch_due = TimestampTzPlusMilliseconds(now,
-											   Min(FETCH_RETRY_MAX_MS,
-												   1000L << Min(wh.fetch_failures - 1, 6)));
+	wh.fetch_due = TimestampTzPlusMilliseconds(now, backoff_delay_ms(FETCH_RETRY_MIN_MS, FETCH_RETRY_MAX_MS,
+																	 wh.fetch_failures, 0));
 }
 
 static void

@@ -11,13 +11,11 @@
 #include "voipbin.h"
 
 #include <malloc.h>
-#include <math.h>
 
 #include "pgtime.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -32,6 +30,7 @@
 #include "utils/wait_event.h"
 
 #include "worker/worker.h"
+#include "base/backoff.h"
 #include "base/db.h"
 #include "base/endpoint.h"
 #include "base/guard.h"
@@ -323,19 +322,6 @@ start_connection(void)
 	set_state(VB_STATE_CONNECTING, NULL);
 }
 
-/* Exponential backoff with jitter, between the two settings. */
-static int
-backoff_ms(void)
-{
-	double		base = voipbin_reconnect_min_delay_ms * pow(2.0, Min(w.failures - 1, 30));
-	double		delay;
-
-	base = Min(base, (double) voipbin_reconnect_max_delay_ms);
-	delay = base + base * 0.5 * pg_prng_double(&pg_global_prng_state);
-	delay = Min(delay, (double) voipbin_reconnect_max_delay_ms);
-	return (int) Max(delay, (double) voipbin_reconnect_min_delay_ms);
-}
-
 /* "10:02": when a run of failures began, in the log's time zone. */
 static char *
 clock_time(TimestampTz t)
@@ -491,7 +477,9 @@ connection_failed(const WsNews *ev, const char *why)
 	}
 	else
 	{
-		delay = backoff_ms();
+		/* doubling from the first setting to the second, plus up to half again */
+		delay = (int) backoff_delay_ms(voipbin_reconnect_min_delay_ms,
+									   voipbin_reconnect_max_delay_ms, w.failures, 0.5);
 		if (retry_after >= 0)
 		{
 			/* VoIPBIN said when: not sooner than that */
