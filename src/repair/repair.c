@@ -38,6 +38,7 @@
 #include "base/endpoint.h"
 #include "base/settings.h"
 #include "base/status.h"
+#include "net/http/http_client.h"
 #include "net/journal/journal.h"
 #include "repair/repair_http.h"
 #include "repair/repair_job.h"
@@ -178,10 +179,10 @@ begin_attempt(void)
 		!rh_configure(voipbin_api_url, cred, kind, voipbin_ca_file, &error))
 	{
 		repair_job.fatal = MemoryContextStrdup(attempt_cxt, error);
-		explicit_bzero(cred, strlen(cred));
+		http_wipe(cred);
 		return;
 	}
-	explicit_bzero(cred, strlen(cred));
+	http_wipe(cred);
 	ereport(LOG,
 			(errmsg("voipbin: repairing gap %lld (attempt %d): reading VoIPBIN's calls since %s, and %d call(s) not settled",
 					(long long) newest_gap(), repair_job.attempt, timestamptz_to_str(repair_job.since),

@@ -93,7 +93,7 @@ forget_credential(void)
 {
 	if (wh.cred)
 	{
-		explicit_bzero(wh.cred, strlen(wh.cred));
+		http_wipe(wh.cred);
 		pfree(wh.cred);
 	}
 	wh.cred = NULL;
@@ -183,7 +183,7 @@ configure_secret(void)
 		strcmp(voipbin_ca_file ? voipbin_ca_file : "", wh.ca_file ? wh.ca_file : "") != 0;
 	if (!changed)
 	{
-		explicit_bzero(cred, strlen(cred));
+		http_wipe(cred);
 		return;
 	}
 	if (wh.from_setting)
@@ -212,7 +212,7 @@ configure_secret(void)
 	}
 	wh.cred = MemoryContextStrdup(TopMemoryContext, cred);
 	wh.cred_kind = kind;
-	explicit_bzero(cred, strlen(cred));
+	http_wipe(cred);
 	/* a new credential may be another customer's: ask now, keep the old key meanwhile */
 	wh.fetch_due = GetCurrentTimestamp();
 	if (!wh.known)
@@ -296,7 +296,7 @@ secret_from_answer(const SecretFetchResult *r, const char **why)
 		else
 			secret = pnstrdup(v.val.string.val, v.val.string.len);
 		if (text != r->body)
-			explicit_bzero(text, strlen(text));
+			http_wipe(text);
 	}
 	PG_CATCH();
 	{
@@ -321,14 +321,14 @@ take_fetch_result(TimestampTz now)
 	secret_fetch_free(&r);
 	if (secret && strlen(secret) >= WEBHOOK_SECRET_MAX)
 	{
-		explicit_bzero(secret, strlen(secret));
+		http_wipe(secret);
 		secret = NULL;
 		why = "the customer's webhook_secret is too long";
 	}
 	if (secret)
 	{
 		webhook_receiver_set_secret(secret, strlen(secret));
-		explicit_bzero(secret, strlen(secret));
+		http_wipe(secret);
 		if (!wh.known)
 			ereport(LOG, (errmsg("voipbin: webhook receiver has the customer's webhook_secret")));
 		wh.known = true;

@@ -45,6 +45,7 @@
 #include "maintenance/partitions.h"
 #include "maintenance/prune.h"
 #include "net/journal/journal.h"
+#include "net/http/http_client.h"
 #include "net/journal/record.h"
 #include "net/ws/ws_client.h"
 #include "repair/gaps.h"
@@ -231,7 +232,7 @@ load_config(void)
 		pfree(ep.base_path);
 	if (error && cred)
 	{
-		explicit_bzero(cred, strlen(cred));
+		http_wipe(cred);
 		pfree(cred);
 		cred = NULL;
 		kind = CRED_NONE;
@@ -243,7 +244,7 @@ load_config(void)
 		str_changed(error, w.config_error);
 	if (w.cred)
 	{
-		explicit_bzero(w.cred, strlen(w.cred));
+		http_wipe(w.cred);
 		pfree(w.cred);
 	}
 	if (w.api_url)
@@ -297,7 +298,7 @@ start_connection(void)
 		char	   *key = rest_query_escape(w.cred);
 
 		path = psprintf("%s/ws?accesskey=%s", ep.base_path, key);
-		explicit_bzero(key, strlen(key));
+		http_wipe(key);
 		pfree(key);
 	}
 	else
@@ -315,7 +316,7 @@ start_connection(void)
 
 	subs_reset();
 	w.conn = ws_connect(&t);
-	explicit_bzero(path, strlen(path));
+	http_wipe(path);
 	w.connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANDSHAKE_GIVE_UP_MS);
 	elog(DEBUG1, "voipbin: connecting to %s://%s:%d%s/ws",
 		 ep.tls ? "wss" : "ws", ep.host, ep.port, ep.base_path);
