@@ -11,11 +11,12 @@ NET_OBJS = src/net/journal/journal.o src/net/journal/spool_1_0.o \
            src/net/ws/ws_client.o \
            src/net/webhook/webhook_receiver.o src/net/webhook/http_gate.o \
            src/net/webhook/request_line.o src/net/webhook/webhook_request.o \
-           src/net/webhook/secret_fetch.o
+           src/net/webhook/secret_fetch.o \
+           src/net/http/http_client.o
 # One line per folder, lowest first: a file uses only its own folder and the
 # folders on the lines above its own (test_layout.py checks it).
 BASE_OBJS = src/base/settings.o src/base/status.o src/base/db.o src/base/time.o src/base/guard.o \
-            src/base/endpoint.o src/base/rest.o src/base/fault.o
+            src/base/endpoint.o src/base/rest.o src/base/fault.o src/base/backoff.o
 INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
               src/ingest/store.o src/ingest/store_retry.o src/ingest/position.o \
               src/ingest/boundaries.o src/ingest/before_triggers.o src/ingest/spool_import.o
@@ -62,7 +63,7 @@ endif
 # pg_buildext (debian/) builds in build-<version>/ with VPATH: the object
 # directories must exist there.
 ifneq ($(srcdir),.)
-$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/worker src/sql src/net/journal src/net/ws src/net/webhook)
+$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/worker src/sql src/net/journal src/net/ws src/net/webhook src/net/http)
 endif
 
 NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)

@@ -170,7 +170,8 @@ def test_headers_declare_their_own_file_s_functions():
 
 
 @pytest.mark.parametrize("prefix", ["store_", "repair_", "gaps_", "partitions_", "position_",
-                                    "subs_", "journal_", "ws_", "webhook_", "db_", "time_"])
+                                    "subs_", "journal_", "ws_", "webhook_", "db_", "time_",
+                                    "http_", "backoff_"])
 def test_a_function_s_prefix_names_its_file(prefix):
     """store_* lives in ingest/store*.c, db_* in base/db.c ...: a name says where to look."""
     bad = []

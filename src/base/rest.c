@@ -4,9 +4,10 @@
  * A call runs in the backend that made the SQL call.  The transfer is driven
  * by curl's multi interface in slices of REST_SLICE_MS with
  * CHECK_FOR_INTERRUPTS() between them, so a statement cancel or
- * statement_timeout ends it within one slice.  libcurl's callbacks only copy
- * bytes into a buffer allocated beforehand (or, for TLS, call OpenSSL):
- * elog and palloc may longjmp, and must never do so from inside libcurl.
+ * statement_timeout ends it within one slice.  The handle is set up by
+ * net/http/http_client.c, whose callbacks only copy bytes with malloc (or,
+ * for TLS, call OpenSSL): elog and palloc may longjmp, and must never do so
+ * from inside libcurl.
  *
  * Everything said about a call (messages, details, hints) is passed through
  * redact_secret(), and names the URL without its query string, which is where
@@ -18,8 +19,6 @@
 #include <signal.h>
 
 #include <curl/curl.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "common/jsonapi.h"
 #include "fmgr.h"
@@ -34,32 +33,23 @@
 #include "base/rest.h"
 #include "base/endpoint.h"
 #include "base/settings.h"
-
-#if LIBCURL_VERSION_NUM < 0x075400
-#error "voipbin needs libcurl 7.84 or later (curl_easy_header)"
-#endif
+#include "net/http/http_client.h"
 
 #define REST_MAX_RESPONSE		(1024 * 1024)
 #define REST_CONNECT_TIMEOUT_MS 5000
 #define REST_SLICE_MS			25
 #define REST_USER_AGENT			"voipbin-postgres/1.0"
 
-/* What libcurl's write callback fills: a buffer of REST_MAX_RESPONSE + 1. */
-typedef struct RestBody
-{
-	char	   *data;
-	size_t		len;
-	bool		too_large;
-} RestBody;
-
 /* One HTTP exchange, as far as it got. */
 typedef struct RestAttempt
 {
 	CURLcode	code;			/* CURLE_OK: an HTTP answer arrived */
 	long		status;
-	RestBody	body;
-	const char *ca_file;		/* read by the SSL_CTX callback */
-	bool		ca_failed;
+	char	   *body;			/* palloc'd, NUL-terminated */
+	size_t		len;
+	bool		too_large;
+	const char *ca_file;
+	bool		ca_failed;		/* ca_file could not be loaded */
 	bool		connected;
 	bool		tls_done;
 	char	   *content_type;
@@ -69,18 +59,13 @@ typedef struct RestAttempt
 	char		errbuf[CURL_ERROR_SIZE];
 } RestAttempt;
 
-static bool curl_ready = false;
-
 static void
 rest_init_once(void)
 {
-	if (curl_ready)
-		return;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	if (!http_init())
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not initialise libcurl")));
-	curl_ready = true;
 }
 
 bool
@@ -134,7 +119,7 @@ rest_query_escape(const char *value)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
 	copy = pstrdup(escaped);
-	explicit_bzero(escaped, strlen(escaped));
+	http_wipe(escaped);
 	curl_free(escaped);
 	return copy;
 }
@@ -163,44 +148,6 @@ rest_is_http_url(const char *url)
 	return ok;
 }
 
-/* ---- inside libcurl: no PostgreSQL calls below until rest_attempt() ---- */
-
-static size_t
-rest_write(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	RestBody   *b = (RestBody *) userdata;
-	size_t		n = size * nmemb;
-
-	if (n > REST_MAX_RESPONSE - b->len)
-	{
-		b->too_large = true;
-		return 0;				/* libcurl aborts with CURLE_WRITE_ERROR */
-	}
-	memcpy(b->data + b->len, ptr, n);
-	b->len += n;
-	return n;
-}
-
-/*
- * CURLOPT_CAINFO would replace the system's CA bundle; this adds
- * voipbin.ca_file to the store libcurl has already filled from it.
- */
-static CURLcode
-rest_ssl_ctx(CURL *curl, void *ssl_ctx, void *userptr)
-{
-	RestAttempt *a = (RestAttempt *) userptr;
-
-	if (SSL_CTX_load_verify_locations((SSL_CTX *) ssl_ctx, a->ca_file, NULL) != 1)
-	{
-		ERR_clear_error();
-		a->ca_failed = true;
-		return CURLE_SSL_CACERT_BADFILE;
-	}
-	return CURLE_OK;
-}
-
-/* ---- back in PostgreSQL ---- */
-
 /*
  * PostgreSQL's signal handlers belong to the backend's own thread; libcurl's
  * threaded resolver starts its thread inside curl_multi_perform() and
@@ -221,53 +168,38 @@ multi_perform_masked(CURLM *multi, int *running)
 	return mc;
 }
 
-static struct curl_slist *
-slist_add(struct curl_slist *list, const char *s, bool *oom)
-{
-	struct curl_slist *n = curl_slist_append(list, s);
-
-	if (n == NULL)
-	{
-		*oom = true;
-		return list;
-	}
-	return n;
-}
-
-#define SETOPT(h, opt, val) \
-	do { \
-		CURLcode	rc_ = curl_easy_setopt((h), (opt), (val)); \
-		if (rc_ != CURLE_OK) \
-			ereport(ERROR, \
-					(errcode(ERRCODE_SYSTEM_ERROR), \
-					 errmsg("libcurl does not accept %s: %s", #opt, curl_easy_strerror(rc_)))); \
-	} while (0)
-
 /* One exchange, within timeout_ms; the outcome is left in *a. */
 static void
 rest_attempt(const RestTarget *t, const char *method, const char *path,
 			 const char *payload, size_t payload_len, long timeout_ms,
 			 RestAttempt *a)
 {
-	char	   *full = psprintf("%s%s", t->api_url, path);
-	CURL	   *easy;
+	HttpRequest req = {0};
+	HttpCall   *c = palloc(sizeof(HttpCall));	/* not on the stack: PG_TRY */
+	HttpSetupError setup;
+	const char *why;
 	CURLM	   *multi;
-	CURLU	   *url;
-	struct curl_slist *headers = NULL;
-	bool		oom = false;
 
 	memset(a, 0, sizeof(*a));
-	a->body.data = palloc(REST_MAX_RESPONSE + 1);
 	a->ca_file = (voipbin_ca_file && voipbin_ca_file[0]) ? voipbin_ca_file : NULL;
 
+	req.base_url = t->api_url;
+	req.path = path;
+	req.method = method;
+	req.body = payload;
+	req.body_len = payload_len;
+	req.json_always = true;
+	req.credential = t->credential;
+	req.cred_kind = t->kind == CRED_ACCESSKEY ? HTTP_CRED_ACCESSKEY : HTTP_CRED_BEARER;
+	req.ca_file = a->ca_file;
+	req.timeout_ms = timeout_ms;
+	req.connect_timeout_ms = Min(timeout_ms, (long) REST_CONNECT_TIMEOUT_MS);
+	req.max_response = REST_MAX_RESPONSE;
+	req.user_agent = REST_USER_AGENT;
+
 	/* everything that must be freed exists before PG_TRY, and is not reassigned */
-	easy = curl_easy_init();
+	setup = http_call_setup(c, &req, &why);
 	multi = curl_multi_init();
-	url = curl_url();
-	headers = slist_add(headers, "Content-Type: application/json", &oom);
-	headers = slist_add(headers, "Accept: application/json", &oom);
-	/* no "100 Continue" round trip before a PUT body */
-	headers = slist_add(headers, "Expect:", &oom);
 
 	PG_TRY();
 	{
@@ -276,70 +208,21 @@ rest_attempt(const RestTarget *t, const char *method, const char *path,
 		curl_off_t	t_connect = 0;
 		curl_off_t	t_tls = 0;
 
-		if (easy == NULL || multi == NULL || url == NULL || oom)
+		if (setup == HTTP_SETUP_NO_MEMORY || multi == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of memory for a VoIPBIN REST call")));
-		if (curl_url_set(url, CURLUPART_URL, full, 0) != CURLUE_OK)
+		if (setup == HTTP_SETUP_BAD_URL)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
 					 errmsg("libcurl does not accept voipbin.api_url \"%s\"",
 							redact_secret(t->api_url, t->credential))));
-		if (t->kind == CRED_ACCESSKEY)
-		{
-			/* an access key works only as ?accesskey= (docs/voipbin.md, "Credentials") */
-			char	   *q = psprintf("accesskey=%s", t->credential);
-			CURLUcode	uc = curl_url_set(url, CURLUPART_QUERY, q,
-										  CURLU_APPENDQUERY | CURLU_URLENCODE);
+		if (setup != HTTP_SETUP_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("%s", why)));
 
-			explicit_bzero(q, strlen(q));
-			pfree(q);
-			if (uc != CURLUE_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_SYSTEM_ERROR),
-						 errmsg("libcurl could not add the access key to the URL")));
-		}
-		else
-		{
-			SETOPT(easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BEARER);
-			SETOPT(easy, CURLOPT_XOAUTH2_BEARER, t->credential);
-		}
-
-		SETOPT(easy, CURLOPT_CURLU, url);
-		SETOPT(easy, CURLOPT_CUSTOMREQUEST, method);
-		if (payload)
-		{
-			SETOPT(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) payload_len);
-			SETOPT(easy, CURLOPT_POSTFIELDS, payload);
-		}
-		SETOPT(easy, CURLOPT_HTTPHEADER, headers);
-		SETOPT(easy, CURLOPT_USERAGENT, REST_USER_AGENT);
-		/* libcurl's own timeouts would otherwise use SIGALRM, PostgreSQL's */
-		SETOPT(easy, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-		SETOPT(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-		SETOPT(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-#else
-		SETOPT(easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-		SETOPT(easy, CURLOPT_REDIR_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-		/* a redirect would carry the access key elsewhere: report it instead */
-		SETOPT(easy, CURLOPT_FOLLOWLOCATION, 0L);
-		SETOPT(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-		SETOPT(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (a->ca_file)
-		{
-			SETOPT(easy, CURLOPT_SSL_CTX_FUNCTION, rest_ssl_ctx);
-			SETOPT(easy, CURLOPT_SSL_CTX_DATA, a);
-		}
-		SETOPT(easy, CURLOPT_CONNECTTIMEOUT_MS, Min(timeout_ms, (long) REST_CONNECT_TIMEOUT_MS));
-		SETOPT(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-		SETOPT(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) REST_MAX_RESPONSE);
-		SETOPT(easy, CURLOPT_WRITEFUNCTION, rest_write);
-		SETOPT(easy, CURLOPT_WRITEDATA, &a->body);
-		SETOPT(easy, CURLOPT_ERRORBUFFER, a->errbuf);
-
-		if (curl_multi_add_handle(multi, easy) != CURLM_OK)
+		if (curl_multi_add_handle(multi, c->easy) != CURLM_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_SYSTEM_ERROR),
 					 errmsg("libcurl could not start a transfer")));
@@ -362,49 +245,52 @@ rest_attempt(const RestTarget *t, const char *method, const char *path,
 			if (running == 0)
 				break;
 		}
+		if (c->no_memory)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory for VoIPBIN's answer to %s %s", method,
+							redact_secret(t->api_url, t->credential))));
 
 		a->code = CURLE_GOT_NOTHING;
 		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == easy)
+			if (msg->msg == CURLMSG_DONE && msg->easy_handle == c->easy)
 				a->code = msg->data.result;
 
-		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &a->status);
-		curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &t_connect);
-		curl_easy_getinfo(easy, CURLINFO_APPCONNECT_TIME_T, &t_tls);
+		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &a->status);
+		curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &t_connect);
+		curl_easy_getinfo(c->easy, CURLINFO_APPCONNECT_TIME_T, &t_tls);
 		a->connected = t_connect > 0;
 		a->tls_done = t_tls > 0;
+		a->too_large = c->too_large;
+		a->ca_failed = c->ca_failed;
+		memcpy(a->errbuf, c->errbuf, sizeof(a->errbuf));
 		if (a->status > 0)
 		{
 			char	   *ct = NULL;
-			struct curl_header *h;
 
-			if (curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+			if (curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
 				a->content_type = pstrdup(ct);
-			if (curl_easy_header(easy, "X-Request-Id", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-				a->request_id = pstrdup(h->value);
-			if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-			{
-				/* libcurl reads both forms, seconds and an HTTP date */
-				curl_off_t	ra = 0;
-
-				curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &ra);
-				a->has_retry_after = true;
-				a->retry_after_s = (long) Max(ra, 0);
-			}
+			if (c->request_id)
+				a->request_id = pstrdup(c->request_id);
+			a->has_retry_after = c->has_retry_after;
+			a->retry_after_s = c->retry_after_s;
 		}
+		a->body = palloc(c->len + 1);
+		if (c->len > 0)
+			memcpy(a->body, c->body, c->len);
+		a->len = c->len;
+		a->body[a->len] = '\0';
 	}
 	PG_FINALLY();
 	{
-		if (multi && easy)
-			curl_multi_remove_handle(multi, easy);
-		curl_easy_cleanup(easy);
+		if (multi && c->easy)
+			curl_multi_remove_handle(multi, c->easy);
+		http_call_cleanup(c);
 		if (multi)
 			curl_multi_cleanup(multi);
-		curl_url_cleanup(url);
-		curl_slist_free_all(headers);
 	}
 	PG_END_TRY();
-	a->body.data[a->body.len] = '\0';
+	pfree(c);
 }
 
 /* Sleeps ms on the latch: a cancel or statement_timeout ends it at once. */
@@ -462,7 +348,7 @@ text_to_jsonb(const char *data, size_t len, char **why)
 static Jsonb *
 body_to_jsonb(const RestAttempt *a, char **why)
 {
-	return text_to_jsonb(a->body.data, a->body.len, why);
+	return text_to_jsonb(a->body, a->len, why);
 }
 
 static char *
@@ -517,7 +403,7 @@ static void
 report_status(const RestTarget *t, const char *method, const char *url,
 			  const RestAttempt *a, bool retried)
 {
-	char	   *detail = rest_error_detail(a->body.data, a->body.len, true, a->request_id);
+	char	   *detail = rest_error_detail(a->body, a->len, true, a->request_id);
 	int			code;
 	char	   *msg;
 	char	   *hint = NULL;
@@ -587,7 +473,7 @@ report_transport(const RestTarget *t, const char *method, const char *url,
 	const char *hint = NULL;
 	const char *said = a->errbuf[0] ? a->errbuf : curl_easy_strerror(a->code);
 
-	if (a->body.too_large || a->code == CURLE_FILESIZE_EXCEEDED)
+	if (a->too_large || a->code == CURLE_FILESIZE_EXCEEDED)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("VoIPBIN's answer to %s %s is larger than %d bytes",
@@ -676,7 +562,7 @@ rest_call(const RestTarget *t, const char *method, const char *path, Jsonb *body
 			a.retry_after_s * 1000 <
 			TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline))
 		{
-			pfree(a.body.data);
+			pfree(a.body);
 			rest_sleep(a.retry_after_s * 1000);
 			retried = true;
 			continue;
@@ -688,7 +574,7 @@ rest_call(const RestTarget *t, const char *method, const char *path, Jsonb *body
 		report_transport(t, method, url, &a, timeout_ms);
 	if (a.status < 200 || a.status > 299)
 		report_status(t, method, url, &a, retried);
-	if (a.body.len == 0)
+	if (a.len == 0)
 		return NULL;
 	result = body_to_jsonb(&a, &why);
 	if (result == NULL)
@@ -697,8 +583,8 @@ rest_call(const RestTarget *t, const char *method, const char *path, Jsonb *body
 				 errmsg("VoIPBIN answered %s %s with something that is not JSON",
 						method, redact_secret(url, t->credential)),
 				 errdetail("HTTP %ld, Content-Type %s, %zu bytes: %s",
-						   a.status, a.content_type ? a.content_type : "(none)", a.body.len,
+						   a.status, a.content_type ? a.content_type : "(none)", a.len,
 						   redact_secret(why, t->credential))));
-	pfree(a.body.data);
+	pfree(a.body);
 	return result;
 }

@@ -19,6 +19,7 @@
 #include "utils/timestamp.h"
 
 #include "ingest/store_retry.h"
+#include "base/backoff.h"
 
 /* Classes of SQLSTATEs raised by what the data is, or by code that refuses it. */
 static const char *const data_classes[] = {
@@ -65,11 +66,7 @@ store_error_kind(int sqlerrcode)
 int
 store_retry_delay_ms(int failures)
 {
-	int			delay = STORE_RETRY_MIN_MS;
-
-	for (int i = 1; i < failures && delay < STORE_RETRY_MAX_MS; i++)
-		delay *= 2;
-	return Min(delay, STORE_RETRY_MAX_MS);
+	return (int) backoff_delay_ms(STORE_RETRY_MIN_MS, STORE_RETRY_MAX_MS, failures, 0);
 }
 
 /*

@@ -33,10 +33,12 @@
 #include "utils/timestamp.h"
 
 #include "repair/repair.h"
+#include "base/backoff.h"
 #include "base/db.h"
 #include "base/endpoint.h"
 #include "base/settings.h"
 #include "base/status.h"
+#include "net/http/http_client.h"
 #include "net/journal/journal.h"
 #include "repair/repair_http.h"
 #include "repair/repair_job.h"
@@ -44,14 +46,11 @@
 
 static const char *abandon_why = NULL;
 
+/* 5 s, doubling with each attempt, at most 5 min. */
 static long
-backoff_ms(int attempt)
+retry_delay_ms(int attempt)
 {
-	long		ms = REPAIR_BACKOFF_MS;
-
-	for (int i = 1; i < attempt && ms < REPAIR_BACKOFF_MAX_MS; i++)
-		ms *= 2;
-	return Min(ms, REPAIR_BACKOFF_MAX_MS);
+	return (long) backoff_delay_ms(REPAIR_BACKOFF_MS, REPAIR_BACKOFF_MAX_MS, attempt, 0);
 }
 
 static int64
@@ -180,10 +179,10 @@ begin_attempt(void)
 		!rh_configure(voipbin_api_url, cred, kind, voipbin_ca_file, &error))
 	{
 		repair_job.fatal = MemoryContextStrdup(attempt_cxt, error);
-		explicit_bzero(cred, strlen(cred));
+		http_wipe(cred);
 		return;
 	}
-	explicit_bzero(cred, strlen(cred));
+	http_wipe(cred);
 	ereport(LOG,
 			(errmsg("voipbin: repairing gap %lld (attempt %d): reading VoIPBIN's calls since %s, and %d call(s) not settled",
 					(long long) newest_gap(), repair_job.attempt, timestamptz_to_str(repair_job.since),
@@ -217,7 +216,7 @@ attempt_failed(void)
 	}
 	else
 	{
-		long		ms = backoff_ms(repair_job.attempt);
+		long		ms = retry_delay_ms(repair_job.attempt);
 
 		error = psprintf("repair failed (attempt %d, next in %ld s): %s", repair_job.attempt, ms / 1000, why);
 		repair_job.retry_at = TimestampTzPlusMilliseconds(now, ms);
@@ -470,7 +469,7 @@ repair_step_failed(void)
 	{
 		rh_cancel_all();
 		repair_job.fatal = NULL;
-		repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms(repair_job.attempt));
+		repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_delay_ms(repair_job.attempt));
 		repair_job.phase = repair_job.attempt >= REPAIR_MAX_ATTEMPTS ? JOB_IDLE : JOB_BEGIN;
 	}
 }

@@ -27,12 +27,11 @@
 #endif
 
 #include <curl/curl.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "repair/repair_http.h"
 #include "base/endpoint.h"
 #include "base/settings.h"
+#include "net/http/http_client.h"
 
 #define RH_MAX_RESPONSE		(4 * 1024 * 1024)
 #define RH_CONNECT_TIMEOUT_MS 5000
@@ -47,13 +46,8 @@ typedef struct RhRequest
 	char	   *path;
 	void	   *tag;
 	int			refused;		/* 429s so far */
-	CURL	   *easy;
-	CURLU	   *url;
-	char	   *body;
-	size_t		len;
-	size_t		cap;
-	bool		too_large;
-	char		errbuf[CURL_ERROR_SIZE];
+	bool		set_up;			/* call holds a handle (or an answer) */
+	HttpCall	call;
 } RhRequest;
 
 typedef struct RhDone
@@ -75,7 +69,6 @@ static RhDone *done_head = NULL,
 static int	n_done = 0;
 static RhBucket bucket = {-1, 0};
 static int64 blocked_until_us = 0;	/* a 429's Retry-After */
-static struct curl_slist *headers = NULL;
 
 static char *cfg_api_url = NULL;
 static char *cfg_credential = NULL;
@@ -127,46 +120,6 @@ rh_bucket_next_us(const RhBucket *b, double rate, int64 now)
 
 /* ---- inside libcurl: no PostgreSQL below until "back in PostgreSQL" ---- */
 
-static size_t
-rh_write(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	RhRequest  *q = (RhRequest *) userdata;
-	size_t		n = size * nmemb;
-
-	if (n > RH_MAX_RESPONSE - q->len)
-	{
-		q->too_large = true;
-		return 0;
-	}
-	if (q->len + n + 1 > q->cap)
-	{
-		size_t		cap = Max(q->cap * 2, q->len + n + 1);
-		char	   *grown;
-
-		cap = Max(cap, 16384);
-		grown = realloc(q->body, cap);
-		if (grown == NULL)
-			return 0;
-		q->body = grown;
-		q->cap = cap;
-	}
-	memcpy(q->body + q->len, ptr, n);
-	q->len += n;
-	q->body[q->len] = '\0';
-	return n;
-}
-
-static CURLcode
-rh_ssl_ctx(CURL *curl, void *ssl_ctx, void *userptr)
-{
-	if (cfg_ca_file && SSL_CTX_load_verify_locations((SSL_CTX *) ssl_ctx, cfg_ca_file, NULL) != 1)
-	{
-		ERR_clear_error();
-		return CURLE_SSL_CACERT_BADFILE;
-	}
-	return CURLE_OK;
-}
-
 static int
 rh_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
@@ -216,28 +169,22 @@ socket_action_masked(curl_socket_t s, int mask)
 	return mc;
 }
 
+/* The handle (out of the multi handle first) and the answer so far. */
 static void
-scrub_free(char *s)
+request_release(RhRequest *q)
 {
-	if (s)
-	{
-		explicit_bzero(s, strlen(s));
-		free(s);
-	}
+	if (!q->set_up)
+		return;
+	if (q->call.easy && multi)
+		curl_multi_remove_handle(multi, q->call.easy);
+	http_call_cleanup(&q->call);
+	q->set_up = false;
 }
 
 static void
 request_free(RhRequest *q)
 {
-	if (q->easy)
-	{
-		if (multi)
-			curl_multi_remove_handle(multi, q->easy);
-		curl_easy_cleanup(q->easy);
-	}
-	if (q->url)
-		curl_url_cleanup(q->url);
-	free(q->body);
+	request_release(q);
 	free(q->path);
 	free(q);
 }
@@ -255,21 +202,12 @@ finish(RhRequest *q, long status, const char *error)
 	d->r.tag = q->tag;
 	d->r.status = status;
 	if (status > 0)
-	{
-		d->r.body = q->body ? q->body : strdup("");
-		d->r.len = q->body ? q->len : 0;
-		q->body = NULL;
-	}
+		d->r.body = http_call_take_body(&q->call, &d->r.len);
 	if (error)
 	{
-		char	   *hit;
-
 		strlcpy(d->r.error, error, sizeof(d->r.error));
 		/* libcurl's messages name hosts, not queries; this makes sure */
-		while (cfg_credential && strlen(cfg_credential) >= 4 &&
-			   (hit = strstr(d->r.error, cfg_credential)) != NULL)
-			memmove(hit + 3, hit + strlen(cfg_credential), strlen(hit + strlen(cfg_credential)) + 1),
-				memcpy(hit, "***", 3);
+		http_redact(d->r.error, cfg_credential);
 	}
 	if (done_tail)
 		done_tail->next = d;
@@ -356,7 +294,7 @@ rh_configure(const char *api_url, const char *credential, CredentialKind kind,
 
 	if (multi == NULL)
 	{
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		if (!http_init())
 		{
 			*error = "libcurl could not be initialised";
 			return false;
@@ -371,11 +309,10 @@ rh_configure(const char *api_url, const char *credential, CredentialKind kind,
 #endif
 		if (!multi_start(error))
 			return false;
-		headers = curl_slist_append(NULL, "Accept: application/json");
 	}
 	rh_cancel_all();
-	scrub_free(cfg_api_url);
-	scrub_free(cfg_credential);
+	http_wipe_free(cfg_api_url);
+	http_wipe_free(cfg_credential);
 	free(cfg_ca_file);
 	cfg_api_url = strdup(api_url);
 	cfg_credential = credential ? strdup(credential) : NULL;
@@ -422,68 +359,31 @@ rh_submit(const char *path, void *tag)
 static bool
 start_request(RhRequest *q)
 {
-	char	   *full;
-	bool		ok = true;
+	HttpRequest req = {0};
+	HttpSetupError setup;
+	const char *why;
 
-	q->len = 0;
-	q->too_large = false;
-	q->errbuf[0] = '\0';
-	full = malloc(strlen(cfg_api_url) + strlen(q->path) + 1);
-	q->easy = curl_easy_init();
-	q->url = curl_url();
-	if (full == NULL || q->easy == NULL || q->url == NULL)
+	req.base_url = cfg_api_url;
+	req.path = q->path;
+	req.credential = cfg_credential;
+	req.cred_kind = cfg_kind == CRED_ACCESSKEY ? HTTP_CRED_ACCESSKEY :
+		cfg_kind == CRED_JWT ? HTTP_CRED_BEARER : HTTP_CRED_NONE;
+	req.ca_file = cfg_ca_file;
+	req.timeout_ms = voipbin_http_timeout_ms;
+	req.connect_timeout_ms = Min(voipbin_http_timeout_ms, RH_CONNECT_TIMEOUT_MS);
+	req.max_response = RH_MAX_RESPONSE;
+	req.user_agent = RH_USER_AGENT;
+
+	setup = http_call_setup(&q->call, &req, &why);
+	q->set_up = true;
+	if (setup == HTTP_SETUP_NO_MEMORY)
 	{
-		free(full);
 		finish(q, 0, "out of memory");
 		return false;
 	}
-	strcpy(full, cfg_api_url);
-	strcat(full, q->path);
-	ok = curl_url_set(q->url, CURLUPART_URL, full, 0) == CURLUE_OK;
-	free(full);
-	if (ok && cfg_kind == CRED_ACCESSKEY)
-	{
-		/* an access key works only as ?accesskey= (docs/voipbin.md, "Credentials") */
-		size_t		len = strlen(cfg_credential) + sizeof("accesskey=");
-		char	   *qs = malloc(len);
-
-		ok = qs != NULL;
-		if (ok)
-		{
-			snprintf(qs, len, "accesskey=%s", cfg_credential);
-			ok = curl_url_set(q->url, CURLUPART_QUERY, qs,
-							  CURLU_APPENDQUERY | CURLU_URLENCODE) == CURLUE_OK;
-			explicit_bzero(qs, len);
-			free(qs);
-		}
-	}
-	else if (ok && cfg_kind == CRED_JWT)
-	{
-		ok = curl_easy_setopt(q->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BEARER) == CURLE_OK &&
-			curl_easy_setopt(q->easy, CURLOPT_XOAUTH2_BEARER, cfg_credential) == CURLE_OK;
-	}
-	ok = ok &&
-		curl_easy_setopt(q->easy, CURLOPT_CURLU, q->url) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_HTTPGET, 1L) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_HTTPHEADER, headers) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_USERAGENT, RH_USER_AGENT) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_SSL_VERIFYPEER, 1L) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_SSL_VERIFYHOST, 2L) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_CONNECTTIMEOUT_MS,
-						 (long) Min(voipbin_http_timeout_ms, RH_CONNECT_TIMEOUT_MS)) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, (long) voipbin_http_timeout_ms) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_WRITEFUNCTION, rh_write) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_WRITEDATA, q) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_ERRORBUFFER, q->errbuf) == CURLE_OK &&
-		curl_easy_setopt(q->easy, CURLOPT_PRIVATE, q) == CURLE_OK;
-#if LIBCURL_VERSION_NUM >= 0x075500
-	ok = ok && curl_easy_setopt(q->easy, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK;
-#endif
-	if (ok && cfg_ca_file)
-		ok = curl_easy_setopt(q->easy, CURLOPT_SSL_CTX_FUNCTION, rh_ssl_ctx) == CURLE_OK;
-	if (!ok || curl_multi_add_handle(multi, q->easy) != CURLM_OK)
+	if (setup != HTTP_SETUP_OK ||
+		curl_easy_setopt(q->call.easy, CURLOPT_PRIVATE, q) != CURLE_OK ||
+		curl_multi_add_handle(multi, q->call.easy) != CURLM_OK)
 	{
 		finish(q, 0, "libcurl refused the request's options");
 		return false;
@@ -515,26 +415,22 @@ transfer_done(RhRequest *q, CURLcode code)
 	char		why[256];
 
 	unlink_running(q);
-	curl_multi_remove_handle(multi, q->easy);
+	curl_multi_remove_handle(multi, q->call.easy);
 	if (code == CURLE_OK)
-		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(q->call.easy, CURLINFO_RESPONSE_CODE, &status);
 	if (code == CURLE_OK && status == 429 && q->refused < RH_MAX_429)
 	{
-		curl_off_t	ra = 0;
-		struct curl_header *h;
 		int64		wait_s = 1;	/* an upstream 429 carries no Retry-After: back off anyway */
 
-		if (curl_easy_header(q->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK &&
-			curl_easy_getinfo(q->easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0)
-			wait_s = Min((int64) ra, RH_MAX_WAIT_S);
+		if (q->call.has_retry_after && q->call.retry_after_s > 0)
+			wait_s = Min((int64) q->call.retry_after_s, RH_MAX_WAIT_S);
 		blocked_until_us = Max(blocked_until_us, now_us() + wait_s * 1000000);
 		bucket.tokens = 0;
 		bucket.at_us = blocked_until_us;
 		q->refused++;
-		curl_easy_cleanup(q->easy);
-		q->easy = NULL;
-		curl_url_cleanup(q->url);
-		q->url = NULL;
+		/* out of the multi handle already */
+		http_call_cleanup(&q->call);
+		q->set_up = false;
 		q->next = queued_head;
 		queued_head = q;
 		if (queued_tail == NULL)
@@ -544,10 +440,12 @@ transfer_done(RhRequest *q, CURLcode code)
 	}
 	if (code != CURLE_OK)
 	{
-		if (q->too_large || code == CURLE_FILESIZE_EXCEEDED)
+		if (q->call.too_large || code == CURLE_FILESIZE_EXCEEDED)
 			snprintf(why, sizeof(why), "the answer is larger than %d bytes", RH_MAX_RESPONSE);
+		else if (q->call.no_memory)
+			snprintf(why, sizeof(why), "out of memory for the answer");
 		else
-			snprintf(why, sizeof(why), "%s", q->errbuf[0] ? q->errbuf : curl_easy_strerror(code));
+			snprintf(why, sizeof(why), "%s", q->call.errbuf[0] ? q->call.errbuf : curl_easy_strerror(code));
 		finish(q, 0, why);
 		return;
 	}

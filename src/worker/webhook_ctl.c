@@ -25,16 +25,17 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include <curl/curl.h>
-
 #include "worker/webhook_ctl.h"
+#include "base/backoff.h"
 #include "base/endpoint.h"
 #include "base/settings.h"
 #include "base/status.h"
+#include "net/http/http_client.h"
 #include "net/webhook/secret_fetch.h"
 #include "net/webhook/webhook_receiver.h"
 
 /* While no secret is known, retry a failed fetch after 1 s, 2 s, … up to a minute. */
+#define FETCH_RETRY_MIN_MS 1000
 #define FETCH_RETRY_MAX_MS 60000
 
 typedef struct WebhookWorker
@@ -92,7 +93,7 @@ forget_credential(void)
 {
 	if (wh.cred)
 	{
-		explicit_bzero(wh.cred, strlen(wh.cred));
+		http_wipe(wh.cred);
 		pfree(wh.cred);
 	}
 	wh.cred = NULL;
@@ -182,7 +183,7 @@ configure_secret(void)
 		strcmp(voipbin_ca_file ? voipbin_ca_file : "", wh.ca_file ? wh.ca_file : "") != 0;
 	if (!changed)
 	{
-		explicit_bzero(cred, strlen(cred));
+		http_wipe(cred);
 		return;
 	}
 	if (wh.from_setting)
@@ -211,7 +212,7 @@ configure_secret(void)
 	}
 	wh.cred = MemoryContextStrdup(TopMemoryContext, cred);
 	wh.cred_kind = kind;
-	explicit_bzero(cred, strlen(cred));
+	http_wipe(cred);
 	/* a new credential may be another customer's: ask now, keep the old key meanwhile */
 	wh.fetch_due = GetCurrentTimestamp();
 	if (!wh.known)
@@ -236,7 +237,7 @@ webhook_worker_start(void)
 	memset(&wh, 0, sizeof(wh));
 	strlcpy(wh.listen_state, "off", sizeof(wh.listen_state));
 	/* from this thread, before any other thread could use libcurl */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	if (!http_init())
 		ereport(FATAL, (errmsg("voipbin: could not initialise libcurl")));
 	wh.wake_fd = webhook_receiver_init(errbuf, sizeof(errbuf));
 	if (wh.wake_fd < 0)
@@ -295,7 +296,7 @@ secret_from_answer(const SecretFetchResult *r, const char **why)
 		else
 			secret = pnstrdup(v.val.string.val, v.val.string.len);
 		if (text != r->body)
-			explicit_bzero(text, strlen(text));
+			http_wipe(text);
 	}
 	PG_CATCH();
 	{
@@ -320,14 +321,14 @@ take_fetch_result(TimestampTz now)
 	secret_fetch_free(&r);
 	if (secret && strlen(secret) >= WEBHOOK_SECRET_MAX)
 	{
-		explicit_bzero(secret, strlen(secret));
+		http_wipe(secret);
 		secret = NULL;
 		why = "the customer's webhook_secret is too long";
 	}
 	if (secret)
 	{
 		webhook_receiver_set_secret(secret, strlen(secret));
-		explicit_bzero(secret, strlen(secret));
+		http_wipe(secret);
 		if (!wh.known)
 			ereport(LOG, (errmsg("voipbin: webhook receiver has the customer's webhook_secret")));
 		wh.known = true;
@@ -351,9 +352,8 @@ take_fetch_result(TimestampTz now)
 	snprintf(wh.note, sizeof(wh.note), "no secret yet: %s", redact_secret(why, wh.cred));
 	ereport(LOG, (errmsg("voipbin: webhook receiver answers 503 until it has a secret: %s",
 						 redact_secret(why, wh.cred))));
-	wh.fetch_due = TimestampTzPlusMilliseconds(now,
-											   Min(FETCH_RETRY_MAX_MS,
-												   1000L << Min(wh.fetch_failures - 1, 6)));
+	wh.fetch_due = TimestampTzPlusMilliseconds(now, backoff_delay_ms(FETCH_RETRY_MIN_MS, FETCH_RETRY_MAX_MS,
+																	 wh.fetch_failures, 0));
 }
 
 static void

@@ -11,13 +11,11 @@
 #include "voipbin.h"
 
 #include <malloc.h>
-#include <math.h>
 
 #include "pgtime.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "common/pg_prng.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -32,6 +30,7 @@
 #include "utils/wait_event.h"
 
 #include "worker/worker.h"
+#include "base/backoff.h"
 #include "base/db.h"
 #include "base/endpoint.h"
 #include "base/guard.h"
@@ -46,6 +45,7 @@
 #include "maintenance/partitions.h"
 #include "maintenance/prune.h"
 #include "net/journal/journal.h"
+#include "net/http/http_client.h"
 #include "net/journal/record.h"
 #include "net/ws/ws_client.h"
 #include "repair/gaps.h"
@@ -232,7 +232,7 @@ load_config(void)
 		pfree(ep.base_path);
 	if (error && cred)
 	{
-		explicit_bzero(cred, strlen(cred));
+		http_wipe(cred);
 		pfree(cred);
 		cred = NULL;
 		kind = CRED_NONE;
@@ -244,7 +244,7 @@ load_config(void)
 		str_changed(error, w.config_error);
 	if (w.cred)
 	{
-		explicit_bzero(w.cred, strlen(w.cred));
+		http_wipe(w.cred);
 		pfree(w.cred);
 	}
 	if (w.api_url)
@@ -298,7 +298,7 @@ start_connection(void)
 		char	   *key = rest_query_escape(w.cred);
 
 		path = psprintf("%s/ws?accesskey=%s", ep.base_path, key);
-		explicit_bzero(key, strlen(key));
+		http_wipe(key);
 		pfree(key);
 	}
 	else
@@ -316,24 +316,11 @@ start_connection(void)
 
 	subs_reset();
 	w.conn = ws_connect(&t);
-	explicit_bzero(path, strlen(path));
+	http_wipe(path);
 	w.connect_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HANDSHAKE_GIVE_UP_MS);
 	elog(DEBUG1, "voipbin: connecting to %s://%s:%d%s/ws",
 		 ep.tls ? "wss" : "ws", ep.host, ep.port, ep.base_path);
 	set_state(VB_STATE_CONNECTING, NULL);
-}
-
-/* Exponential backoff with jitter, between the two settings. */
-static int
-backoff_ms(void)
-{
-	double		base = voipbin_reconnect_min_delay_ms * pow(2.0, Min(w.failures - 1, 30));
-	double		delay;
-
-	base = Min(base, (double) voipbin_reconnect_max_delay_ms);
-	delay = base + base * 0.5 * pg_prng_double(&pg_global_prng_state);
-	delay = Min(delay, (double) voipbin_reconnect_max_delay_ms);
-	return (int) Max(delay, (double) voipbin_reconnect_min_delay_ms);
 }
 
 /* "10:02": when a run of failures began, in the log's time zone. */
@@ -491,7 +478,9 @@ connection_failed(const WsNews *ev, const char *why)
 	}
 	else
 	{
-		delay = backoff_ms();
+		/* doubling from the first setting to the second, plus up to half again */
+		delay = (int) backoff_delay_ms(voipbin_reconnect_min_delay_ms,
+									   voipbin_reconnect_max_delay_ms, w.failures, 0.5);
 		if (retry_after >= 0)
 		{
 			/* VoIPBIN said when: not sooner than that */

@@ -1,5 +1,6 @@
 /*
- * secret_fetch.c — one libcurl GET on a thread that never touches PostgreSQL.
+ * secret_fetch.c — one libcurl GET on a thread that never touches PostgreSQL,
+ * set up by net/http/http_client.c as the other REST clients are.
  */
 #ifdef POSTGRES_H
 #error "secret_fetch.c runs off the main thread and must not use the PostgreSQL API"
@@ -13,10 +14,9 @@
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "net/webhook/secret_fetch.h"
+#include "net/http/http_client.h"
 
 /* GET /customer is a few kB; anything much larger is not VoIPBIN. */
 #define MAX_ANSWER (1024 * 1024)
@@ -30,8 +30,6 @@ typedef struct Job
 	long		timeout_ms;
 	void		(*wake) (void);
 	SecretFetchResult result;
-	size_t		cap;
-	bool		too_large;
 } Job;
 
 static pthread_t thread;
@@ -40,137 +38,57 @@ static int	finished;			/* atomic: the thread is done */
 static int	abort_flag;			/* atomic */
 static Job *job;
 
-static void
-wipe_free(char *s)
-{
-	if (s)
-	{
-		OPENSSL_cleanse(s, strlen(s));
-		free(s);
-	}
-}
-
-static size_t
-on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	Job		   *j = userdata;
-	size_t		n = size * nmemb;
-
-	if (n > MAX_ANSWER - j->result.len)
-	{
-		j->too_large = true;
-		return 0;
-	}
-	if (j->result.len + n + 1 > j->cap)
-	{
-		size_t		cap = j->cap ? j->cap * 2 : 8192;
-		char	   *b;
-
-		while (cap < j->result.len + n + 1)
-			cap *= 2;
-		if ((b = malloc(cap)) == NULL)
-			return 0;
-		if (j->result.body)
-		{
-			memcpy(b, j->result.body, j->result.len);
-			OPENSSL_cleanse(j->result.body, j->cap);
-			free(j->result.body);
-		}
-		j->result.body = b;
-		j->cap = cap;
-	}
-	memcpy(j->result.body + j->result.len, ptr, n);
-	j->result.len += n;
-	j->result.body[j->result.len] = '\0';
-	return n;
-}
-
 static int
 on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
 	return __atomic_load_n(&abort_flag, __ATOMIC_RELAXED) ? 1 : 0;
 }
 
-/* Adds voipbin.ca_file to the CAs libcurl already trusts, as rest.c does. */
-static CURLcode
-on_ssl_ctx(CURL *curl, void *ssl_ctx, void *userptr)
-{
-	Job		   *j = userptr;
-
-	if (SSL_CTX_load_verify_locations((SSL_CTX *) ssl_ctx, j->ca_file, NULL) != 1)
-	{
-		ERR_clear_error();
-		return CURLE_SSL_CACERT_BADFILE;
-	}
-	return CURLE_OK;
-}
-
 static void *
 run(void *arg)
 {
 	Job		   *j = arg;
-	CURL	   *easy = curl_easy_init();
-	CURLU	   *url = curl_url();
+	HttpRequest req = {0};
+	HttpCall	c;
+	const char *why = NULL;
 	CURLcode	rc = CURLE_OUT_OF_MEMORY;
-	struct curl_slist *headers = NULL;
 
-	if (easy && url && curl_url_set(url, CURLUPART_URL, j->url, 0) == CURLUE_OK)
+	req.base_url = j->url;
+	req.credential = j->accesskey ? j->accesskey : j->bearer;
+	req.cred_kind = j->accesskey ? HTTP_CRED_ACCESSKEY :
+		j->bearer ? HTTP_CRED_BEARER : HTTP_CRED_NONE;
+	req.ca_file = j->ca_file;
+	req.timeout_ms = j->timeout_ms;
+	req.max_response = MAX_ANSWER;
+	req.wipe_response = true;	/* it holds the webhook secret */
+	req.user_agent = "voipbin-postgres";
+
+	if (http_call_setup(&c, &req, &why) == HTTP_SETUP_OK)
 	{
-		if (j->accesskey)
-		{
-			/* an access key works only as ?accesskey= (docs/voipbin.md, "Credentials") */
-			size_t		n = strlen("accesskey=") + strlen(j->accesskey) + 1;
-			char	   *q = malloc(n);
-
-			if (q)
-			{
-				snprintf(q, n, "accesskey=%s", j->accesskey);
-				curl_url_set(url, CURLUPART_QUERY, q, CURLU_APPENDQUERY | CURLU_URLENCODE);
-				OPENSSL_cleanse(q, n);
-				free(q);
-			}
-		}
-		else if (j->bearer)
-		{
-			curl_easy_setopt(easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BEARER);
-			curl_easy_setopt(easy, CURLOPT_XOAUTH2_BEARER, j->bearer);
-		}
-		headers = curl_slist_append(headers, "Accept: application/json");
-		curl_easy_setopt(easy, CURLOPT_CURLU, url);
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(easy, CURLOPT_USERAGENT, "voipbin-postgres");
-		curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-		/* a redirect would carry the access key elsewhere */
-		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (j->ca_file)
-		{
-			curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
-			curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, j);
-		}
-		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, j->timeout_ms);
-		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_data);
-		curl_easy_setopt(easy, CURLOPT_WRITEDATA, j);
-		curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
-		curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_progress);
-		rc = curl_easy_perform(easy);
+		why = NULL;
+		if (curl_easy_setopt(c.easy, CURLOPT_NOPROGRESS, 0L) == CURLE_OK &&
+			curl_easy_setopt(c.easy, CURLOPT_XFERINFOFUNCTION, on_progress) == CURLE_OK)
+			rc = curl_easy_perform(c.easy);
 		if (rc == CURLE_OK)
-			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &j->result.http_status);
+			curl_easy_getinfo(c.easy, CURLINFO_RESPONSE_CODE, &j->result.http_status);
 	}
-	if (rc != CURLE_OK)
+	if (rc == CURLE_OK)
 	{
-		/* curl_easy_strerror names the failure, never the URL (which holds the key) */
+		/* the answer as it came (NULL when empty); secret_fetch_free() wipes it */
+		j->result.body = c.body;
+		j->result.len = c.len;
+		c.body = NULL;
+	}
+	else
+	{
+		/* never libcurl's error buffer, nor anything else naming the URL (which holds the key) */
 		snprintf(j->result.error, sizeof(j->result.error), "%s",
-				 j->too_large ? "the answer is larger than 1 MB" : curl_easy_strerror(rc));
+				 why ? why :
+				 c.too_large || rc == CURLE_FILESIZE_EXCEEDED ? "the answer is larger than 1 MB" :
+				 curl_easy_strerror(rc));
 		j->result.http_status = 0;
 	}
-	curl_slist_free_all(headers);
-	if (url)
-		curl_url_cleanup(url);
-	if (easy)
-		curl_easy_cleanup(easy);
+	http_call_cleanup(&c);
 	__atomic_store_n(&finished, 1, __ATOMIC_RELEASE);
 	if (j->wake)
 		j->wake();
@@ -182,9 +100,9 @@ job_free(Job *j)
 {
 	if (j == NULL)
 		return;
-	wipe_free(j->url);
-	wipe_free(j->accesskey);
-	wipe_free(j->bearer);
+	http_wipe_free(j->url);
+	http_wipe_free(j->accesskey);
+	http_wipe_free(j->bearer);
 	free(j->ca_file);
 	secret_fetch_free(&j->result);
 	free(j);
