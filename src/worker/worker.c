@@ -167,8 +167,10 @@ report_activity(void)
 {
 	char		buf[128];
 
-	snprintf(buf, sizeof(buf), "voipbin: %s, %d topic(s)",
-			 voipbin_state_name(w.state), subs_live_count());
+	int			topics = subs_live_count();
+
+	snprintf(buf, sizeof(buf), "voipbin: %s, %d %s",
+			 voipbin_state_name(w.state), topics, topics == 1 ? "topic" : "topics");
 	pgstat_report_activity(w.state == VB_STATE_CONNECTED ? STATE_RUNNING : STATE_IDLE, buf);
 }
 
@@ -521,7 +523,9 @@ on_news(WsNews *ev)
 			w.ever_connected = true;
 			log_failure_run_end();
 			if (w.failures > 0)
-				ereport(LOG, (errmsg("voipbin: connected after %d failed attempt(s)", w.failures)));
+				ereport(LOG, (errmsg_plural("voipbin: connected after %d failed attempt",
+											"voipbin: connected after %d failed attempts",
+											w.failures, w.failures)));
 			else
 				ereport(LOG, (errmsg("voipbin: connected")));
 			w.failures = 0;
@@ -697,8 +701,10 @@ journal_news(void)
 
 		gaps_overflow(time_from_unix_us(first_us), time_from_unix_us(last_us), count);
 		ereport(WARNING,
-				(errmsg("voipbin: %llu received frame(s) lost between %s and %s: the journal could not take them",
-						(unsigned long long) count,
+				(errmsg_plural("voipbin: %llu received frame lost between %s and %s: the journal could not take it",
+							   "voipbin: %llu received frames lost between %s and %s: the journal could not take them",
+							   count,
+							   (unsigned long long) count,
 						first,
 						timestamptz_to_str(time_from_unix_us(last_us))),
 				 errdetail("The journal holds at most voipbin.spool_limit (%d kB) of frames not stored yet, on a disk with room for them.",
@@ -706,7 +712,8 @@ journal_news(void)
 				 errhint("Find what keeps the worker from storing (a lock, a full disk, the extension missing), or raise voipbin.spool_limit.")));
 	}
 	if (ongoing > 0)
-		voipbin_set_error(psprintf("the journal is full: %llu frame(s) lost since %s",
+		voipbin_set_error(psprintf(ongoing == 1 ? "the journal is full: %llu frame lost since %s" :
+								   "the journal is full: %llu frames lost since %s",
 								   (unsigned long long) ongoing,
 								   timestamptz_to_str(time_from_unix_us(ongoing_first))));
 }
