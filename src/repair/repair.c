@@ -488,6 +488,12 @@ repair_step_failed(void)
 	}
 }
 
+bool
+repair_running(void)
+{
+	return repair_cxt != NULL && repair_job.phase != JOB_IDLE;
+}
+
 long
 repair_step(void)
 {
