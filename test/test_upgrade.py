@@ -530,7 +530,7 @@ def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, s
         assert c.query_one("SELECT count(*) FROM voipbin_dead_letters", dbname=db) == (0,)
         assert not os.path.exists(spool) and not os.path.exists(spool + ".pos")
         log = c.read_log()[log_from:]
-        assert "imported 40 frame(s) that voipbin 1.0 had spooled" in log, log[-3000:]
+        assert "imported 40 frames that voipbin 1.0 had spooled" in log, log[-3000:]
         assert not crash_lines(log)
 
         # once: a restart has nothing to import and stores nothing twice
@@ -584,7 +584,7 @@ def test_an_import_of_1_0_s_spool_cut_by_a_crash_imports_nothing_twice(release_1
         wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
                    what="the events 1.0 had spooled stored by 1.1")
         log = c.read_log()[log_from:]
-        assert "its 40 frame(s) already in the journal are not imported again" in log, log[-3000:]
+        assert "its 40 frames already in the journal are not imported again" in log, log[-3000:]
         assert not os.path.exists(spool) and not os.path.exists(marker)
         s = c.wait_status(lambda s: s["frames_received"] >= 40, what="the 40 frames taken")
         assert (s["events_stored"], s["duplicates"], s["dead_letters"]) == (20, 20, 0), s

@@ -11,6 +11,7 @@
 
 #include "base/settings.h"
 
+/* connection to VoIPBIN */
 char	   *voipbin_database = NULL;
 char	   *voipbin_api_url = NULL;
 char	   *voipbin_token = NULL;
@@ -19,28 +20,30 @@ char	   *voipbin_ca_file = NULL;
 int			voipbin_reconnect_min_delay_ms = 1000;
 int			voipbin_reconnect_max_delay_ms = 30000;
 int			voipbin_idle_timeout_s = 35;
-int			voipbin_event_retention_s = 7 * 86400;
-int			voipbin_partition_interval_s = 86400;
-int			voipbin_buffer_limit_kb = 64 * 1024;
 int			voipbin_http_timeout_ms = 10000;
 
-/* 1.1: durability */
+/* durability: the journal, frames, storing, memory */
 char	   *voipbin_spool_directory = NULL;
 int			voipbin_spool_limit_kb = 1024 * 1024;
 int			voipbin_max_frame_size = 16 * 1024 * 1024;
 int			voipbin_store_retry_timeout_ms = 10 * 60 * 1000;
+int			voipbin_buffer_limit_kb = 64 * 1024;
 
-/* 1.1: security */
+/* retention and partitions */
+int			voipbin_event_retention_s = 7 * 86400;
+int			voipbin_partition_interval_s = 86400;
+
+/* security */
 int			voipbin_notify_payload = VB_NOTIFY_FULL;
 char	   *voipbin_worker_role = NULL;
 
-/* 1.1: webhook receiver */
+/* webhook receiver */
 int			voipbin_webhook_port = 0;
 char	   *voipbin_webhook_listen_addresses = NULL;
 char	   *voipbin_webhook_path = NULL;
 char	   *voipbin_webhook_secret = NULL;
 
-/* 1.1: gap repair */
+/* gap repair */
 bool		voipbin_repair = true;
 double		voipbin_repair_rate = 10.0;
 
@@ -69,8 +72,9 @@ show_webhook_secret(void)
 	return voipbin_webhook_secret && voipbin_webhook_secret[0] ? SECRET_MASK : "";
 }
 
-void
-settings_define(void)
+/* The connection to VoIPBIN: where, with what credential, how it is retried. */
+static void
+define_connection_settings(void)
 {
 	DefineCustomStringVariable("voipbin.database",
 							   "Database the voipbin worker connects to.",
@@ -114,23 +118,17 @@ settings_define(void)
 							"VoIPBIN pings every 10 s.",
 							&voipbin_idle_timeout_s, 35, 2, 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("voipbin.event_retention",
-							"Events and dead letters older than this are deleted; 0 keeps them.",
-							NULL,
-							&voipbin_event_retention_s, 7 * 86400, 0, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomIntVariable("voipbin.buffer_limit",
-							"Memory the worker may hold for events the database cannot take yet.",
-							NULL,
-							&voipbin_buffer_limit_kb, 64 * 1024, 1024, INT_MAX / 2,
-							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("voipbin.http_timeout",
 							"Total time one VoIPBIN REST call may take.",
 							NULL,
 							&voipbin_http_timeout_ms, 10000, 100, 3600 * 1000,
 							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+}
 
-	/* 1.1: durability */
+/* Durability: the journal of received frames, their size, storing them, the memory held. */
+static void
+define_durability_settings(void)
+{
 	DefineCustomStringVariable("voipbin.spool_directory",
 							   "Directory of the worker's journal of received frames.",
 							   "A relative path is under the data directory.  Read when the worker starts: change it with an empty journal only.",
@@ -151,15 +149,33 @@ settings_define(void)
 							NULL,
 							&voipbin_store_retry_timeout_ms, 10 * 60 * 1000, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("voipbin.buffer_limit",
+							"Memory the worker may hold for events the database cannot take yet.",
+							NULL,
+							&voipbin_buffer_limit_kb, 64 * 1024, 1024, INT_MAX / 2,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+}
 
-	/* 1.1: scale */
+/* How long events are kept, and the partitions they are kept in. */
+static void
+define_retention_settings(void)
+{
+	DefineCustomIntVariable("voipbin.event_retention",
+							"Events and dead letters older than this are deleted; 0 keeps them.",
+							NULL,
+							&voipbin_event_retention_s, 7 * 86400, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("voipbin.partition_interval",
 							"Time range of each partition of voipbin_events; retention drops whole partitions.",
 							"Counted from 2000-01-01 00:00 UTC; a change applies to partitions made after it.",
 							&voipbin_partition_interval_s, 86400, 60, 366 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+}
 
-	/* 1.1: security */
+/* Security: what NOTIFY tells every listener, the role the worker runs as. */
+static void
+define_security_settings(void)
+{
 	DefineCustomEnumVariable("voipbin.notify_payload",
 							 "What the NOTIFY payloads carry: the event's data (full) or only its id (id).",
 							 "LISTEN needs no privilege: with full, every role that can connect hears the data.",
@@ -170,8 +186,12 @@ settings_define(void)
 							   NULL,
 							   &voipbin_worker_role, "",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
 
-	/* 1.1: webhook receiver */
+/* The webhook receiver. */
+static void
+define_webhook_settings(void)
+{
 	DefineCustomIntVariable("voipbin.webhook_port",
 							"TCP port of the webhook receiver; 0 turns it off.",
 							NULL,
@@ -194,8 +214,12 @@ settings_define(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, show_webhook_secret);
+}
 
-	/* 1.1: gap repair */
+/* Gap repair over REST. */
+static void
+define_repair_settings(void)
+{
 	DefineCustomBoolVariable("voipbin.repair",
 							 "After a reconnection, fetch over REST what the outage cost.",
 							 NULL,
@@ -206,7 +230,18 @@ settings_define(void)
 							 "VoIPBIN allows 17 per second per customer, shared with the customer's own users.",
 							 &voipbin_repair_rate, 10.0, 0.1, 17.0,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+}
+
+/* Defines every setting, a subject at a time; _PG_init calls it once. */
+void
+settings_define(void)
+{
+	define_connection_settings();
+	define_durability_settings();
+	define_retention_settings();
+	define_security_settings();
+	define_webhook_settings();
+	define_repair_settings();
 
 	MarkGUCPrefixReserved("voipbin");
 }
-

@@ -226,8 +226,10 @@ resume_interrupted(const char *path, const char *mpath)
 				return;
 			}
 			ereport(LOG,
-					(errmsg("voipbin: the import of voipbin 1.0's spool file \"%s\" was interrupted; its %llu frame(s) already in the journal are not imported again",
-							path, (unsigned long long) journaled)));
+					(errmsg_plural("voipbin: the import of voipbin 1.0's spool file \"%s\" was interrupted; its %llu frame already in the journal is not imported again",
+								   "voipbin: the import of voipbin 1.0's spool file \"%s\" was interrupted; its %llu frames already in the journal are not imported again",
+								   journaled,
+								   path, (unsigned long long) journaled)));
 		}
 	}
 	(void) durable_unlink(mpath, WARNING);
@@ -306,8 +308,10 @@ import_spool_1_0(void)
 	{
 		/* not known to be on disk: keep the file, so nothing depends on the journal alone */
 		ereport(WARNING,
-				(errmsg("voipbin: voipbin 1.0's spool file \"%s\": its %llu frame(s) are journaled but not yet on disk; the file is kept",
-						path, (unsigned long long) im.frames),
+				(errmsg_plural("voipbin: voipbin 1.0's spool file \"%s\": its %llu frame is journaled but not yet on disk; the file is kept",
+							   "voipbin: voipbin 1.0's spool file \"%s\": its %llu frames are journaled but not yet on disk; the file is kept",
+							   im.frames,
+							   path, (unsigned long long) im.frames),
 				 errdetail("The next start imports those that did not reach the disk; the marker file says how many did.")));
 		return;
 	}
@@ -323,8 +327,10 @@ import_spool_1_0(void)
 		}
 		(void) durable_unlink(mpath, WARNING);
 		ereport(WARNING,
-				(errmsg("voipbin: imported %llu frame(s) of voipbin 1.0's spool file \"%s\"; the rest stays in it: %s",
-						(unsigned long long) im.frames, path,
+				(errmsg_plural("voipbin: imported %llu frame of voipbin 1.0's spool file \"%s\"; the rest stays in it: %s",
+							   "voipbin: imported %llu frames of voipbin 1.0's spool file \"%s\"; the rest stays in it: %s",
+							   im.frames,
+							   (unsigned long long) im.frames, path,
 						im.full ? "the journal is full (voipbin.spool_limit)" : "the journal could not take them"),
 				 errhint("Restart the worker once the journal has room (or raise voipbin.spool_limit): the import goes on from there.")));
 		return;
@@ -344,6 +350,8 @@ import_spool_1_0(void)
 	(void) durable_unlink(mpath, WARNING);
 	if (im.frames > 0)
 		ereport(LOG,
-				(errmsg("voipbin: imported %llu frame(s) that voipbin 1.0 had spooled in \"%s\" into the journal; the file is removed",
-						(unsigned long long) im.frames, path)));
+				(errmsg_plural("voipbin: imported %llu frame that voipbin 1.0 had spooled in \"%s\" into the journal; the file is removed",
+							   "voipbin: imported %llu frames that voipbin 1.0 had spooled in \"%s\" into the journal; the file is removed",
+							   im.frames,
+							   (unsigned long long) im.frames, path)));
 }

@@ -891,8 +891,10 @@ retry_later(StoreBatch *b, ErrorData *err, const char *journal_id, uint64 upto,
 		StoreResult r;
 
 		ereport(WARNING,
-				(errmsg("voipbin: %d frame(s) become dead letters: storing them failed for %d ms (voipbin.store_retry_timeout)",
-						b->n, voipbin_store_retry_timeout_ms),
+				(errmsg_plural("voipbin: %d frame becomes a dead letter: storing it failed for %d ms (voipbin.store_retry_timeout)",
+							   "voipbin: %d frames become dead letters: storing them failed for %d ms (voipbin.store_retry_timeout)",
+							   b->n,
+							   b->n, voipbin_store_retry_timeout_ms),
 				 errdetail("The last error was: %s (SQLSTATE %s)", err->message,
 						   unpack_sql_state(err->sqlerrcode)),
 				 errhint("Once the cause is fixed, voipbin_retry_dead_letters() stores them.")));
@@ -902,7 +904,9 @@ retry_later(StoreBatch *b, ErrorData *err, const char *journal_id, uint64 upto,
 			/* the next batch's own deadline counts from this run or its arrival */
 			show_stored();
 			if (r == STORE_DONE)
-				voipbin_set_error(psprintf("%d frame(s) became dead letters after storing them failed for %d ms: %s (SQLSTATE %s)",
+				voipbin_set_error(psprintf(b->n == 1 ?
+										   "%d frame became a dead letter after storing it failed for %d ms: %s (SQLSTATE %s)" :
+										   "%d frames became dead letters after storing them failed for %d ms: %s (SQLSTATE %s)",
 										   b->n, voipbin_store_retry_timeout_ms, err->message,
 										   unpack_sql_state(err->sqlerrcode)));
 			return r;
@@ -913,7 +917,8 @@ retry_later(StoreBatch *b, ErrorData *err, const char *journal_id, uint64 upto,
 	*retry_at = TimestampTzPlusMilliseconds(now, delay);
 	if (deadline != 0 && deadline > now)
 		*retry_at = Min(*retry_at, deadline);
-	msg = psprintf("could not store %d frame(s), retrying in %.1f s: %s (SQLSTATE %s)",
+	msg = psprintf(b->n == 1 ? "could not store %d frame, retrying in %.1f s: %s (SQLSTATE %s)" :
+				   "could not store %d frames, retrying in %.1f s: %s (SQLSTATE %s)",
 				   b->n, (*retry_at - now) / 1000000.0, err->message,
 				   unpack_sql_state(err->sqlerrcode));
 	ereport(WARNING, (errmsg("voipbin: %s", msg)));
@@ -953,8 +958,10 @@ store_frames(JournalRecord **frames, int n, const char *journal_id, uint64 upto,
 	{
 		if (retry.failing_since != 0 && result == STORE_DONE)
 			ereport(LOG,
-					(errmsg("voipbin: storing works again after %d failed attempt(s)",
-							retry.failures)));
+					(errmsg_plural("voipbin: storing works again after %d failed attempt",
+								   "voipbin: storing works again after %d failed attempts",
+								   retry.failures,
+								   retry.failures)));
 		retry.failing_since = 0;
 		retry.failures = 0;
 		if (retry.shown[0])

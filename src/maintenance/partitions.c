@@ -103,7 +103,9 @@ partitions_maintain(void)
 	}
 	if (created > 0 || dropped > 0)
 		ereport(DEBUG1,
-				(errmsg("voipbin: %d partition(s) of voipbin_events made, %d dropped past voipbin.event_retention",
-						created, dropped)));
+				(errmsg_plural("voipbin: %d partition of voipbin_events made, %d dropped past voipbin.event_retention",
+							   "voipbin: %d partitions of voipbin_events made, %d dropped past voipbin.event_retention",
+							   created,
+							   created, dropped)));
 	return next_drop;
 }

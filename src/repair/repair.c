@@ -184,9 +184,11 @@ begin_attempt(void)
 	}
 	http_wipe(cred);
 	ereport(LOG,
-			(errmsg("voipbin: repairing gap %lld (attempt %d): reading VoIPBIN's calls since %s, and %d call(s) not settled",
-					(long long) newest_gap(), repair_job.attempt, timestamptz_to_str(repair_job.since),
-					list_length(repair_job.open_calls))));
+			(errmsg_plural("voipbin: repairing gap %lld (attempt %d): reading VoIPBIN's calls since %s, and %d call not settled",
+						   "voipbin: repairing gap %lld (attempt %d): reading VoIPBIN's calls since %s, and %d calls not settled",
+						   list_length(repair_job.open_calls),
+						   (long long) newest_gap(), repair_job.attempt, timestamptz_to_str(repair_job.since),
+						   list_length(repair_job.open_calls))));
 	if (repair_job.topics == NIL)
 	{
 		/* nothing would have come live: nothing to read back */
@@ -234,14 +236,20 @@ finish_job(void)
 	char	   *error;
 
 	if (repair_job.deleted)
-		repair_note("%d call(s) deleted meanwhile (VoIPBIN answers 409: their last state cannot be read)",
-			 repair_job.deleted);
+		repair_note(repair_job.deleted == 1 ?
+					"%d call deleted meanwhile (VoIPBIN answers 409: its last state cannot be read)" :
+					"%d calls deleted meanwhile (VoIPBIN answers 409: their last state cannot be read)",
+					repair_job.deleted);
 	if (repair_job.gone)
-		repair_note("%d call(s) or recording(s) no longer exist (404)", repair_job.gone);
+		repair_note(repair_job.gone == 1 ? "%d call or recording no longer exists (404)" :
+					"%d calls or recordings no longer exist (404)", repair_job.gone);
 	if (repair_job.denied)
-		repair_note("%d object(s) refused (403)", repair_job.denied);
+		repair_note(repair_job.denied == 1 ? "%d object refused (403)" : "%d objects refused (403)",
+					repair_job.denied);
 	if (repair_job.lost)
-		repair_note("%d object(s) fetched could not be journaled (voipbin.spool_limit)", repair_job.lost);
+		repair_note(repair_job.lost == 1 ?
+					"%d object fetched could not be journaled (voipbin.spool_limit)" :
+					"%d objects fetched could not be journaled (voipbin.spool_limit)", repair_job.lost);
 	error = repair_job.notes.len > 0 ? psprintf("partial: %s", repair_job.notes.data) : NULL;
 
 	db_begin_work();
@@ -261,9 +269,14 @@ finish_job(void)
 	rh_close_idle();
 	record_outcome(true, events, error);
 	ereport(LOG,
-			(errmsg("voipbin: gap %lld repaired: %lld event(s) stored from %d page(s) of calls and %d call(s) read%s%s",
-					(long long) newest_gap(), (long long) events, repair_job.pages,
-					list_length(repair_job.changed), error ? "; " : "", error ? error : "")));
+			(errmsg_plural("voipbin: gap %lld repaired: %lld event stored from %d %s of calls and %d %s read%s%s",
+						   "voipbin: gap %lld repaired: %lld events stored from %d %s of calls and %d %s read%s%s",
+						   events,
+						   (long long) newest_gap(), (long long) events,
+						   repair_job.pages, repair_job.pages == 1 ? "page" : "pages",
+						   list_length(repair_job.changed),
+						   list_length(repair_job.changed) == 1 ? "call" : "calls",
+						   error ? "; " : "", error ? error : "")));
 	repair_job.phase = JOB_IDLE;
 }
 
@@ -472,6 +485,12 @@ repair_step_failed(void)
 		repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_delay_ms(repair_job.attempt));
 		repair_job.phase = repair_job.attempt >= REPAIR_MAX_ATTEMPTS ? JOB_IDLE : JOB_BEGIN;
 	}
+}
+
+bool
+repair_running(void)
+{
+	return repair_cxt != NULL && repair_job.phase != JOB_IDLE;
 }
 
 long

@@ -34,6 +34,9 @@ extern void repair_abandon(const char *why);
  */
 extern long repair_step(void);
 
+/* Whether a repair is under way: an attempt running, draining, or waited for. */
+extern bool repair_running(void);
+
 /* An error escaped gaps_step(): this attempt fails, the next comes later. */
 extern void repair_step_failed(void);
 
