@@ -570,7 +570,9 @@ def test_fifty_concurrent_posts(hook, vb, fake):
     for t in threads:
         t.join(60)
     assert sorted(results) == [200] * 50
-    assert vb.query_one("SELECT count(*) FROM voipbin_events WHERE source = 'webhook'")[0] == 50
+    # each 200 says its body is in the journal on disk; the rows follow
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events WHERE source = 'webhook'")[0] == 50,
+               what="the fifty rows")
 
 
 def test_slow_client_does_not_block_and_is_closed(hook, vb, fake):
