@@ -50,12 +50,12 @@ class Cluster:
     every = []
     before_destroy = []
 
-    def __init__(self, conf, dbname="voipbin_test"):
+    def __init__(self, conf, dbname="voipbin_test", initdb_args=()):
         empty = Cluster._empty()
         self.__dict__.update(empty.__dict__)
         self.dbname = dbname
         self.run_as_postgres("initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
-                             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8")
+                             "--no-sync", "-E", "UTF8", "--locale=C.UTF-8", *initdb_args)
         base = {
             "listen_addresses": "''",
             "unix_socket_directories": "'%s'" % self.sock,
@@ -206,6 +206,21 @@ class Cluster:
                 return f.read()
         except FileNotFoundError:
             return ""
+
+
+class SwitchableCluster(Cluster):
+    """A Cluster whose server binaries (and so library) can be swapped
+    between restarts, as a package upgrade does; or that runs another
+    major's (bindir: that installation's bin directory)."""
+
+    def __init__(self, conf, bindir, dbname, initdb_args=()):
+        self.bindir = bindir
+        super().__init__(conf, dbname=dbname, initdb_args=initdb_args)
+
+    def switch_to(self, bindir):
+        self.stop()
+        self.bindir = bindir
+        self.start()
 
 
 class Listener:

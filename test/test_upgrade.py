@@ -23,7 +23,7 @@ import psycopg2
 import pytest
 
 from helpers import FAST, point_at
-from pgcluster import PG_BIN, Cluster, wait_until
+from pgcluster import PG_BIN, Cluster, SwitchableCluster, wait_until
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELEASE_1_0 = "926977db66167d14bd7a10f9a902a3ef5e6762ce"   # voipbin 1.0 as released
@@ -64,7 +64,7 @@ def patch_1_0_for_this_major(src):
 
 
 # ---------------------------------------------------------------------------
-# The released 1.0, and a cluster that can run either library
+# The released 1.0 (SwitchableCluster, in pgcluster.py, runs either library)
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -100,20 +100,6 @@ def release_1_0():
         yield root + PG_BIN
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-class SwitchableCluster(Cluster):
-    """A Cluster whose server binaries (and so library) can be swapped
-    between restarts, as a package upgrade does."""
-
-    def __init__(self, conf, bindir, dbname):
-        self.bindir = bindir
-        super().__init__(conf, dbname=dbname)
-
-    def switch_to(self, bindir):
-        self.stop()
-        self.bindir = bindir
-        self.start()
 
 
 # ---------------------------------------------------------------------------
