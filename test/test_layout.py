@@ -184,3 +184,13 @@ def test_a_function_s_prefix_names_its_file(prefix):
             if not os.path.basename(p).startswith(prefix.rstrip("_")):
                 bad.append("%s defines %s" % (p, n))
     assert not bad, "\n".join(bad)
+
+
+def test_net_files_stop_a_build_that_brings_postgresql_in():
+    """Each src/net/ file includes net/no_postgres.h last: an #error if any
+    header before it pulled PostgreSQL in."""
+    for p in sources():
+        if folder(p) != "net" or not p.endswith(".c"):
+            continue
+        incs = our_includes(p)
+        assert incs and incs[-1] == "net/no_postgres.h", "%s: net/no_postgres.h is not its last include" % p

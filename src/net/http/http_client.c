@@ -22,6 +22,7 @@
 #include <openssl/ssl.h>
 
 #include "net/http/http_client.h"
+#include "net/no_postgres.h"
 
 #if LIBCURL_VERSION_NUM < 0x075400
 #error "voipbin needs libcurl 7.84 or later"

@@ -42,6 +42,7 @@
 #include "net/journal/journal.h"
 #include "net/journal/pio.h"
 #include "net/journal/record.h"
+#include "net/no_postgres.h"
 
 #define REC_MAGIC	0x4a4e4256u	/* "VBNJ" */
 #define META_MAGIC	0x4d4e4256u	/* "VBNM" */

@@ -16,6 +16,7 @@
 
 #include "net/journal/spool_1_0.h"
 #include "net/journal/pio.h"
+#include "net/no_postgres.h"
 
 #define SPOOL_1_0_MAGIC 0x56425350u	/* "VBSP" */
 

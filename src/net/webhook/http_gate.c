@@ -28,6 +28,7 @@
 
 #include "net/webhook/http_gate.h"
 #include "net/webhook/request_line.h"
+#include "net/no_postgres.h"
 
 #define MAX_LISTEN 16
 /* After answering, what the client still sends is read and dropped this long, so close() sends no RST that could destroy the answer. */

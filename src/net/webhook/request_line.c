@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "net/webhook/request_line.h"
+#include "net/no_postgres.h"
 
 /* tchar of RFC 9110 §5.6.2 */
 static bool

@@ -17,6 +17,7 @@
 
 #include "net/webhook/secret_fetch.h"
 #include "net/http/http_client.h"
+#include "net/no_postgres.h"
 
 /* GET /customer is a few kB; anything much larger is not VoIPBIN. */
 #define MAX_ANSWER (1024 * 1024)

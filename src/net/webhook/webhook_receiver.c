@@ -58,6 +58,7 @@
 #include "net/journal/journal.h"
 #include "net/webhook/http_gate.h"
 #include "net/webhook/webhook_request.h"
+#include "net/no_postgres.h"
 
 #define MAX_SOCKETS 16
 #define PATH_MAX_LEN 1024

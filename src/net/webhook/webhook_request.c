@@ -16,6 +16,7 @@
 #include <openssl/hmac.h>
 
 #include "net/webhook/webhook_request.h"
+#include "net/no_postgres.h"
 
 /* VoIPBIN's webhook_method is one of these (docs/voipbin.md, "Webhooks and their signature"); all carry the body. */
 static const char *const methods[] = {"POST", "PUT", "GET", "DELETE"};

@@ -41,6 +41,7 @@
 
 #include "net/ws/ws_client.h"
 #include "net/journal/journal.h"
+#include "net/no_postgres.h"
 
 typedef enum CmdKind
 {
