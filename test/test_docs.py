@@ -231,3 +231,16 @@ def test_comments_cite_no_section_numbers_of_notes_outside():
                 if not re.search(r"RFC \d+ $", line[:m.start()]):
                     bad.append("%s:%d: %s" % (rel, n, line.strip()))
     assert not bad, "\n".join(bad)
+
+
+def test_source_files_the_docs_name_exist():
+    """A page that sends a contributor to worker/intake.c or src/net/ws/ws_client.c
+    names a file that is there."""
+    bad = []
+    pattern = re.compile(r"\b(?:src/)?((?:base|net|ingest|maintenance|repair|worker|sql)/[a-z0-9_/]+\.[ch])\b")
+    for page in _doc_pages():
+        for n, line in enumerate(_read(page).splitlines(), 1):
+            for m in pattern.finditer(line):
+                if not os.path.exists(os.path.join(TOP, "src", m.group(1))):
+                    bad.append("%s:%d: %s" % (page, n, m.group(0)))
+    assert not bad, "\n".join(bad)
