@@ -168,20 +168,12 @@ multi_perform_masked(CURLM *multi, int *running)
 	return mc;
 }
 
-/* One exchange, within timeout_ms; the outcome is left in *a. */
-static void
-rest_attempt(const RestTarget *t, const char *method, const char *path,
-			 const char *payload, size_t payload_len, long timeout_ms,
-			 RestAttempt *a)
+/* What one attempt asks libcurl for: the call, its credential, its limits. */
+static HttpRequest
+request_for(const RestTarget *t, const char *method, const char *path,
+			const char *payload, size_t payload_len, long timeout_ms, const char *ca_file)
 {
 	HttpRequest req = {0};
-	HttpCall   *c = palloc(sizeof(HttpCall));	/* not on the stack: PG_TRY */
-	HttpSetupError setup;
-	const char *why;
-	CURLM	   *multi;
-
-	memset(a, 0, sizeof(*a));
-	a->ca_file = (voipbin_ca_file && voipbin_ca_file[0]) ? voipbin_ca_file : NULL;
 
 	req.base_url = t->api_url;
 	req.path = path;
@@ -191,11 +183,123 @@ rest_attempt(const RestTarget *t, const char *method, const char *path,
 	req.json_always = true;
 	req.credential = t->credential;
 	req.cred_kind = t->kind == CRED_ACCESSKEY ? HTTP_CRED_ACCESSKEY : HTTP_CRED_BEARER;
-	req.ca_file = a->ca_file;
+	req.ca_file = ca_file;
 	req.timeout_ms = timeout_ms;
 	req.connect_timeout_ms = Min(timeout_ms, (long) REST_CONNECT_TIMEOUT_MS);
 	req.max_response = REST_MAX_RESPONSE;
 	req.user_agent = REST_USER_AGENT;
+	return req;
+}
+
+/* An ERROR for a call that could not even be set up. */
+static void
+report_setup(const RestTarget *t, HttpSetupError setup, const char *why, bool have_multi)
+{
+	if (setup == HTTP_SETUP_NO_MEMORY || !have_multi)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory for a VoIPBIN REST call")));
+	if (setup == HTTP_SETUP_BAD_URL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("libcurl does not accept voipbin.api_url \"%s\"",
+						redact_secret(t->api_url, t->credential))));
+	if (setup != HTTP_SETUP_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("%s", why)));
+}
+
+/*
+ * Runs the transfer to its end in slices, so that a cancel or
+ * statement_timeout (CHECK_FOR_INTERRUPTS) stops it at once.
+ */
+static void
+run_transfer(CURLM *multi, HttpCall *c)
+{
+	if (curl_multi_add_handle(multi, c->easy) != CURLM_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("libcurl could not start a transfer")));
+	for (;;)
+	{
+		int			running = 0;
+		CURLMcode	mc = multi_perform_masked(multi, &running);
+
+		if (mc == CURLM_OK && running > 0)
+		{
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+			mc = curl_multi_poll(multi, NULL, 0, REST_SLICE_MS, NULL);
+			pgstat_report_wait_end();
+		}
+		if (mc != CURLM_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("libcurl failed: %s", curl_multi_strerror(mc))));
+		CHECK_FOR_INTERRUPTS();
+		if (running == 0)
+			break;
+	}
+}
+
+/* The transfer's outcome, answer and headers into *a, in palloc'd memory. */
+static void
+collect_answer(CURLM *multi, HttpCall *c, RestAttempt *a)
+{
+	CURLMsg    *msg;
+	int			left;
+	curl_off_t	t_connect = 0;
+	curl_off_t	t_tls = 0;
+
+	a->code = CURLE_GOT_NOTHING;
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE && msg->easy_handle == c->easy)
+			a->code = msg->data.result;
+
+	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &a->status);
+	curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &t_connect);
+	curl_easy_getinfo(c->easy, CURLINFO_APPCONNECT_TIME_T, &t_tls);
+	a->connected = t_connect > 0;
+	a->tls_done = t_tls > 0;
+	a->too_large = c->too_large;
+	a->ca_failed = c->ca_failed;
+	memcpy(a->errbuf, c->errbuf, sizeof(a->errbuf));
+	if (a->status > 0)
+	{
+		char	   *ct = NULL;
+
+		if (curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
+			a->content_type = pstrdup(ct);
+		if (c->request_id)
+			a->request_id = pstrdup(c->request_id);
+		a->has_retry_after = c->has_retry_after;
+		a->retry_after_s = c->retry_after_s;
+	}
+	a->body = palloc(c->len + 1);
+	if (c->len > 0)
+		memcpy(a->body, c->body, c->len);
+	a->len = c->len;
+	a->body[a->len] = '\0';
+}
+
+/*
+ * One exchange, within timeout_ms; the outcome is left in *a, and libcurl's
+ * resources are freed whatever happens.
+ */
+static void
+rest_attempt(const RestTarget *t, const char *method, const char *path,
+			 const char *payload, size_t payload_len, long timeout_ms,
+			 RestAttempt *a)
+{
+	HttpRequest req;
+	HttpCall   *c = palloc(sizeof(HttpCall));	/* not on the stack: PG_TRY */
+	HttpSetupError setup;
+	const char *why;
+	CURLM	   *multi;
+
+	memset(a, 0, sizeof(*a));
+	a->ca_file = (voipbin_ca_file && voipbin_ca_file[0]) ? voipbin_ca_file : NULL;
+	req = request_for(t, method, path, payload, payload_len, timeout_ms, a->ca_file);
 
 	/* everything that must be freed exists before PG_TRY, and is not reassigned */
 	setup = http_call_setup(c, &req, &why);
@@ -203,83 +307,14 @@ rest_attempt(const RestTarget *t, const char *method, const char *path,
 
 	PG_TRY();
 	{
-		CURLMsg    *msg;
-		int			left;
-		curl_off_t	t_connect = 0;
-		curl_off_t	t_tls = 0;
-
-		if (setup == HTTP_SETUP_NO_MEMORY || multi == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OUT_OF_MEMORY),
-					 errmsg("out of memory for a VoIPBIN REST call")));
-		if (setup == HTTP_SETUP_BAD_URL)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("libcurl does not accept voipbin.api_url \"%s\"",
-							redact_secret(t->api_url, t->credential))));
-		if (setup != HTTP_SETUP_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYSTEM_ERROR),
-					 errmsg("%s", why)));
-
-		if (curl_multi_add_handle(multi, c->easy) != CURLM_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYSTEM_ERROR),
-					 errmsg("libcurl could not start a transfer")));
-		for (;;)
-		{
-			int			running = 0;
-			CURLMcode	mc = multi_perform_masked(multi, &running);
-
-			if (mc == CURLM_OK && running > 0)
-			{
-				pgstat_report_wait_start(PG_WAIT_EXTENSION);
-				mc = curl_multi_poll(multi, NULL, 0, REST_SLICE_MS, NULL);
-				pgstat_report_wait_end();
-			}
-			if (mc != CURLM_OK)
-				ereport(ERROR,
-						(errcode(ERRCODE_SYSTEM_ERROR),
-						 errmsg("libcurl failed: %s", curl_multi_strerror(mc))));
-			CHECK_FOR_INTERRUPTS();
-			if (running == 0)
-				break;
-		}
+		report_setup(t, setup, why, multi != NULL);
+		run_transfer(multi, c);
 		if (c->no_memory)
 			ereport(ERROR,
 					(errcode(ERRCODE_OUT_OF_MEMORY),
 					 errmsg("out of memory for VoIPBIN's answer to %s %s", method,
 							redact_secret(t->api_url, t->credential))));
-
-		a->code = CURLE_GOT_NOTHING;
-		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == c->easy)
-				a->code = msg->data.result;
-
-		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &a->status);
-		curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &t_connect);
-		curl_easy_getinfo(c->easy, CURLINFO_APPCONNECT_TIME_T, &t_tls);
-		a->connected = t_connect > 0;
-		a->tls_done = t_tls > 0;
-		a->too_large = c->too_large;
-		a->ca_failed = c->ca_failed;
-		memcpy(a->errbuf, c->errbuf, sizeof(a->errbuf));
-		if (a->status > 0)
-		{
-			char	   *ct = NULL;
-
-			if (curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct) == CURLE_OK && ct)
-				a->content_type = pstrdup(ct);
-			if (c->request_id)
-				a->request_id = pstrdup(c->request_id);
-			a->has_retry_after = c->has_retry_after;
-			a->retry_after_s = c->retry_after_s;
-		}
-		a->body = palloc(c->len + 1);
-		if (c->len > 0)
-			memcpy(a->body, c->body, c->len);
-		a->len = c->len;
-		a->body[a->len] = '\0';
+		collect_answer(multi, c, a);
 	}
 	PG_FINALLY();
 	{
