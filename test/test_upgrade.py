@@ -482,6 +482,7 @@ def spool_with_1_0(c, fake, secret_dir, db):
                                     dbname=db)
         return taken > 0 and queued >= (40 - taken) * len(pad)
     wait_until(holding, timeout=20, what="1.0 holding the 40 frames")
+    taken = c.query_one("SELECT frames_received FROM voipbin_status()", dbname=db)[0]
     # a fast stop while the table is locked: 1.0's worker spools what it holds
     r = c.stop("fast")
     assert r.returncode == 0, r.stdout
@@ -490,8 +491,21 @@ def spool_with_1_0(c, fake, secret_dir, db):
     except psycopg2.Error:
         pass
     spool = os.path.join(c.data, "voipbin.spool")
-    assert os.path.getsize(spool) > 40 * len(pad), "1.0 did not spool the 40 frames"
-    return want, spool
+    # 1.0 spools its queue; the batch its main thread held (taken frames,
+    # waiting for the lock) too, unless the stop caught it inside the INSERT,
+    # where 1.0 loses it (released behaviour: each event's copy is queued)
+    assert os.path.getsize(spool) > (40 - taken) * len(pad), "1.0 did not spool its queue"
+    return want, spool, taken
+
+
+def spooled_frames(log, pattern, taken):
+    """How many frames the import said 1.0 had spooled: 40, or fewer by the
+    batch 1.0 held when it stopped."""
+    m = re.search(pattern, log)
+    assert m, log[-3000:]
+    n = int(m.group(1))
+    assert 40 - taken <= n <= 40, (n, taken)
+    return n
 
 
 def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, secret_dir):
@@ -502,7 +516,7 @@ def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, s
     db = "voipbin_spool10"
     c = SwitchableCluster(FAST, release_1_0, dbname=db)
     try:
-        want, spool = spool_with_1_0(c, fake, secret_dir, db)
+        want, spool, taken = spool_with_1_0(c, fake, secret_dir, db)
         log_from = len(c.read_log())
 
         # the 1.1 package on the same data directory
@@ -516,7 +530,7 @@ def test_frames_spooled_by_1_0_are_stored_after_the_upgrade(release_1_0, fake, s
         assert c.query_one("SELECT count(*) FROM voipbin_dead_letters", dbname=db) == (0,)
         assert not os.path.exists(spool) and not os.path.exists(spool + ".pos")
         log = c.read_log()[log_from:]
-        assert "imported 40 frames that voipbin 1.0 had spooled" in log, log[-3000:]
+        spooled_frames(log, r"imported (\d+) frames that voipbin 1.0 had spooled", taken)
         assert not crash_lines(log)
 
         # once: a restart has nothing to import and stores nothing twice
@@ -547,7 +561,7 @@ def test_an_import_of_1_0_s_spool_cut_by_a_crash_imports_nothing_twice(release_1
     db = "voipbin_spool10c"
     c = SwitchableCluster(FAST, release_1_0, dbname=db)
     try:
-        want, spool = spool_with_1_0(c, fake, secret_dir, db)
+        want, spool, taken = spool_with_1_0(c, fake, secret_dir, db)
         log_from = len(c.read_log())
         c.bindir = PG_BIN
         os.environ["VOIPBIN_FAULT"] = "spool-import-journaled"
@@ -570,10 +584,10 @@ def test_an_import_of_1_0_s_spool_cut_by_a_crash_imports_nothing_twice(release_1
         wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
                    what="the events 1.0 had spooled stored by 1.1")
         log = c.read_log()[log_from:]
-        assert "its 40 frames already in the journal are not imported again" in log, log[-3000:]
+        n = spooled_frames(log, r"its (\d+) frames already in the journal are not imported again", taken)
         assert not os.path.exists(spool) and not os.path.exists(marker)
-        s = c.wait_status(lambda s: s["frames_received"] >= 40, what="the 40 frames taken")
-        assert (s["events_stored"], s["duplicates"], s["dead_letters"]) == (20, 20, 0), s
+        s = c.wait_status(lambda s: s["frames_received"] >= n, what="the %d frames taken" % n)
+        assert (s["events_stored"], s["duplicates"], s["dead_letters"]) == (20, n - 20, 0), s
         assert c.query_one("SELECT count(*) FROM voipbin_events", dbname=db) == (20,)
     except BaseException:
         print("---- server log (tail)\n" + c.read_log()[-6000:])
