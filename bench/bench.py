@@ -40,7 +40,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "test"))
 sys.path.insert(0, HERE)
 
-from pgcluster import Cluster, _free_port, wait_until  # noqa: E402
+from pgcluster import Cluster, free_port, wait_until  # noqa: E402
 from fakeserver_fixture import make_certs  # noqa: E402
 import events  # noqa: E402
 from batched_client import STAGE_DDL, STORE_SQL, copy_line  # noqa: E402
@@ -649,7 +649,7 @@ class Bench:
             events.write_frames(path, frames)
             with open(types, "w") as f:
                 f.write("\n".join(fr[0] for fr in frames) + "\n")
-        port = _free_port()
+        port = free_port()
         self.cluster.set_conf(voipbin__webhook_port=port, voipbin__webhook_secret=WEBHOOK_SECRET)
         try:
             self.cluster.wait_status(lambda s: s["webhook_state"].startswith("listening on")
