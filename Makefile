@@ -26,7 +26,8 @@ REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src
 WORKER_OBJS = src/worker/worker.o src/worker/connection.o src/worker/connection_failure.o \
               src/worker/intake.o src/worker/timers.o src/worker/activity.o \
               src/worker/subscriptions.o src/worker/webhook_ctl.o
-SQL_OBJS = src/sql/status.o src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o
+SQL_OBJS = src/sql/status.o src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o \
+           src/sql/vocabulary.o src/sql/customer_cache.o
 OBJS = src/voipbin.o $(SQL_OBJS) $(WORKER_OBJS) $(REPAIR_OBJS) $(MAINTENANCE_OBJS) \
        $(INGEST_OBJS) $(BASE_OBJS) $(NET_OBJS)
 
@@ -36,7 +37,7 @@ PG_CFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -pthread
 SHLIB_LINK = $(shell pkg-config --libs libwebsockets) $(shell pkg-config --libs libmicrohttpd) -lssl -lcrypto -lcurl -pthread -lm
 
-REGRESS = install topics classify settings rest workflows store_errors
+REGRESS = install topics classify settings rest workflows store_errors vocabulary
 # installcheck brings its own server, as pg_cron's does: a temporary instance
 # with the library preloaded, so it needs no cluster, only a user initdb
 # accepts (not root).  Under pg_buildext (debian/) the files are still in

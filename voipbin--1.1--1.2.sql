@@ -73,3 +73,101 @@ BEGIN
     END IF;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- VoIPBIN's words: the event types it sends and the resources it publishes
+-- topics for (src/sql/vocabulary.c); a typo gets a WARNING naming the nearest
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION voipbin_vocabulary(OUT kind text, OUT word text) RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'voipbin_vocabulary' LANGUAGE C STABLE PARALLEL SAFE ROWS 150;
+COMMENT ON FUNCTION voipbin_vocabulary() IS
+    'The event types VoIPBIN sends (or the worker names) and the resources it publishes topics for';
+REVOKE EXECUTE ON FUNCTION voipbin_vocabulary() FROM PUBLIC;
+
+CREATE FUNCTION voipbin_check_event_type(event_type text) RETURNS void
+    AS 'MODULE_PATHNAME', 'voipbin_check_event_type' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION voipbin_check_event_type(text) IS
+    'voipbin_on''s WARNING for an event type VoIPBIN does not send';
+REVOKE EXECUTE ON FUNCTION voipbin_check_event_type(text) FROM PUBLIC;
+
+-- the same as 1.1s, and the WARNING above
+CREATE OR REPLACE FUNCTION voipbin_on(event_type text, handler regprocedure) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    p pg_proc;
+    worker_role text := nullif(current_setting('voipbin.worker_role', true), '');
+    worker oid;
+BEGIN
+    IF event_type IS NULL OR handler IS NULL THEN
+        RAISE EXCEPTION 'voipbin_on needs an event type and a handler'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF event_type !~ '^[a-z][a-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid VoIPBIN event type: "%"', event_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Event types are lower case, as in call_hangup or transcript_created.';
+    END IF;
+    -- a type VoIPBIN does not send: a WARNING naming the nearest one, and on
+    PERFORM @extschema@.voipbin_check_event_type(event_type);
+    SELECT * INTO p FROM pg_proc WHERE oid = handler;
+    IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+       OR p.proargtypes[0] <> '@extschema@.voipbin_events'::regtype
+       OR p.prorettype <> 'void'::regtype THEN
+        RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+            USING ERRCODE = 'invalid_object_definition',
+                  DETAIL = 'A handler is a function that takes one argument of type voipbin_events and returns void.',
+                  HINT = 'Declare it as CREATE FUNCTION f(e voipbin_events) RETURNS void.';
+    END IF;
+    IF p.pronamespace = pg_my_temp_schema() THEN
+        RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'It is a temporary function, which the voipbin worker cannot see.';
+    END IF;
+    IF worker_role IS NULL THEN
+        IF NOT p.prosecdef AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = p.proowner) THEN
+            RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Handlers run in the voipbin worker, as a superuser; its owner is not one.',
+                      HINT = format('ALTER FUNCTION %s SECURITY DEFINER, so that it runs with its owner''s privileges.', handler);
+        END IF;
+    ELSE
+        SELECT oid INTO worker FROM pg_roles WHERE rolname = worker_role;
+        IF worker IS NULL THEN
+            RAISE EXCEPTION 'voipbin.worker_role "%" does not exist', worker_role
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create the role, or set voipbin.worker_role to another one and restart the server.';
+        END IF;
+        IF NOT p.prosecdef AND NOT pg_has_role(p.proowner, worker, 'USAGE') THEN
+            RAISE EXCEPTION 'function % cannot be a voipbin handler', handler
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = format('Handlers run in the voipbin worker, as role %I; the function''s owner does not have that role''s privileges.', worker_role),
+                      HINT = format('ALTER FUNCTION %s SECURITY DEFINER, so that it runs with its owner''s privileges.', handler);
+        END IF;
+        IF NOT has_function_privilege(worker, handler, 'EXECUTE') THEN
+            RAISE EXCEPTION 'the voipbin worker''s role % may not execute function %', quote_ident(worker_role), handler
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('GRANT EXECUTE ON FUNCTION %s TO %I;', handler, worker_role);
+        END IF;
+    END IF;
+    INSERT INTO @extschema@.voipbin_handlers (event_type, handler)
+    VALUES (voipbin_on.event_type, (pg_identify_object('pg_proc'::regclass, handler, 0)).identity)
+    ON CONFLICT ON CONSTRAINT voipbin_handlers_event_type_handler_key DO NOTHING;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- The own customer id as last learnt from GET /customer, per voipbin.api_url,
+-- so that subscribing works while VoIPBIN cannot be reached.  Nothing of the
+-- credential is kept (src/sql/customer_cache.c says when a row goes stale).
+-- A cache: not dumped, learnt again after a restore.
+-- ---------------------------------------------------------------------------
+CREATE TABLE voipbin_customer_cache (
+    api_url     text PRIMARY KEY,
+    customer_id uuid NOT NULL,
+    learnt_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE voipbin_customer_cache IS
+    'The own VoIPBIN customer id per voipbin.api_url, as last learnt from GET /customer';
+REVOKE ALL ON voipbin_customer_cache FROM PUBLIC;

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fuzzes the code that reads what others send or type: each libFuzzer target
-# runs for FUZZ_SECONDS (45: six targets, within .ci/run's half hour) under ASAN+UBSAN (and LSan where it can), from
+# runs for FUZZ_SECONDS (45: seven targets, within .ci/run's half hour) under ASAN+UBSAN (and LSan where it can), from
 # its corpus in test/fuzz/<target>/; regression inputs there (regress-*)
 # run first every time.  No crash, no leak, no undefined behaviour, or this
 # fails and leaves the input that did it in test/fuzz/artifacts/.
 #
 #   test/fuzz.sh [TARGET…]      (as root: PostgreSQL targets run as postgres)
 #
-# Targets that need the backend (frame, topic, endpoint) run inside
+# Targets that need the backend (frame, topic, endpoint, host) run inside
 # `postgres --single` with the ASAN runtime preloaded (see
 # test/fuzz/pg_fuzz.c); those of src/net/ (test/fuzz/fuzz_*.c) are plain
 # libFuzzer binaries.
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 seconds=${FUZZ_SECONDS:-45}
 export CLANG=${CLANG:-clang-14}
-pg_targets=(frame topic endpoint)
+pg_targets=(frame topic endpoint host)
 # a src/net/ target whose code is not written yet is skipped, and says so
 net_targets=()
 for f in test/fuzz/fuzz_*.c; do

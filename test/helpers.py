@@ -40,6 +40,9 @@ def reset_cluster(cluster):
                      voipbin__event_retention=None)
     cluster.execute("DELETE FROM voipbin_subscriptions")
     cluster.execute("TRUNCATE voipbin_events, voipbin_dead_letters")
+    # 1.2: the own customer id learnt per api_url (a database at 1.0 or 1.1 has none)
+    cluster.execute("DO $$ BEGIN IF to_regclass('voipbin_customer_cache') IS NOT NULL THEN "
+                    "DELETE FROM voipbin_customer_cache; END IF; END $$")
 
 
 def point_at(cluster, fake, secret_dir, credential=None, ca_file=None):

@@ -109,11 +109,23 @@ def test_slow_trigger_loses_nothing(vb, fake, topic):
         vb.execute("DROP TRIGGER slow ON voipbin_events; DROP FUNCTION slow()")
 
 
-def test_topic_the_server_drops_is_rejected(vb, fake, topic):
+def test_topic_the_server_drops_is_rejected(cluster, fake, secret_dir, topic):
+    # an agent's JWT: voipbin_subscribe cannot tell another agent's id (an
+    # access key's agent_id topics it refuses), VoIPBIN can
+    point_at(cluster, fake, secret_dir, credential=fake.jwt)
+    fake.wait_connections(1, timeout=15)
+    cluster.wait_status(lambda s: s["state"] == "connected", what="state connected")
+    try:
+        topic_the_server_drops_is_rejected(cluster, fake, topic)
+    finally:
+        reset_cluster(cluster)
+
+
+def topic_the_server_drops_is_rejected(vb, fake, topic):
     good = subscribe(vb, fake, topic + "call:call_")
     wait_until(lambda: vb.query_one("SELECT status FROM voipbin_subscriptions")[0] == "active",
                what="good topic active")
-    # syntactically fine, but an access key has no agent: the server drops the connection
+    # syntactically fine, but another agent's: the server drops the connection
     bad = "agent_id:%s:call:" % uuid.uuid4()
     vb.query_one("SELECT voipbin_subscribe(%s)", (bad,))
     wait_until(lambda: vb.query_one("SELECT status FROM voipbin_subscriptions WHERE topic = %s",

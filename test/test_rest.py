@@ -11,6 +11,7 @@ import pytest
 
 from helpers import point_at, reset_cluster, write_token_file
 from fakeserver_fixture import ACCESSKEY, JWT
+from fake_voipbin import DEFAULT_AGENT_ID
 from pgcluster import wait_until
 
 OTHER_CUSTOMER = "0b5f2a3c-1d4e-4f60-8a7b-9c0d1e2f3a4b"
@@ -432,14 +433,22 @@ def test_cache_follows_the_credential(rest, fake, secret_dir):
     assert [r["auth_source"] for r in requests(fake)] == ["query:accesskey", "header:bearer"]
 
 
-def test_topic_check_fails_with_the_rest_error(rest, fake):
-    # with a credential, a customer_id topic is checked; unchecked, it is not stored
+def test_topic_check_when_voipbin_cannot_be_asked(rest, fake, secret_dir):
+    # never learnt: a bare name fails with the REST error and a hint to use the
+    # full form; a full topic is stored, its owner unchecked, with a WARNING
     fake.config(rest_status=503)
-    for topic in ("call", "customer_id:%s:call:" % fake.customer_id):
-        err, _ = error_of(rest, "SELECT voipbin_subscribe(%s)", (topic,))
-        assert err.pgcode == "58000", texts(err)
+    err, _ = error_of(rest, "SELECT voipbin_subscribe('call')")
+    assert err.pgcode == "58000", texts(err)
+    assert "use the full form customer_id:<your customer id>:call:" in err.diag.message_hint
     assert one(rest, "SELECT count(*) FROM voipbin_subscriptions") == 0
-    # agent_id topics need no customer id
+    t = "customer_id:%s:call:" % fake.customer_id
+    stored, notices = with_notices(rest, "SELECT voipbin_subscribe(%s)", (t,))
+    assert stored == t
+    [w] = notices
+    assert w.startswith("WARNING:  topic \"%s\" is stored without checking that it names your own customer" % t), w
+    assert "HTTP 503" in w and ACCESSKEY not in w
+    # agent_id topics need no customer id (here with a JWT: an access key has no agent)
+    write_token_file(secret_dir, fake.jwt)
     t = "agent_id:%s:call:" % uuid.uuid4()
     assert one(rest, "SELECT voipbin_resolve_topic(%s)", (t,)) == t
 
@@ -454,3 +463,171 @@ def test_full_topic_without_credential_needs_no_request(cluster, fake):
     assert err.pgcode == "22023" and "customer_id:<your customer id>:call:" in err.diag.message_hint
     assert requests(fake) == []
     reset_cluster(cluster)
+
+
+# ---- typos, agent topics, outages, webhook hosts ---------------------------
+
+def with_notices(cluster, sql, params=None):
+    """sql's one value, and the WARNINGs and NOTICEs it raised (DETAIL and HINT included)."""
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET client_min_messages = notice")
+            del conn.notices[:]
+            cur.execute(sql, params)
+            value = cur.fetchone()[0]
+        return value, list(conn.notices)
+    finally:
+        conn.close()
+
+
+def test_typos_warn_with_the_nearest_word(rest, fake):
+    own = fake.customer_id
+    cases = [
+        ("SELECT voipbin_subscribe('calls')", "customer_id:%s:calls:" % own,
+         'VoIPBIN publishes no topics for resource "calls"', 'Did you mean "call"?'),
+        ("SELECT voipbin_subscribe('customer_id:%s:calls:call_hangup')" % own.upper(),
+         "customer_id:%s:calls:call_hangup" % own,
+         'VoIPBIN publishes no topics for resource "calls"', 'Did you mean "call"?'),
+        ("SELECT voipbin_subscribe('queue')", "customer_id:%s:queue:" % own,
+         'VoIPBIN publishes no topics for resource "queue"', 'Did you mean "queuecall"?'),
+    ]
+    for sql, stored, msg, hint in cases:
+        value, notices = with_notices(rest, sql)
+        assert value == stored
+        [w] = notices
+        assert w.startswith("WARNING:  " + msg), w
+        assert "HINT:  " + hint in w, w
+    # stored anyway, and sent: VoIPBIN adds resources now and then
+    assert one(rest, "SELECT count(*) FROM voipbin_subscriptions") == 3
+    # real words say nothing
+    for topic in ("call", "transcript", "customer_id:%s:call:call_" % own, "customer_id:%s:conf" % own):
+        _, notices = with_notices(rest, "SELECT voipbin_subscribe(%s)", (topic,))
+        assert notices == [], (topic, notices)
+    # unsubscribing a typo says nothing either
+    _, notices = with_notices(rest, "SELECT voipbin_unsubscribe('calls')")
+    assert notices == []
+
+    rest.execute("CREATE FUNCTION typo_handler(e voipbin_events) RETURNS void LANGUAGE sql AS 'SELECT'")
+    try:
+        _, notices = with_notices(rest, "SELECT voipbin_on('transcript_creatd', 'typo_handler(voipbin_events)')::text")
+        [w] = notices
+        assert w.startswith('WARNING:  VoIPBIN sends no event type "transcript_creatd"'), w
+        assert 'HINT:  Did you mean "transcript_created"?' in w
+        for good in ("transcript_created", "call_hangup", "recording_updated"):
+            _, notices = with_notices(rest, "SELECT voipbin_on(%s, 'typo_handler(voipbin_events)')::text", (good,))
+            assert notices == [], (good, notices)
+        assert sorted(r[0] for r in rest.query("SELECT event_type FROM voipbin_handlers")) == \
+            sorted(["call_hangup", "recording_updated", "transcript_created", "transcript_creatd"])
+    finally:
+        rest.execute("DELETE FROM voipbin_handlers; DROP FUNCTION typo_handler(voipbin_events)")
+
+
+def test_agent_topic_refused_with_an_access_key(rest, fake, secret_dir):
+    t = "agent_id:%s:call:" % uuid.uuid4()
+    err, _ = error_of(rest, "SELECT voipbin_subscribe(%s)", (t,))
+    assert err.pgcode == "22023", texts(err)
+    assert "access key, which has no agent" in err.diag.message_primary
+    assert "JWT" in err.diag.message_hint and "customer_id" in err.diag.message_hint
+    assert_no_secret(err)
+    assert one(rest, "SELECT count(*) FROM voipbin_subscriptions") == 0
+    assert requests(fake) == []                     # refused before anything was sent
+    # what is stored can still be removed
+    assert one(rest, "SELECT voipbin_unsubscribe(%s)", (t,)) is False
+    # an agent's JWT may have agent_id topics
+    write_token_file(secret_dir, fake.jwt)
+    t = "agent_id:%s:call:" % DEFAULT_AGENT_ID
+    assert one(rest, "SELECT voipbin_subscribe(%s)", (t,)) == t
+
+
+def test_the_kept_customer_id_serves_during_an_outage(rest, fake, cluster):
+    own = fake.customer_id
+    assert one(rest, "SELECT voipbin_customer()->>'id'") == own
+    # kept per api_url, nothing of the credential with it
+    rows = rest.query("SELECT api_url, customer_id::text, learnt_at IS NOT NULL FROM voipbin_customer_cache")
+    assert rows == [(fake.api_url.rstrip("/"), own, True)]
+    assert ACCESSKEY not in str(rows) and JWT not in str(rows)
+    before = len(requests(fake))
+
+    # a full topic is checked against the kept id: no request at all
+    fake.config(rest_status=503)
+    cluster.restart()
+    t = "customer_id:%s:call:" % own
+    stored, notices = with_notices(rest, "SELECT voipbin_subscribe(%s)", (t,))
+    assert stored == t and notices == []
+    assert len(requests(fake)) == before
+    # a bare name asks, and takes the kept id when VoIPBIN fails, with a NOTICE
+    stored, notices = with_notices(rest, "SELECT voipbin_subscribe('transcript')")
+    assert stored == "customer_id:%s:transcript:" % own
+    [n] = notices
+    assert n.startswith("NOTICE:  VoIPBIN cannot be asked for the customer id") and "learnt at" in n, n
+    # another customer's topic is refused: VoIPBIN is asked again first, in
+    # case the credential changed customers, and cannot be
+    err, _ = error_of(rest, "SELECT voipbin_subscribe(%s)", ("customer_id:%s:call:" % OTHER_CUSTOMER,))
+    assert err.pgcode == "22023" and "another customer" in err.diag.message_primary
+    assert own in err.diag.message_hint and "cannot be asked again" in err.diag.message_hint
+    assert sorted(r[0] for r in rest.query("SELECT topic FROM voipbin_subscriptions")) == \
+        sorted([t, "customer_id:%s:transcript:" % own])
+    fake.config(rest_status=None)
+    fake.wait_topics([t, "customer_id:%s:transcript:" % own], timeout=15)
+
+
+def test_a_changed_customer_replaces_the_kept_id(rest, fake):
+    stale = "11111111-2222-4333-8444-555555555555"
+    rest.execute("INSERT INTO voipbin_customer_cache (api_url, customer_id) VALUES (%s, %s)",
+                 (fake.api_url.rstrip("/"), stale))
+    # the stale id refuses the own topic only after VoIPBIN was asked again
+    t = "customer_id:%s:call:" % fake.customer_id
+    assert one(rest, "SELECT voipbin_subscribe(%s)", (t,)) == t
+    assert [r["path"] for r in requests(fake)] == ["/v1.0/customer"]
+    assert one(rest, "SELECT customer_id::text FROM voipbin_customer_cache") == fake.customer_id
+
+
+def test_never_learnt_and_unreachable(cluster, fake, secret_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]     # closed again when the test connects
+    aim(cluster, fake, secret_dir, api_url="https://127.0.0.1:%d/v1.0" % port)
+    try:
+        err, _ = error_of(cluster, "SELECT voipbin_subscribe('call')")
+        assert err.pgcode == "08006", texts(err)
+        assert "until VoIPBIN answers once, use the full form customer_id:<your customer id>:call:" \
+            in err.diag.message_hint
+        t = "customer_id:%s:call:" % fake.customer_id
+        stored, notices = with_notices(cluster, "SELECT voipbin_subscribe(%s)", (t,))
+        assert stored == t
+        [w] = notices
+        assert "stored without checking" in w and "could not connect" in w, w
+        assert one(cluster, "SELECT count(*) FROM voipbin_customer_cache") == 0
+        assert requests(fake) == []
+    finally:
+        reset_cluster(cluster)
+
+
+@pytest.mark.parametrize("uri,why", [
+    ("https://localhost/voipbin", "this machine (localhost)"),
+    ("https://hooks.localhost/voipbin", "a name under localhost"),
+    ("http://127.0.0.1:8089/voipbin", "a loopback address"),
+    ("http://[::1]:8089/voipbin", "a loopback address"),
+    ("http://10.0.0.1:8089/voipbin?k=proxy-token", "a private address (RFC 1918)"),
+    ("http://192.168.7.1/voipbin", "a private address (RFC 1918)"),
+    ("http://[fd00::5]/voipbin", "a private address (unique local, fc00::/7)"),
+    ("http://169.254.10.10/voipbin", "a link-local address"),
+    ("http://[fe80::1]/voipbin", "a link-local address"),
+    ("http://0.0.0.0/voipbin", "the unspecified address"),
+    ("http://[::]/voipbin", "the unspecified address"),
+    ("http://100.64.1.1/voipbin", "a shared address of carrier-grade NAT (100.64.0.0/10)"),
+    ("https://receiver/voipbin", "a name without a dot, which public DNS does not resolve"),
+    ("https://hooks.example.com/voipbin", None),
+])
+def test_set_webhook_warns_on_a_host_voipbin_cannot_reach(rest, fake, uri, why):
+    c, notices = with_notices(rest, "SELECT voipbin_set_webhook(%s)", (uri,))
+    assert c["webhook_uri"] == uri                      # set anyway
+    assert fake.state()["puts"][-1]["webhook_uri"] == uri
+    if why is None:
+        assert notices == []
+        return
+    [w] = notices
+    assert w.startswith("WARNING:  the webhook's host ") and w.splitlines()[0].endswith(" is " + why), w
+    assert "VoIPBIN delivers webhooks only to public addresses" in w
+    assert "proxy-token" not in w                       # the host only, never the query

@@ -41,6 +41,123 @@ endpoint_is_loopback(const char *host)
 	return false;
 }
 
+/* What an IPv4 address (host byte order) is when it is not public; NULL when it is. */
+static const char *
+ipv4_nonpublic(uint32 a)
+{
+	if (a == 0)
+		return "the unspecified address";
+	if ((a >> 24) == 0)
+		return "an address of \"this network\" (0.0.0.0/8)";
+	if ((a >> 24) == 127)
+		return "a loopback address";
+	if ((a >> 24) == 10 || (a >> 20) == (172 << 4 | 1) || (a >> 16) == (192 << 8 | 168))
+		return "a private address (RFC 1918)";
+	if ((a >> 16) == (169 << 8 | 254))
+		return "a link-local address";
+	if ((a >> 22) == (100 << 2 | 1))
+		return "a shared address of carrier-grade NAT (100.64.0.0/10)";
+	if ((a >> 8) == (192 << 16 | 0 << 8 | 0))
+		return "a reserved address (192.0.0.0/24)";
+	if ((a >> 8) == (192u << 16 | 0 << 8 | 2) || (a >> 8) == (198u << 16 | 51 << 8 | 100) ||
+		(a >> 8) == (203u << 16 | 0 << 8 | 113))
+		return "a documentation address";
+	if ((a >> 17) == (198u << 7 | 18 >> 1))
+		return "a benchmarking address (198.18.0.0/15)";
+	if ((a >> 28) == 0xe)
+		return "a multicast address";
+	if ((a >> 28) == 0xf)
+		return "a reserved or broadcast address (240.0.0.0/4)";
+	return NULL;
+}
+
+/* Names public DNS does not answer, or answers only for this network. */
+static const char *const local_suffixes[] = {
+	".localhost", ".local", ".localdomain", ".internal", ".home.arpa", ".lan",
+	".test", ".invalid", ".example"
+};
+
+/*
+ * Why a webhook's host (a name, an IPv4 address in any form inet_aton takes,
+ * or an IPv6 address, bracketed or not, with or without a zone) is no public
+ * address, or NULL when nothing says so: "a loopback address", "a private
+ * address (RFC 1918)", ….  Pure and without any lookup: a public name may
+ * still resolve to a private address, which only VoIPBIN sees.
+ */
+const char *
+endpoint_host_nonpublic(const char *host)
+{
+	char		buf[256];
+	size_t		len = strlen(host);
+	struct in_addr a4;
+	struct in6_addr a6;
+	char	   *pct;
+
+	if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
+	{
+		host++;
+		len -= 2;
+	}
+	if (len == 0)
+		return "an empty host";
+	if (len >= sizeof(buf))
+		return NULL;			/* longer than any DNS name: not ours to judge */
+	memcpy(buf, host, len);
+	buf[len] = '\0';
+	if (len > 1 && buf[len - 1] == '.')
+		buf[--len] = '\0';		/* "localhost." is localhost */
+	if ((pct = strchr(buf, '%')) != NULL)
+		*pct = '\0';			/* fe80::1%eth0 */
+
+	if (strchr(buf, ':') != NULL)
+	{
+		if (inet_pton(AF_INET6, buf, &a6) != 1)
+			return NULL;
+		if (IN6_IS_ADDR_UNSPECIFIED(&a6))
+			return "the unspecified address";
+		if (IN6_IS_ADDR_LOOPBACK(&a6))
+			return "a loopback address";
+		if (IN6_IS_ADDR_V4MAPPED(&a6) ||
+			/* 64:ff9b::/96, NAT64: the IPv4 address is what is reached */
+			(a6.s6_addr[0] == 0 && a6.s6_addr[1] == 0x64 && a6.s6_addr[2] == 0xff &&
+			 a6.s6_addr[3] == 0x9b && memcmp(a6.s6_addr + 4, "\0\0\0\0\0\0\0\0", 8) == 0))
+			return ipv4_nonpublic((uint32) a6.s6_addr[12] << 24 | (uint32) a6.s6_addr[13] << 16 |
+								  (uint32) a6.s6_addr[14] << 8 | a6.s6_addr[15]);
+		if ((a6.s6_addr[0] & 0xfe) == 0xfc)
+			return "a private address (unique local, fc00::/7)";
+		if (a6.s6_addr[0] == 0xfe && (a6.s6_addr[1] & 0xc0) == 0x80)
+			return "a link-local address";
+		if (a6.s6_addr[0] == 0xfe && (a6.s6_addr[1] & 0xc0) == 0xc0)
+			return "a site-local address (fec0::/10)";
+		if (a6.s6_addr[0] == 0xff)
+			return "a multicast address";
+		if (a6.s6_addr[0] == 0x20 && a6.s6_addr[1] == 0x01 &&
+			a6.s6_addr[2] == 0x0d && a6.s6_addr[3] == 0xb8)
+			return "a documentation address";
+		if (memcmp(a6.s6_addr, "\0\0\0\0\0\0\0\0\0\0\0\0", 12) == 0)
+			return "a deprecated IPv4-compatible address (::/96)";
+		if (a6.s6_addr[0] == 0x01 && memcmp(a6.s6_addr + 1, "\0\0\0\0\0\0\0", 7) == 0)
+			return "a discard address (100::/64)";
+		return NULL;
+	}
+	/* 127.1, 0x7f000001 and 2130706433 are all 127.0.0.1 to a resolver */
+	if (strspn(buf, "0123456789abcdefxABCDEFX.") == len && inet_aton(buf, &a4) != 0)
+		return ipv4_nonpublic(ntohl(a4.s_addr));
+	if (pg_strcasecmp(buf, "localhost") == 0)
+		return "this machine (localhost)";
+	for (size_t i = 0; i < lengthof(local_suffixes); i++)
+	{
+		size_t		slen = strlen(local_suffixes[i]);
+
+		if (len > slen && pg_strcasecmp(buf + len - slen, local_suffixes[i]) == 0)
+			return strcmp(local_suffixes[i], ".localhost") == 0 ? "a name under localhost" :
+				"a name public DNS does not resolve";
+	}
+	if (strchr(buf, '.') == NULL)
+		return "a name without a dot, which public DNS does not resolve";
+	return NULL;
+}
+
 /*
  * Splits "http(s)://host[:port][/path]"; false with *error on anything else.
  * Everything in it ends up in a request line or a Host header, so only

@@ -26,6 +26,7 @@ extern char *credential_load(CredentialKind *kind, char **error);
 extern char *credential_clean(const char *text, size_t len, bool first_line,
 							  const char *source, char **error);
 extern bool endpoint_is_loopback(const char *host);
+extern const char *endpoint_host_nonpublic(const char *host);
 extern char *redact_secret(const char *text, const char *secret);
 
 #endif

@@ -148,6 +148,29 @@ rest_is_http_url(const char *url)
 	return ok;
 }
 
+/* The host of an http(s):// URL as libcurl reads it (palloc'd), or NULL. */
+char *
+rest_url_host(const char *url)
+{
+	CURLU	   *u;
+	char	   *host = NULL;
+	char	   *copy = NULL;
+
+	if (!rest_is_http_url(url))
+		return NULL;
+	u = curl_url();
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host != NULL)
+		copy = pstrdup(host);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return copy;
+}
+
 /*
  * PostgreSQL's signal handlers belong to the backend's own thread; libcurl's
  * threaded resolver starts its thread inside curl_multi_perform() and

@@ -50,4 +50,7 @@ extern char *rest_error_detail(const char *body, size_t len, bool with_request_i
 /* True for an absolute http:// or https:// URL with a host (no request). */
 extern bool rest_is_http_url(const char *url);
 
+/* The host of such a URL as libcurl reads it (an IPv6 one in brackets), or NULL. */
+extern char *rest_url_host(const char *url);
+
 #endif

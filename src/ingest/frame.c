@@ -224,6 +224,34 @@ frame_infer_type(JsonbContainer *obj)
 	return psprintf("%s_updated", kind);
 }
 
+/*
+ * Every event type frame_infer_type() can give a bare object (palloc'd
+ * strings): each kind's created, updated and deleted, the types of the status
+ * rules, and the few special ones.  The vocabulary of voipbin_on() (sql/vocabulary.c)
+ * takes them in, so that a handler for a type the classifier stores is no typo.
+ */
+List *
+frame_inferred_types(void)
+{
+	List	   *out = list_make3(pstrdup("transcript_created"),
+								 pstrdup("transcribe_speech_interim"),
+								 pstrdup("unknown"));
+
+	for (size_t i = 0; i < lengthof(kind_rules); i++)
+	{
+		const char *kind = kind_rules[i].kind;
+
+		if (strcmp(kind, "transcribe_speech") == 0)
+			continue;			/* only its interim event is inferred */
+		out = lappend(out, psprintf("%s_created", kind));
+		out = lappend(out, psprintf("%s_updated", kind));
+		out = lappend(out, psprintf("%s_deleted", kind));
+	}
+	for (size_t i = 0; i < lengthof(status_rules); i++)
+		out = lappend(out, pstrdup(status_rules[i].event_type));
+	return out;
+}
+
 /* VoIPBIN names topics (and so resources) by the event type's first word. */
 static char *
 resource_of(const char *event_type)

@@ -5,6 +5,7 @@
 #define VOIPBIN_INGEST_FRAME_H
 
 #include "postgres.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
@@ -27,5 +28,6 @@ typedef struct FrameEvent
 #define FRAME_BINARY_ERROR "binary frame: VoIPBIN sends events as text frames"
 
 extern void frame_classify(const char *bytes, size_t len, bool binary, FrameEvent *out);
+extern List *frame_inferred_types(void);
 
 #endif

@@ -11,14 +11,19 @@
  */
 #include "voipbin.h"
 
+#include "access/xact.h"
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "fmgr.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include "base/rest.h"
+#include "sql/customer_cache.h"
 #include "sql/topic.h"
+#include "sql/vocabulary.h"
 
 #define UUID_TEXT_LEN 36
 
@@ -34,7 +39,9 @@ static const char *const webhook_methods[] = {"POST", "PUT", "GET", "DELETE"};
  * The own customer id, remembered for the (voipbin.api_url, credential) pair
  * whose SHA-256 is own_key, so that subscribing costs no REST call after the
  * first, and a new credential or URL is asked again.  Per backend: the id of
- * a credential never changes, and one GET per backend is cheap.
+ * a credential never changes, and one GET per backend is cheap.  The id is
+ * also kept across sessions, per api_url only (sql/customer_cache.c), for
+ * when VoIPBIN cannot be asked.
  */
 static bool own_valid = false;
 static uint8 own_key[PG_SHA256_DIGEST_LENGTH];
@@ -79,26 +86,80 @@ customer_fetch(const RestTarget *t)
 			target_key(t, own_key);
 			strlcpy(own_id, canon + strlen("customer_id:"), sizeof(own_id));
 			own_valid = true;
+			customer_cache_put(t->api_url, own_id);
 		}
 	}
 	return c;
 }
 
+/* The own id this backend learnt for this URL and credential, or NULL: no request. */
 static const char *
-own_customer_id(const RestTarget *t)
+own_id_known(const RestTarget *t)
 {
 	uint8		key[PG_SHA256_DIGEST_LENGTH];
 
 	target_key(t, key);
 	if (own_valid && memcmp(key, own_key, sizeof(key)) == 0)
 		return own_id;
+	return NULL;
+}
+
+/*
+ * An error that means VoIPBIN cannot be asked now (no answer, a 5xx, its rate
+ * limit, an answer that is no JSON), rather than that it refused the
+ * credential or the URL is wrong.
+ */
+static bool
+is_outage(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_CONNECTION_FAILURE ||
+		sqlerrcode == ERRCODE_SYSTEM_ERROR ||
+		sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED ||
+		sqlerrcode == ERRCODE_PROTOCOL_VIOLATION;
+}
+
+/*
+ * The own id from GET /customer.  When VoIPBIN cannot be asked, NULL with
+ * *failure set to the error (in a subtransaction, so the session goes on);
+ * any other error is raised.
+ */
+static const char *
+own_id_fetch(const RestTarget *t, ErrorData **failure)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	*failure = NULL;
 	own_valid = false;
-	(void) customer_fetch(t);
-	if (!own_valid)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROTOCOL_VIOLATION),
-				 errmsg("VoIPBIN's customer has no valid \"id\"")));
-	return own_id;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		(void) customer_fetch(t);
+		if (!own_valid)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROTOCOL_VIOLATION),
+					 errmsg("VoIPBIN's customer has no valid \"id\"")));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller);
+		CurrentResourceOwner = owner;
+		if (!is_outage(edata->sqlerrcode))
+			ReThrowError(edata);
+		*failure = edata;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	return *failure ? NULL : own_id;
 }
 
 /* The customer as shown to SQL: webhook_secret signs webhooks, so it is masked. */
@@ -157,6 +218,24 @@ put_body(Jsonb *current, const char *uri, const char *method)
 	return JsonbValueToJsonb(obj);
 }
 
+/*
+ * A WARNING when the webhook's host is no public address: VoIPBIN delivers
+ * only to public ones.  The host only, never the whole URI, whose query may
+ * hold a token of the user's own proxy.
+ */
+static void
+warn_nonpublic_host(const char *uri)
+{
+	char	   *host = rest_url_host(uri);
+	const char *why = host ? endpoint_host_nonpublic(host) : NULL;
+
+	if (why)
+		ereport(WARNING,
+				(errmsg("the webhook's host \"%s\" is %s", host, why),
+				 errdetail("VoIPBIN delivers webhooks only to public addresses, so nothing will arrive there; the webhook is set anyway."),
+				 errhint("Set the public https:// URL of a proxy in front of the receiver (docs/webhooks.md).")));
+}
+
 static Jsonb *
 set_webhook(const char *uri, const char *method_arg)
 {
@@ -179,6 +258,9 @@ set_webhook(const char *uri, const char *method_arg)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid webhook method \"%s\"", method_arg),
 				 errhint("Use POST, PUT, GET or DELETE.")));
+
+	if (uri[0] != '\0')
+		warn_nonpublic_host(uri);
 
 	rest_target_load(&t, true);
 	current = customer_fetch(&t);
@@ -224,17 +306,86 @@ voipbin_clear_webhook(PG_FUNCTION_ARGS)
 	PG_RETURN_JSONB_P(set_webhook("", "POST"));
 }
 
+/* A bare name's id when VoIPBIN cannot be asked: the kept one, or the REST error with a hint. */
+static const char *
+own_id_for_bare(const RestTarget *t, const char *topic, ErrorData *failure)
+{
+	static char kept[CUSTOMER_ID_LEN + 1];
+	TimestampTz learnt_at;
+
+	if (customer_cache_get(t->api_url, kept, &learnt_at))
+	{
+		ereport(NOTICE,
+				(errmsg("VoIPBIN cannot be asked for the customer id (%s); \"%s\" is expanded with the one learnt at %s",
+						failure->message, topic, timestamptz_to_str(learnt_at))));
+		return kept;
+	}
+	failure->hint = psprintf("%s%sThe customer id was never learnt from %s; until VoIPBIN answers once, use the full form customer_id:<your customer id>:%s:.",
+							 failure->hint ? failure->hint : "", failure->hint ? " " : "",
+							 t->api_url, topic);
+	ReThrowError(failure);
+	return NULL;				/* not reached */
+}
+
+/*
+ * A customer_id topic checked against the own id: this backend's, else the
+ * kept one (no request), else GET /customer; when none is known and VoIPBIN
+ * cannot be asked, the check is skipped with a WARNING.  A topic that differs
+ * from a kept id is asked about again before it is refused: the credential
+ * may belong to another customer since.
+ */
+static char *
+check_owner_of(const RestTarget *t, const char *topic, const char *normalized,
+			   const char **error, const char **hint)
+{
+	const char *own = own_id_known(t);
+	char		kept[CUSTOMER_ID_LEN + 1];
+	TimestampTz learnt_at;
+	ErrorData  *failure = NULL;
+	char	   *result;
+
+	if (own == NULL && customer_cache_get(t->api_url, kept, &learnt_at))
+	{
+		result = topic_normalize(normalized, kept, error, hint);
+		if (result)
+			return result;
+		own = own_id_fetch(t, &failure);
+		if (own == NULL)
+		{
+			*hint = psprintf("VoIPBIN drops the whole connection on a topic for another customer. The own customer id %s was learnt at %s, and VoIPBIN cannot be asked again now (%s).",
+							 kept, timestamptz_to_str(learnt_at), failure->message);
+			return NULL;
+		}
+	}
+	else if (own == NULL)
+	{
+		own = own_id_fetch(t, &failure);
+		if (own == NULL)
+		{
+			ereport(WARNING,
+					(errmsg("topic \"%s\" is stored without checking that it names your own customer", topic),
+					 errdetail("VoIPBIN cannot be asked for the customer id: %s", failure->message),
+					 errhint("VoIPBIN drops the whole connection on a topic for another customer; voipbin_customer() shows your customer id once VoIPBIN answers.")));
+			return pstrdup(normalized);
+		}
+	}
+	return topic_normalize(normalized, own, error, hint);
+}
+
 /*
  * voipbin_resolve_topic(topic text, check_owner boolean DEFAULT true) RETURNS text
  *
  * The topic as voipbin_subscribe() stores it.  A bare resource name becomes
- * customer_id:<own id>:<resource>:.  With check_owner, a customer_id topic
- * must name the own customer: VoIPBIN drops the whole connection, every topic
- * with it, on one naming another.  Without a credential nothing can be asked,
- * and a full topic is taken as it is (the worker cannot connect anyway); with
- * one, a failing GET /customer fails the call, since the topic could not be
- * checked.  voipbin_unsubscribe() passes check_owner false, so that any stored
- * topic can be removed.
+ * customer_id:<own id>:<resource>:, the id from this backend's GET /customer,
+ * else a new one, else (VoIPBIN cannot be asked) the kept one.  With
+ * check_owner: a customer_id topic must name the own customer (VoIPBIN drops
+ * the whole connection, every topic with it, on one naming another),
+ * checked without a request when the id is known (check_owner_of); an
+ * agent_id topic is refused while the credential is an access key, which has
+ * no agent; and a resource VoIPBIN publishes nothing for gets a WARNING.
+ * Without a credential nothing can be asked, and a full topic is taken as it
+ * is (the worker cannot connect anyway).  voipbin_unsubscribe() passes
+ * check_owner false, so that any stored topic can be removed.
  */
 PG_FUNCTION_INFO_V1(voipbin_resolve_topic);
 Datum
@@ -250,19 +401,37 @@ voipbin_resolve_topic(PG_FUNCTION_ARGS)
 	topic = topic_arg(fcinfo);
 	if (topic_is_bare_resource(topic))
 	{
+		const char *own;
+		ErrorData  *failure = NULL;
+
 		if (!rest_target_load(&t, false))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid topic \"%s\": no credential is configured, so the own customer id is not known", topic),
 					 errhint("Use the full form customer_id:<your customer id>:%s:, or put a credential in voipbin.token_file.", topic)));
-		result = topic_normalize(topic, own_customer_id(&t), &error, &hint);
+		own = own_id_known(&t);
+		if (own == NULL)
+			own = own_id_fetch(&t, &failure);
+		if (own == NULL)
+			own = own_id_for_bare(&t, topic, failure);
+		result = topic_normalize(topic, own, &error, &hint);
 	}
 	else
 	{
 		result = topic_normalize(topic, NULL, &error, &hint);
-		if (result && check_owner && strncmp(result, "customer_id:", 12) == 0 &&
-			rest_target_load(&t, false))
-			result = topic_normalize(result, own_customer_id(&t), &error, &hint);
+		if (result && check_owner && rest_target_load(&t, false))
+		{
+			if (strncmp(result, "agent_id:", 9) == 0 && t.kind == CRED_ACCESSKEY)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid topic \"%s\": the credential is an access key, which has no agent", topic),
+						 errdetail("VoIPBIN drops the whole connection, every topic with it, on an agent_id topic from an access key."),
+						 errhint("Use a customer_id topic (customer_id:<your customer id>:…), or put that agent's JWT in voipbin.token_file.")));
+			if (strncmp(result, "customer_id:", 12) == 0)
+				result = check_owner_of(&t, topic, result, &error, &hint);
+		}
 	}
+	if (result && check_owner)
+		(void) vocabulary_check_topic(result);
 	return topic_result(topic, result, error, hint);
 }

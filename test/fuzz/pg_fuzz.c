@@ -3,7 +3,7 @@
  * extension that need the backend (palloc, the jsonb parser, ereport).
  *
  * Built only by test/fuzz/Makefile, never into the extension: frame.c,
- * topic.c and endpoint.c are compiled again with coverage and ASAN+UBSAN and
+ * topic.c and endpoint.c (targets frame, topic, endpoint and host) are compiled again with coverage and ASAN+UBSAN and
  * linked with this file and libFuzzer's no-main runtime into voipbin_fuzz.so.
  * test/fuzz.sh loads it into `postgres --single` with the ASAN runtime
  * preloaded and calls
@@ -168,6 +168,32 @@ target_endpoint(const uint8_t *data, size_t size)
 		elog(ERROR, "credential_load returned no credential of kind %d", (int) kind);
 }
 
+/*
+ * host: a webhook URI's host as libcurl hands it over (or anything else a
+ * user may type there).  endpoint_host_nonpublic() says why it is no public
+ * address, or NULL; the same for the host in brackets when it is IPv6.
+ */
+static void
+target_host(const uint8_t *data, size_t size)
+{
+	char	   *host = fuzz_cstring(data, size);
+	const char *why;
+
+	if (strlen(host) != size)
+		return;					/* SQL text never holds a NUL */
+	why = endpoint_host_nonpublic(host);
+	if (why != NULL && why[0] == '\0')
+		elog(ERROR, "endpoint_host_nonpublic gave an empty reason for \"%s\"", host);
+	if (size > 0 && strchr(host, ':') != NULL && host[0] != '[')
+	{
+		const char *bracketed = endpoint_host_nonpublic(psprintf("[%s]", host));
+
+		if ((why == NULL) != (bracketed == NULL) || (why && strcmp(why, bracketed) != 0))
+			elog(ERROR, "\"%s\" is \"%s\" but in brackets \"%s\"", host,
+				 why ? why : "public", bracketed ? bracketed : "public");
+	}
+}
+
 typedef struct NamedTarget
 {
 	const char *name;
@@ -178,6 +204,7 @@ static const NamedTarget targets[] = {
 	{"frame", target_frame},
 	{"topic", target_topic},
 	{"endpoint", target_endpoint},
+	{"host", target_host},
 };
 
 static int
