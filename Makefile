@@ -25,7 +25,8 @@ REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src
               src/repair/repair_http.o
 WORKER_OBJS = src/worker/worker.o src/worker/connection.o src/worker/connection_failure.o \
               src/worker/intake.o src/worker/timers.o src/worker/activity.o \
-              src/worker/subscriptions.o src/worker/webhook_ctl.o
+              src/worker/subscriptions.o src/worker/webhook_ctl.o \
+              src/worker/database_wait.o
 SQL_OBJS = src/sql/status.o src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o \
            src/sql/vocabulary.o src/sql/customer_cache.o
 OBJS = src/voipbin.o $(SQL_OBJS) $(WORKER_OBJS) $(REPAIR_OBJS) $(MAINTENANCE_OBJS) \

@@ -171,3 +171,97 @@ CREATE TABLE voipbin_customer_cache (
 COMMENT ON TABLE voipbin_customer_cache IS
     'The own VoIPBIN customer id per voipbin.api_url, as last learnt from GET /customer';
 REVOKE ALL ON voipbin_customer_cache FROM PUBLIC;
+
+
+-- ---------------------------------------------------------------------------
+-- One database: the worker serves voipbin.database only
+-- ---------------------------------------------------------------------------
+-- The extension may be created anywhere (a dump may be restored anywhere),
+-- but no worker reads the topics of another database nor stores events in
+-- it: said at CREATE EXTENSION (and ALTER EXTENSION UPDATE) and at each
+-- voipbin_subscribe there; voipbin_status() there says other_database.
+DO $$
+DECLARE
+    served text := current_setting('voipbin.database', true);
+BEGIN
+    IF served IS NOT NULL AND served <> current_database() THEN
+        RAISE WARNING 'voipbin: the worker serves database "%", not this one ("%")', served, current_database()
+            USING DETAIL = 'Events arrive only in the database named by voipbin.database; here the functions work and no events arrive.',
+                  HINT = format('To serve this database, set voipbin.database = %L in postgresql.conf and restart the server.',
+                                current_database());
+    END IF;
+END
+$$;
+
+-- 1.0's, and a warning where no worker reads the topics
+CREATE OR REPLACE FUNCTION voipbin_subscribe(topic text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    normalized text := @extschema@.voipbin_resolve_topic(topic);
+    served text := current_setting('voipbin.database', true);
+BEGIN
+    -- subscribing a rejected topic again gives it one more try
+    INSERT INTO @extschema@.voipbin_subscriptions AS s (topic) VALUES (normalized)
+    ON CONFLICT ON CONSTRAINT voipbin_subscriptions_pkey DO UPDATE
+        SET status = 'pending', last_error = NULL
+        WHERE s.status = 'rejected';
+    IF served IS NOT NULL AND served <> current_database() THEN
+        RAISE WARNING 'voipbin: no worker reads the topics of database "%"', current_database()
+            USING DETAIL = format('The topic is stored; the worker serves database %I (voipbin.database) and reads only its topics.',
+                                  served),
+                  HINT = format('Subscribe in database %I, or set voipbin.database = %L and restart the server.',
+                                served, current_database());
+    END IF;
+    RETURN normalized;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Partitions at once: for now and the next two intervals, made here rather
+-- than at the worker's first pass (up to a minute later, the first events
+-- landing in the default partition meanwhile)
+-- ---------------------------------------------------------------------------
+-- The interval as the worker reckons it (ingest/boundaries.c,
+-- partition_step_s): voipbin.partition_interval, or a quarter of a
+-- voipbin.event_retention shorter than four intervals (10 s at the least);
+-- the defaults when the settings are not there.  Not in a restore (pg_dump
+-- and pg_restore set row_security off before CREATE EXTENSION): the dump
+-- brings its own partitions, which those made here would collide with.
+-- Made in this script, they would be members of the extension (not dumped,
+-- not droppable by retention): they leave it, as the worker's never join it.
+DO $$
+DECLARE
+    interval_s integer := coalesce((SELECT setting::integer FROM pg_catalog.pg_settings
+                                    WHERE name = 'voipbin.partition_interval'), 86400);
+    retention_s integer := coalesce((SELECT setting::integer FROM pg_catalog.pg_settings
+                                     WHERE name = 'voipbin.event_retention'), 7 * 86400);
+    step interval;
+    t timestamptz := now();
+    part regclass;
+BEGIN
+    IF NOT current_setting('row_security')::boolean THEN
+        RETURN;
+    END IF;
+    IF retention_s > 0 AND retention_s / 4 < interval_s THEN
+        interval_s := greatest(retention_s / 4, least(10, interval_s));
+    END IF;
+    step := make_interval(secs => interval_s);
+    LOOP
+        part := @extschema@.voipbin_partition_for(t, step);
+        SELECT p.upper INTO t FROM @extschema@.voipbin_partitions() p WHERE p.partition = part;
+        EXIT WHEN t > now() + 2 * step;
+    END LOOP;
+    FOR part IN SELECT d.objid::regclass FROM pg_catalog.pg_depend d
+                JOIN pg_catalog.pg_inherits i ON i.inhrelid = d.objid
+                WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                  AND d.refclassid = 'pg_catalog.pg_extension'::regclass
+                  AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'voipbin')
+                  AND d.deptype = 'e'
+                  AND i.inhparent = '@extschema@.voipbin_events'::regclass
+                  AND d.objid <> '@extschema@.voipbin_events_default'::regclass LOOP
+        EXECUTE format('ALTER EXTENSION voipbin DROP TABLE %s', part);
+    END LOOP;
+END
+$$;

@@ -19,13 +19,15 @@ SELECT relname, relacl IS NULL OR NOT EXISTS (
 FROM pg_class WHERE relname IN ('voipbin_events', 'voipbin_subscriptions', 'voipbin_dead_letters')
 ORDER BY 1;
 
--- the worker runs (it retries each second until pg_regress has created
--- its database), and without a credential it is disabled and says why (once
--- its start-up is done: until then it is listed but has said nothing)
+-- the worker runs (it waits, connected to no database, until pg_regress
+-- has created its database, then starts again connected to it), and
+-- without a credential it is disabled and says why (once its start-up is
+-- done: until then it is listed but has said nothing)
 DO $$
 DECLARE deadline timestamptz := clock_timestamp() + interval '30 s';
 BEGIN
-  WHILE (NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'voipbin')
+  WHILE (NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                     WHERE backend_type = 'voipbin' AND datname = current_database())
          OR coalesce((SELECT last_error FROM voipbin_status()), '') = '')
         AND clock_timestamp() < deadline LOOP
     PERFORM pg_sleep(0.05);

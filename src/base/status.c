@@ -78,6 +78,8 @@ voipbin_state_name(VoipbinState state)
 			return "unauthorized";
 		case VB_STATE_STANDBY:
 			return "standby";
+		case VB_STATE_NO_DATABASE:
+			return "no_database";
 	}
 	return "unknown";
 }

@@ -17,7 +17,8 @@ typedef enum VoipbinState
 	VB_STATE_CONNECTED,
 	VB_STATE_BACKOFF,
 	VB_STATE_UNAUTHORIZED,
-	VB_STATE_STANDBY
+	VB_STATE_STANDBY,
+	VB_STATE_NO_DATABASE		/* voipbin.database does not exist (worker/database_wait.c) */
 } VoipbinState;
 
 #define VB_ERROR_LEN 512
@@ -50,6 +51,10 @@ typedef struct VoipbinShared
 	TimestampTz store_failing_since;	/* storing fails with errors of the moment; 0: it works */
 	TimestampTz next_attempt_at;	/* backoff / unauthorized: the next connection attempt; 0: none */
 	int32		failures;		/* consecutive failed connection attempts */
+
+	/* 1.2 (guarded by mutex) */
+	bool		connecting_database;	/* a worker is connecting to voipbin.database; still set at the
+										 * next start if that worker died trying (InitPostgres' FATAL) */
 } VoipbinShared;
 
 extern VoipbinShared *voipbin_shared;

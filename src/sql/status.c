@@ -13,6 +13,7 @@
 #include "catalog/objectaccess.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
@@ -26,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "sql/status.h"
+#include "base/settings.h"
 #include "base/status.h"
 
 static bool wake_at_commit = false;
@@ -172,6 +174,48 @@ may_see_errors(void)
  */
 #define STATUS_COLUMNS 18
 
+/* Whether this backend's database is the one the worker serves, voipbin.database. */
+static bool
+served_here(void)
+{
+	char	   *name = get_database_name(MyDatabaseId);
+
+	return name != NULL && voipbin_database != NULL && strcmp(name, voipbin_database) == 0;
+}
+
+/*
+ * The status in a database the worker does not serve: a state of its own,
+ * none of the worker's pid, counters or errors (they are another
+ * database's), and a last_error that names the database it serves (and
+ * that it does not exist, if so) for everyone: it quotes no event.
+ */
+static void
+other_database_status(Datum *values, bool *nulls)
+{
+	const char *error;
+
+	if (OidIsValid(get_database_oid(voipbin_database, true)))
+		error = psprintf("the voipbin worker serves database \"%s\" (voipbin.database), not this one",
+						 voipbin_database);
+	else
+		error = psprintf("the voipbin worker serves database \"%s\" (voipbin.database), not this one;"
+						 " voipbin.database \"%s\" does not exist",
+						 voipbin_database, voipbin_database);
+	/* the counters are 0: nothing was received or stored for this database */
+	for (int i = 0; i < STATUS_COLUMNS; i++)
+	{
+		values[i] = Int64GetDatum(0);
+		nulls[i] = false;
+	}
+	values[0] = CStringGetTextDatum("other_database");
+	nulls[1] = nulls[2] = true; /* connected_since, last_frame_at */
+	values[8] = CStringGetTextDatum(error);
+	nulls[9] = true;			/* worker_pid */
+	values[12] = CStringGetTextDatum("off");
+	nulls[15] = nulls[16] = true;	/* last_gap_at, next_attempt_at */
+	values[17] = Int32GetDatum(0);
+}
+
 PG_FUNCTION_INFO_V1(voipbin_status);
 Datum
 voipbin_status(PG_FUNCTION_ARGS)
@@ -197,6 +241,12 @@ voipbin_status(PG_FUNCTION_ARGS)
 		elog(ERROR, "voipbin_status() is declared with %d columns; this library knows %d",
 			 tupdesc->natts, STATUS_COLUMNS);
 	tupdesc = BlessTupleDesc(tupdesc);
+
+	if (!served_here())
+	{
+		other_database_status(values, nulls);
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	}
 
 	SpinLockAcquire(&voipbin_shared->mutex);
 	state = voipbin_shared->state;

@@ -14,6 +14,7 @@
  *   intake.c              journal -> batch -> voipbin_events
  *   timers.c              partitions, pruning, alive_at, statistics
  *   activity.c            what pg_stat_activity says the worker is doing
+ *   database_wait.c       a voipbin.database that does not exist, waited for
  */
 #include "voipbin.h"
 
@@ -45,6 +46,7 @@
 #include "repair/repair.h"
 #include "worker/activity.h"
 #include "worker/connection.h"
+#include "worker/database_wait.h"
 #include "worker/intake.h"
 #include "worker/subscriptions.h"
 #include "worker/timers.h"
@@ -292,6 +294,7 @@ open_session(void)
 								   voipbin_database, voipbin_worker_role));
 	BackgroundWorkerInitializeConnection(voipbin_database,
 										 voipbin_worker_role[0] ? voipbin_worker_role : NULL, 0);
+	database_wait_connected();
 	if (voipbin_worker_role[0])
 		voipbin_set_error("");
 	pgstat_report_appname("voipbin worker");
@@ -397,6 +400,9 @@ voipbin_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	/* the worker before this one died connecting: voipbin.database may not exist */
+	if (database_wait_needed())
+		database_wait();
 	open_session();
 	keep_freed_memory();
 
