@@ -18,13 +18,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUERIES = os.path.join(ROOT, "examples", "postgres_exporter.yaml")
 EXPORTER = shutil.which("prometheus-postgres-exporter") or "/usr/bin/prometheus-postgres-exporter"
 STATES = ["disabled", "connecting", "connected", "backoff", "unauthorized", "standby", "retrying"]
-# the monitoring role's grants, as docs/operations.md#monitoring gives them
-GRANTS = """
-GRANT pg_monitor TO vb_metrics;
-GRANT SELECT (started_at, repaired_at, error, events_repaired, frames_lost) ON voipbin_gaps TO vb_metrics;
-GRANT SELECT (received_at) ON voipbin_dead_letters TO vb_metrics;
-GRANT SELECT (journal_id, updated_at, alive_at) ON voipbin_journal TO vb_metrics;
-"""
+DOC = os.path.join(ROOT, "docs", "operations.md")
+
+
+def documented_grants():
+    """The SQL block of docs/operations.md#prometheus-postgres_exporter that
+    makes the monitoring role `prometheus`, as it is written there."""
+    with open(DOC) as f:
+        page = f.read()
+    section = page[page.index("### Prometheus: postgres_exporter"):]
+    block = re.search(r"```sql\n(CREATE ROLE prometheus.*?)```", section, re.S)
+    assert block, "no grants block in the Prometheus section of docs/operations.md"
+    return block.group(1)
+
 
 pytestmark = pytest.mark.skipif(not os.access(EXPORTER, os.X_OK),
                                 reason="prometheus-postgres-exporter is not installed (test/install-deps.sh)")
@@ -225,12 +231,13 @@ def test_exporter_serves_voipbin_status(vb, fake, topic, tmp_path):
 
 def test_monitoring_role_needs_only_the_documented_grants(vb, fake, topic, tmp_path):
     make_it_work(vb, fake, topic)
-    vb.execute("DROP ROLE IF EXISTS vb_metrics")
-    vb.execute("CREATE ROLE vb_metrics LOGIN")
+    grants = documented_grants()
+    vb.execute("DROP ROLE IF EXISTS prometheus")
     try:
-        # without the grants on the tables: those queries fail, and say so
-        vb.execute("GRANT pg_monitor TO vb_metrics")
-        exporter = Exporter(vb, "vb_metrics", tmp_path)
+        # the role alone, without its grants on the tables: those queries
+        # fail, and the scrape says so
+        vb.execute("CREATE ROLE prometheus LOGIN")
+        exporter = Exporter(vb, "prometheus", tmp_path)
         try:
             got = exporter.scrape()
             log = exporter.read_log()
@@ -240,8 +247,9 @@ def test_monitoring_role_needs_only_the_documented_grants(vb, fake, topic, tmp_p
         assert "voipbin_worker_events_stored_total" in got and "voipbin_gaps_open" not in got
         assert "permission denied for table voipbin_gaps" in log, log
 
-        vb.execute(GRANTS)
-        exporter = Exporter(vb, "vb_metrics", tmp_path)
+        vb.execute("DROP ROLE prometheus")
+        vb.execute(grants)      # the documented block, verbatim
+        exporter = Exporter(vb, "prometheus", tmp_path)
         try:
             got, _ = scrape_matches(exporter, vb)
             assert got.get("pg_exporter_last_scrape_error") == 0
@@ -250,4 +258,5 @@ def test_monitoring_role_needs_only_the_documented_grants(vb, fake, topic, tmp_p
             exporter.stop()
         assert "permission denied" not in log, log
     finally:
-        vb.execute("DROP OWNED BY vb_metrics; DROP ROLE vb_metrics")
+        if vb.query_one("SELECT 1 FROM pg_roles WHERE rolname = 'prometheus'"):
+            vb.execute("DROP OWNED BY prometheus; DROP ROLE prometheus")
