@@ -114,6 +114,7 @@ async function main() {
     } catch (e) {
       err = e;
     }
+    if (stopping) return;
     client.removeAllListeners();
     client.on('error', () => {});    // a late error of the dead connection
     client.end().catch(() => {});
@@ -125,7 +126,11 @@ async function main() {
   }
 }
 
-const stop = () => (client ? client.end().catch(() => {}) : Promise.resolve()).then(() => process.exit(0));
+let stopping = false;
+const stop = () => {
+  stopping = true;
+  (client ? client.end().catch(() => {}) : Promise.resolve()).then(() => process.exit(0));
+};
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
 main().catch((err) => { console.error(err.message); process.exit(1); });
