@@ -18,6 +18,7 @@ packages=(
     git  # test_upgrade.py builds the released 1.0 from history; make dist
     debhelper postgresql-server-dev-all  # dpkg-buildpackage: dh --with pgxs, pg_buildext
     nodejs  # node --check of examples/live_transcripts.js
+    prometheus-postgres-exporter  # test_metrics.py runs examples/postgres_exporter.yaml in it
     util-linux procps  # unshare (pgcluster.py), ps/kill in tests
 )
 if [ "$major" = 15 ]; then

@@ -107,10 +107,12 @@ def client_env(cluster, appname):
 
 
 def wait_listening(cluster, appname):
-    """Until the client has run its LISTEN (a notification before it would be lost)."""
+    """Until the client has run its LISTEN (a notification before it would be
+    lost), and after it the read of voipbin_events where its feed starts."""
     wait_until(lambda: cluster.query_one(
         "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND state = 'idle'"
-        " AND (query ILIKE 'LISTEN%%' OR query ILIKE 'SELECT WHERE false%%')", (appname,)),
+        " AND (query ILIKE 'LISTEN%%' OR query ILIKE 'SELECT WHERE false%%'"
+        " OR query ILIKE '%%FROM voipbin_events%%')", (appname,)),
         timeout=15, what="%s listening" % appname)
 
 
