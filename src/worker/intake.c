@@ -288,6 +288,12 @@ intake_store_batch(void)
 	in.pending_frames -= n;
 	for (int i = 0; i < n; i++)
 		journal_record_free(batch[i]);
+	/*
+	 * What the journal holds joins the next batch now: intake_due() judges
+	 * by what waits here, and the journal's wake-up was spent on frames
+	 * taken long ago (a backlog in its cache or files wakes nobody).
+	 */
+	take_frames();
 	return true;
 }
 
