@@ -404,14 +404,14 @@ def test_a_failing_handler_is_logged_counted_and_one_dead_letter_per_event(vb, f
         s = vb.wait_status(lambda s: s["duplicates"] - before["duplicates"] == 51,
                            what="51 copies counted as duplicates")
         assert s["dead_letters"] - before["dead_letters"] == 51
-        assert len(lines(first)) == 1, lines(r"WARNING: .*dead letter")
+        assert len(lines(first)) == 1, lines(r"WARNING: .*dead letter.*loud_hangup")
         # the count, once the minute since the first line is up
         counted = wait_until(lambda: lines(r"WARNING: .*(\d+) more events failed the same way in the"
                                            r" last minute and are dead letters: handler"
                                            r" public\.loud_hangup: loud_hangup cannot take call"),
                              timeout=80, interval=0.5, what="the count of the others")
         assert len(counted) == 1 and "50 more events" in counted[0], counted
-        assert len(lines(r"WARNING: .*dead letter")) == 2, lines(r"WARNING: .*dead letter")
+        assert len(lines(r"WARNING: .*dead letter.*loud_hangup")) == 2, lines(r"WARNING: .*dead letter.*loud_hangup")
 
         # fixed: one retry stores each event once
         vb.execute("UPDATE loud_broken SET broken = false")
