@@ -58,6 +58,29 @@ BEGIN
         more := false;
     END;
     created := (SELECT count(*) FROM @extschema@.voipbin_partitions()) - before;
+    -- Rows of a time past retention (replayed, or left from before 1.1) get
+    -- no partition: once the default partition holds nothing within
+    -- retention, it is emptied whole, its space (and what moves out of it
+    -- left behind) with it, as a partition past retention is dropped, rather
+    -- than deleted row by row into a file that keeps its size.
+    IF cutoff IS NOT NULL AND NOT more THEN
+        BEGIN
+            -- the table before its partition, in the order readers lock them
+            -- (pg_relation_size() locks the partition too)
+            LOCK TABLE @extschema@.voipbin_events IN ACCESS SHARE MODE;
+            IF pg_relation_size('@extschema@.voipbin_events_default') > 0
+               AND NOT EXISTS (SELECT FROM @extschema@.voipbin_events_default
+                               WHERE received_at >= cutoff) THEN
+                LOCK TABLE @extschema@.voipbin_events IN ACCESS EXCLUSIVE MODE;
+                IF NOT EXISTS (SELECT FROM @extschema@.voipbin_events_default
+                               WHERE received_at >= cutoff) THEN
+                    TRUNCATE @extschema@.voipbin_events_default;
+                END IF;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE LOG 'voipbin: voipbin_events is in use; its default partition is emptied at the next pass';
+        END;
+    END IF;
     IF cutoff IS NOT NULL THEN
         FOR old_part IN SELECT * FROM @extschema@.voipbin_partitions() WHERE upper <= cutoff LOOP
             BEGIN
@@ -265,3 +288,22 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- Dead letters: what event each one is, so that a copy of it is no second one
+-- ---------------------------------------------------------------------------
+-- VoIPBIN sends each event on two topics: when its handler fails, both
+-- copies fail.  The worker writes what the frame was classified as (NULL for
+-- a frame that is no event), and a frame whose event_type, resource_id and
+-- data hash match a dead letter still there is counted as a duplicate, not
+-- dead-lettered again.  Dead letters from before 1.2 have NULLs here.
+ALTER TABLE voipbin_dead_letters
+    ADD COLUMN event_type text,
+    ADD COLUMN resource_id uuid,
+    ADD COLUMN data_hash uuid;
+COMMENT ON COLUMN voipbin_dead_letters.event_type IS
+    'the event the frame was, NULL when it is no event (or dead-lettered before 1.2)';
+COMMENT ON COLUMN voipbin_dead_letters.data_hash IS
+    'voipbin_data_hash() of the event''s data: with event_type and resource_id, what makes a copy';
+CREATE INDEX voipbin_dead_letters_data_hash ON voipbin_dead_letters (data_hash)
+    WHERE data_hash IS NOT NULL;

@@ -604,3 +604,36 @@ def test_maintenance_and_a_truncate_never_deadlock(cluster):
         assert not errors, errors
     finally:
         cluster.execute("DROP DATABASE %s WITH (FORCE)" % db, dbname="postgres")
+
+
+def test_rows_replayed_past_retention_go_with_their_space(live):
+    """600,000 rows replayed with a time three days old under a retention of a
+    day: no partition is made for them, and they are not deleted one by one
+    into a file that keeps its size: within 90 s the table is back to its
+    size without them."""
+    live.set_conf(voipbin__event_retention="1d")
+    try:
+        wait_until(lambda: live.query_one("SELECT count(*) FROM voipbin_events"
+                                          " WHERE received_at < now() - interval '1 day'")[0] == 0,
+                   timeout=90, what="nothing past retention left from earlier tests")
+        size_before = total_size(live)
+        parts_before = partitions(live)
+        live.execute("INSERT INTO voipbin_events (received_at, event_type, resource, resource_id, data)"
+                     " SELECT now() - interval '3 days' + g * interval '1 ms', 'call_hangup', 'call',"
+                     "        gen_random_uuid(), jsonb_build_object('n', g)"
+                     " FROM generate_series(1, 600000) g")
+        due = time.monotonic()
+        size_full = total_size(live)
+        assert size_full > size_before + 50 * 1024 * 1024, (size_before, size_full)
+
+        def gone():
+            n = live.query_one("SELECT count(*) FROM voipbin_events"
+                               " WHERE received_at < now() - interval '1 day'")[0]
+            return n == 0 and total_size(live) <= size_before + 1024 * 1024
+        wait_until(gone, timeout=90 - (time.monotonic() - due), interval=0.5,
+                   what="the rows gone with their space (before: %d, with them: %d)"
+                   % (size_before, size_full))
+        assert partitions(live) == parts_before or all(
+            p[2] > live.query_one("SELECT now() - interval '1 day'")[0] for p in partitions(live))
+    finally:
+        live.set_conf(voipbin__event_retention=None)

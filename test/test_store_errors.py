@@ -356,3 +356,73 @@ def test_retry_dead_letters_privileges(vb):
         assert "invalid input syntax" in vb.query_one("SELECT error FROM voipbin_dead_letters")[0]
     finally:
         vb.execute("DROP OWNED BY dl_user; DROP ROLE dl_user")
+
+
+def test_a_failing_handler_is_logged_counted_and_one_dead_letter_per_event(vb, fake):
+    """A handler that raises is named in a WARNING and in last_error; fifty
+    more failures are a count, not fifty lines; the copy VoIPBIN sends on its
+    second topic is a duplicate, not a second dead letter; once the handler
+    is fixed, one retry stores each event once, and the next event stored of
+    its type clears last_error."""
+    vb.execute("""
+        CREATE TABLE loud_broken (broken boolean);
+        INSERT INTO loud_broken VALUES (true);
+        CREATE FUNCTION loud_hangup(e voipbin_events) RETURNS void
+          LANGUAGE plpgsql SECURITY DEFINER AS $$
+        BEGIN
+          IF (SELECT broken FROM public.loud_broken) THEN
+            RAISE EXCEPTION 'loud_hangup cannot take call %', e.data->>'n';
+          END IF;
+        END $$;
+        SELECT voipbin_on('call_hangup', 'loud_hangup(voipbin_events)');""")
+    log_from = len(vb.read_log())
+
+    def lines(pattern):
+        return [l for l in vb.read_log()[log_from:].splitlines() if re.search(pattern, l)]
+    first = r"WARNING: .*an event of type call_hangup became a dead letter: handler public\.loud_hangup failed"
+    try:
+        # a 2-part prefix matches both of VoIPBIN's topics: every event arrives twice
+        subscribe(vb, fake, "customer_id:%s" % fake.customer_id)
+        before = vb.status()
+        fake.publish("call_hangup", call(fake, "hangup", n="first"))
+        wait_until(lambda: vb.status()["frames_received"] - before["frames_received"] >= 2,
+                   what="both copies received")
+        s = vb.wait_status(lambda s: s["dead_letters"] - before["dead_letters"] == 1
+                           and s["duplicates"] - before["duplicates"] == 1,
+                           what="one dead letter, one duplicate")
+        assert count(vb, "voipbin_dead_letters") == 1
+        assert vb.query_one("SELECT event_type, data_hash IS NOT NULL FROM voipbin_dead_letters") \
+            == ("call_hangup", True)
+        assert "public.loud_hangup" in s["last_error"], s
+        assert "loud_hangup cannot take call first (SQLSTATE P0001)" in s["last_error"], s
+        wait_until(lambda: len(lines(first)) == 1, interval=0.2, what="the WARNING naming the handler")
+
+        # fifty more: fifty dead letters (each twice), no line each
+        publish_calls(fake, 50, hangup_reason="more")
+        wait_until(lambda: count(vb, "voipbin_dead_letters") == 51, timeout=30,
+                   what="51 dead letters")
+        s = vb.wait_status(lambda s: s["duplicates"] - before["duplicates"] == 51,
+                           what="51 copies counted as duplicates")
+        assert s["dead_letters"] - before["dead_letters"] == 51
+        assert len(lines(first)) == 1, lines(r"WARNING: .*dead letter.*loud_hangup")
+        # the count, once the minute since the first line is up
+        counted = wait_until(lambda: lines(r"WARNING: .*(\d+) more events failed the same way in the"
+                                           r" last minute and are dead letters: handler"
+                                           r" public\.loud_hangup: loud_hangup cannot take call"),
+                             timeout=80, interval=0.5, what="the count of the others")
+        assert len(counted) == 1 and "50 more events" in counted[0], counted
+        assert len(lines(r"WARNING: .*dead letter.*loud_hangup")) == 2, lines(r"WARNING: .*dead letter.*loud_hangup")
+
+        # fixed: one retry stores each event once
+        vb.execute("UPDATE loud_broken SET broken = false")
+        assert vb.query_one("SELECT voipbin_retry_dead_letters()")[0] == 51
+        assert count(vb, "voipbin_dead_letters") == 0
+        assert count(vb, "voipbin_events", "event_type = 'call_hangup'") == 51
+        # the next call_hangup stored says the handler works again
+        fake.publish("call_hangup", call(fake, "hangup", n="after"))
+        vb.wait_status(lambda s: s["last_error"] is None, what="last_error cleared")
+        assert count(vb, "voipbin_events", "event_type = 'call_hangup'") == 52
+    finally:
+        vb.execute("""
+            SELECT voipbin_off('call_hangup', 'loud_hangup(voipbin_events)');
+            DROP FUNCTION loud_hangup(voipbin_events); DROP TABLE loud_broken;""")

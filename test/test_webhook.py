@@ -938,3 +938,57 @@ def test_readme_nginx_snippet_delivers(nginx, hook, vb, fake):
     assert len(rows(vb)) == 2 and dead(vb) == []
     assert nginx.send(envelope("call_ringing", call(fake)))[0] == 200
     assert len(rows(vb)) == 3
+
+
+def _post_as_soon_as_it_listens(port, body, secret, within=10.0):
+    """Connects every few ms until the port takes the connection, and sends
+    the signed POST on it at once: (status, seconds from connected to answer)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=0.05)
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+    connected = time.monotonic()
+    try:
+        sock.settimeout(15)
+        sock.sendall(("POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+                      "X-VoIPBIN-Signature: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                      % (PATH, port, sign(secret, body), len(body))).encode() + body)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        return int(answer.split(b" ")[1]), time.monotonic() - connected
+    finally:
+        sock.close()
+
+
+def test_a_request_as_the_receiver_starts_waits_for_its_key(vb, fake):
+    """The receiver starts without its key (a stopped receiver forgets a fetched
+    one): a signed POST that arrives at once, while GET /customer is slow
+    (1 s), waits for the fetch and is stored, 200, not 503 — five times."""
+    fake.config(rest_delay=1)
+    try:
+        for i in range(5):
+            port = free_port()
+            fetches = _customer_fetches(fake)
+            vb.set_conf(voipbin__webhook_port=port)
+            body = envelope("call_ringing", call(fake, n=str(i)))
+            status, took = _post_as_soon_as_it_listens(port, body, SECRET)
+            assert status == 200, (i, status)
+            # it did wait for the fetch the receiver's start began
+            assert took > 0.5, (i, took)
+            assert _customer_fetches(fake) == fetches + 1
+            wait_until(lambda: len(rows(vb)) == i + 1, what="%d rows" % (i + 1))
+            vb.set_conf(voipbin__webhook_port=0)
+            vb.wait_status(lambda st: st["webhook_state"] == "off", what="receiver off")
+    finally:
+        fake.config(rest_delay=0)
+        reset_webhook(vb)
+    assert [r[0] for r in rows(vb)] == ["webhook"] * 5

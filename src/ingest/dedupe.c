@@ -13,6 +13,19 @@
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
+#include "ingest/dedupe.h"
+
+void
+dedupe_data_hash(const Jsonb *data, pg_uuid_t *hash)
+{
+	const char *errstr = NULL;
+
+	if (!pg_md5_binary(VARDATA(data), VARSIZE(data) - VARHDRSZ, hash->data, &errstr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute the MD5 of an event: %s", errstr)));
+}
+
 /* voipbin_data_hash(jsonb) RETURNS uuid: MD5 of the jsonb bytes, as a uuid for its 16-byte type. */
 PG_FUNCTION_INFO_V1(voipbin_data_hash);
 Datum
@@ -20,11 +33,7 @@ voipbin_data_hash(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *data = PG_GETARG_JSONB_P(0);
 	pg_uuid_t  *hash = palloc(sizeof(pg_uuid_t));
-	const char *errstr = NULL;
 
-	if (!pg_md5_binary(VARDATA(data), VARSIZE(data) - VARHDRSZ, hash->data, &errstr))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute the MD5 of an event: %s", errstr)));
+	dedupe_data_hash(data, hash);
 	PG_RETURN_UUID_P(hash);
 }

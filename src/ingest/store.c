@@ -49,9 +49,11 @@
 #include "base/time.h"
 #include "ingest/before_triggers.h"
 #include "ingest/boundaries.h"
+#include "ingest/dedupe.h"
 #include "ingest/frame.h"
 #include "ingest/position.h"
 #include "ingest/store_batch.h"
+#include "ingest/store_report.h"
 #include "ingest/store_retry.h"
 #include "net/journal/journal.h"
 #include "net/journal/record.h"
@@ -67,6 +69,7 @@ static SPIPlanPtr batch_ids_plan = NULL;
 static Oid	events_seq = InvalidOid;	/* what voipbin_events.id's default draws from */
 static const char *plans_schema = NULL;
 static SPIPlanPtr dead_letter_plan = NULL;
+static bool dead_letter_keys = false;	/* 1.2: a dead letter says what event it is */
 
 static void
 forget_plans(void)
@@ -171,6 +174,22 @@ events_sequence(const char *schema)
 	return isnull ? InvalidOid : DatumGetObjectId(seq);
 }
 
+/* Whether voipbin_dead_letters has 1.2's columns saying what event a dead letter is. */
+static bool
+dead_letters_have_keys(const char *schema)
+{
+	int			rc = SPI_execute(psprintf("SELECT FROM pg_catalog.pg_attribute"
+										  " WHERE attrelid = %s::pg_catalog.regclass"
+										  " AND attname = 'data_hash' AND NOT attisdropped",
+										  quote_literal_cstr(psprintf("%s.voipbin_dead_letters", schema))),
+								 true, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "voipbin: looking up the columns of voipbin_dead_letters failed: %s",
+			 SPI_result_code_string(rc));
+	return SPI_processed == 1;
+}
+
 /*
  * Plans for the installed extension; false when it is not installed.  Every
  * name is qualified: voipbin_retry_dead_letters() prepares them in a user's
@@ -213,6 +232,27 @@ store_plans_ready(void)
 	batch_plan = batch_insert_plan(schema, false);
 	batch_ids_plan = batch_insert_plan(schema, true);
 	events_seq = events_sequence(schema);
+	dead_letter_keys = dead_letters_have_keys(schema);
+	if (dead_letter_keys)
+	{
+		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID, TEXTOID, UUIDOID, UUIDOID};
+
+		/*
+		 * A copy of an event already dead-lettered (VoIPBIN sends each on two
+		 * topics, and both fail alike) is no second dead letter: one event,
+		 * one dead letter, one retry.  Found by the index on data_hash.
+		 */
+		dead_letter_plan = db_keep_plan(psprintf(
+											  "INSERT INTO %s.voipbin_dead_letters"
+											  " (received_at, source, raw, error, event_type, resource_id, data_hash)"
+											  " SELECT $1, $2, $3, $4, $5, $6, $7"
+											  " WHERE $7 IS NULL OR NOT EXISTS (SELECT FROM %s.voipbin_dead_letters d"
+											  "  WHERE d.data_hash = $7 AND d.event_type = $5"
+											  "  AND (d.resource_id = $6 OR ($6 IS NULL AND d.resource_id IS NULL)))",
+											  schema, schema),
+									 7, types);
+	}
+	else
 	{
 		Oid			types[] = {TIMESTAMPTZOID, TEXTOID, BYTEAOID, TEXTOID};
 
@@ -323,6 +363,9 @@ store_batch_init(StoreBatch *b, JournalRecord **frames, int n)
 	b->cxt = CurrentMemoryContext;
 	b->fes = palloc0(sizeof(FrameEvent) * n);
 	b->errors = palloc0(sizeof(char *) * n);
+	b->codes = palloc0(sizeof(int) * n);
+	b->contexts = palloc0(sizeof(char *) * n);
+	b->copies = palloc0(sizeof(bool) * n);
 }
 
 static void
@@ -331,6 +374,15 @@ mark_dead(StoreBatch *b, int i, const char *error)
 	if (b->errors[i] == NULL)
 		b->dead++;
 	b->errors[i] = MemoryContextStrdup(b->cxt, error ? error : "unknown error");
+}
+
+/* Frame i could not be inserted: err says why, and in which trigger or handler. */
+static void
+mark_failed(StoreBatch *b, int i, const ErrorData *err)
+{
+	mark_dead(b, i, err->message);
+	b->codes[i] = err->sqlerrcode;
+	b->contexts[i] = err->context ? MemoryContextStrdup(b->cxt, err->context) : NULL;
 }
 
 /*
@@ -670,7 +722,7 @@ split(StoreBatch *b, const int *idx, int m, ErrorData *err, bool keep)
 
 	if (m == 1)
 	{
-		mark_dead(b, idx[0], err->message);
+		mark_failed(b, idx[0], err);
 		return;
 	}
 	for (int part = 0; part < 2; part++)
@@ -736,12 +788,20 @@ insert_plain(StoreBatch *b)
 	b->duplicates += m - stored;
 }
 
+/*
+ * Frame i as a dead letter, saying what event it is (when it is one); a copy
+ * of one still there is marked in b->copies instead, and counted as a
+ * duplicate.
+ */
 static void
 insert_dead_letter(StoreBatch *b, int i)
 {
 	const JournalRecord *ev = b->frames[i];
-	Datum		values[4];
+	const FrameEvent *fe = &b->fes[i];
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', 'n', 'n', 'n'};
 	bytea	   *raw = palloc(VARHDRSZ + ev->len);
+	pg_uuid_t  *hash = palloc(sizeof(pg_uuid_t));
 	int			rc;
 
 	SET_VARSIZE(raw, VARHDRSZ + ev->len);
@@ -750,17 +810,49 @@ insert_dead_letter(StoreBatch *b, int i)
 	values[1] = CStringGetTextDatum(frame_source(b, i));
 	values[2] = PointerGetDatum(raw);
 	values[3] = CStringGetTextDatum(b->errors[i]);
-	rc = SPI_execute_plan(dead_letter_plan, values, NULL, false, 0);
+	if (fe->event_type != NULL && fe->data != NULL)
+	{
+		values[4] = CStringGetTextDatum(fe->event_type);
+		nulls[4] = ' ';
+		values[5] = UUIDPGetDatum(&fe->resource_id);
+		nulls[5] = fe->has_resource_id ? ' ' : 'n';
+		dedupe_data_hash(fe->data, hash);
+		values[6] = UUIDPGetDatum(hash);
+		nulls[6] = ' ';
+	}
+	rc = SPI_execute_plan(dead_letter_plan, values, nulls, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "voipbin: inserting a dead letter failed: %s", SPI_result_code_string(rc));
+	b->copies[i] = SPI_processed == 0;
+	if (b->copies[i])
+		b->dead_copies++;
 }
 
 static void
 publish_counts(const StoreBatch *b)
 {
 	pg_atomic_fetch_add_u64(&voipbin_shared->events_stored, b->stored);
-	pg_atomic_fetch_add_u64(&voipbin_shared->duplicates, b->duplicates);
-	pg_atomic_fetch_add_u64(&voipbin_shared->dead_letters, b->dead);
+	pg_atomic_fetch_add_u64(&voipbin_shared->duplicates, b->duplicates + b->dead_copies);
+	pg_atomic_fetch_add_u64(&voipbin_shared->dead_letters, b->dead - b->dead_copies);
+}
+
+/*
+ * After the commit: each dead letter an insert's error made (a trigger's, a
+ * handler's) is logged and shown, rate-limited (store_report.c); each event
+ * stored ends what last_error said about its type.
+ */
+static void
+report(const StoreBatch *b)
+{
+	for (int i = 0; i < b->n; i++)
+	{
+		const char *type = b->fes[i].event_type;
+
+		if (b->errors[i] == NULL && type != NULL)
+			store_report_stored(type);
+		else if (b->errors[i] != NULL && b->codes[i] != 0 && !b->copies[i])
+			store_report_dead_letter(type, b->errors[i], b->codes[i], b->contexts[i]);
+	}
 }
 
 /* ---- the worker's side: one transaction per attempt, retries with backoff ---- */
@@ -821,7 +913,8 @@ attempt(StoreBatch *b, StoreStep step, ErrorData *failure, const char *journal_i
 {
 	volatile StoreResult result = STORE_DONE;
 
-	b->stored = b->duplicates = 0;
+	b->stored = b->duplicates = b->dead_copies = 0;
+	memset(b->copies, 0, sizeof(bool) * b->n);
 	PG_TRY();
 	{
 		db_begin_work();
@@ -968,7 +1061,10 @@ store_frames(JournalRecord **frames, int n, const char *journal_id, uint64 upto,
 			show_stored();
 	}
 	if (result == STORE_DONE)
+	{
 		publish_counts(&b);
+		report(&b);
+	}
 	MemoryContextSwitchTo(cxt);
 	MemoryContextDelete(mine);
 	return result;

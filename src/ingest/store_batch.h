@@ -22,6 +22,10 @@ typedef struct StoreBatch
 	MemoryContext cxt;			/* where what follows lives: outlives the transaction */
 	FrameEvent *fes;			/* classified frames (event_type NULL until then) */
 	char	  **errors;			/* why frame i is a dead letter, NULL if it is none */
+	int		   *codes;			/* its SQLSTATE when inserting it failed, else 0 */
+	char	  **contexts;		/* and that error's context (which trigger, which handler) */
+	bool	   *copies;			/* a copy of a dead letter still there: no second one */
+	uint64		dead_copies;	/* how many, in the last attempt */
 	bool		classified;
 	uint64		stored;			/* rows inserted, in subtransactions kept or at top level */
 	uint64		duplicates;

@@ -2,7 +2,8 @@
  * timers.c — what the worker does now and then, between batches: the
  * partitions of voipbin_events made ahead and dropped past retention, old
  * rows pruned, voipbin_journal.alive_at written while connected (how early
- * a restart's gap may start), and the statistics flushed for autovacuum.
+ * a restart's gap may start), the statistics flushed for autovacuum, and the
+ * count of dead letters a failing handler made logged once a minute.
  */
 #include "voipbin.h"
 
@@ -16,6 +17,7 @@
 #include "base/settings.h"
 #include "ingest/boundaries.h"
 #include "ingest/position.h"
+#include "ingest/store_report.h"
 #include "maintenance/partitions.h"
 #include "maintenance/prune.h"
 #include "net/journal/journal.h"
@@ -100,7 +102,10 @@ timers_run(bool alive_wanted)
 TimestampTz
 timers_due(bool alive_wanted)
 {
-	return alive_wanted ? Min(timers.next_prune, timers.next_alive) : timers.next_prune;
+	TimestampTz due = alive_wanted ? Min(timers.next_prune, timers.next_alive) : timers.next_prune;
+	TimestampTz report = store_report_flush();
+
+	return report != 0 ? Min(due, report) : due;
 }
 
 void

@@ -15,7 +15,7 @@
  */
 extern void timers_run(bool alive_wanted);
 
-/* When the next timer is due. */
+/* When the next timer is due; logs the counts of failing handlers that are (store_report.c). */
 extern TimestampTz timers_due(bool alive_wanted);
 
 /* A reload: a new retention or partition interval applies at once. */

@@ -10,7 +10,11 @@
  * secret may have been rotated), at most once a minute: the receiver holds
  * that request (on its own thread, up to 5 s) until the fetch has ended and
  * checks it again against the key then in hand, so the first request signed
- * with a rotated secret is stored, not refused.
+ * with a rotated secret is stored, not refused.  Likewise while the receiver
+ * has no key yet and its first fetch is due or under way (it has just
+ * started): a request waits for that fetch (up to 5 s) rather than getting
+ * 503 a moment before the key arrives; 503 is for "no key could be had".  A
+ * receiver that stops forgets a fetched key and fetches it when it starts.
  *
  * Verified bodies do not pass here: the receiver appends them to the journal,
  * which hands them to the worker's store loop like WebSocket frames.
@@ -99,6 +103,37 @@ forget_credential(void)
 	wh.cred = NULL;
 }
 
+/*
+ * A fetch of the key is due now; while no key is in hand, a request that
+ * arrives meanwhile waits for it.
+ */
+static void
+want_key(TimestampTz now)
+{
+	if (!secret_fetch_running())
+		wh.fetch_due = now;
+	if (!wh.known)
+	{
+		webhook_receiver_set_key_pending(true);
+		strlcpy(wh.note, "no secret yet: fetching the customer's webhook_secret", sizeof(wh.note));
+	}
+}
+
+/* The receiver stopped: a key from GET /customer is fetched afresh when it starts again. */
+static void
+forget_fetched_key(void)
+{
+	if (wh.from_setting || !wh.known)
+		return;
+	secret_fetch_stop();
+	webhook_receiver_set_secret(NULL, 0);
+	webhook_receiver_set_refetch(false, true);
+	webhook_receiver_refetch_done();
+	wh.known = false;
+	wh.fetch_due = 0;
+	wh.fetch_failures = 0;
+}
+
 /* Starts, stops or moves the listening sockets. */
 static void
 configure_listener(void)
@@ -117,6 +152,7 @@ configure_listener(void)
 		{
 			webhook_receiver_stop();
 			ereport(LOG, (errmsg("voipbin: webhook receiver stopped")));
+			forget_fetched_key();
 		}
 		wh.listening = false;
 		wh.port = 0;
@@ -129,6 +165,9 @@ configure_listener(void)
 		strcmp(wh.addresses, addresses) == 0)
 		return;
 
+	/* a receiver that starts without its key fetches it, and requests wait for it */
+	if (!wh.listening && !wh.known && !wh.from_setting && wh.cred)
+		want_key(GetCurrentTimestamp());
 	wh.port = voipbin_webhook_port;
 	wh.addresses = keep_string(wh.addresses, addresses);
 	wh.listening = webhook_receiver_start(addresses, voipbin_webhook_port, wh.listen_state,
@@ -158,6 +197,7 @@ configure_secret(void)
 		secret_fetch_stop();
 		forget_credential();
 		webhook_receiver_set_refetch(false, true);
+		webhook_receiver_set_key_pending(false);
 		if (len >= WEBHOOK_SECRET_MAX)
 		{
 			webhook_receiver_set_secret(NULL, 0);
@@ -203,6 +243,7 @@ configure_secret(void)
 	{
 		webhook_receiver_set_secret(NULL, 0);
 		webhook_receiver_set_refetch(false, true);
+		webhook_receiver_set_key_pending(false);
 		wh.known = false;
 		wh.fetch_due = 0;
 		snprintf(wh.note, sizeof(wh.note),
@@ -214,9 +255,7 @@ configure_secret(void)
 	wh.cred_kind = kind;
 	http_wipe(cred);
 	/* a new credential may be another customer's: ask now, keep the old key meanwhile */
-	wh.fetch_due = GetCurrentTimestamp();
-	if (!wh.known)
-		strlcpy(wh.note, "no secret yet: fetching the customer's webhook_secret", sizeof(wh.note));
+	want_key(GetCurrentTimestamp());
 }
 
 static void
@@ -366,6 +405,9 @@ start_fetch(TimestampTz now)
 	if (len > strlen("//customer") && strcmp(url + len - strlen("//customer"), "//customer") == 0)
 		memmove(url + len - strlen("/customer") - 1, url + len - strlen("/customer"),
 				strlen("/customer") + 1);
+	/* after a failed fetch no request waited; now they wait for this one */
+	if (!wh.known)
+		webhook_receiver_set_key_pending(true);
 	if (secret_fetch_start(url,
 						   wh.cred_kind == CRED_ACCESSKEY ? wh.cred : NULL,
 						   wh.cred_kind == CRED_JWT ? wh.cred : NULL,

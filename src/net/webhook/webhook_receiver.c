@@ -138,6 +138,7 @@ static bool refetch_allowed;	/* the key came from GET /customer */
 static bool refetch_pending;	/* a refetch is due or running */
 static int64_t refetch_next_ms; /* CLOCK_MONOTONIC: no new refetch before */
 static bool stopping;			/* webhook_receiver_stop(): waiters give up */
+static bool key_pending;		/* no key yet, and the first fetch is due or running */
 
 /* atomics */
 static uint64_t n_received;
@@ -262,8 +263,60 @@ webhook_receiver_refetch_done(void)
 {
 	pthread_mutex_lock(&mu);
 	refetch_pending = false;
+	key_pending = false;
 	pthread_cond_broadcast(&refetch_cond);
 	pthread_mutex_unlock(&mu);
+}
+
+void
+webhook_receiver_set_key_pending(bool on)
+{
+	pthread_mutex_lock(&mu);
+	key_pending = on;
+	if (!on)
+		pthread_cond_broadcast(&refetch_cond);
+	pthread_mutex_unlock(&mu);
+}
+
+/* CLOCK_MONOTONIC, WEBHOOK_REFETCH_WAIT_MS from now: how long a request waits for a key. */
+static struct timespec
+key_wait_deadline(void)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += WEBHOOK_REFETCH_WAIT_MS / 1000;
+	until.tv_nsec += (long) (WEBHOOK_REFETCH_WAIT_MS % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000)
+	{
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	return until;
+}
+
+/*
+ * A request found no key: when the first fetch of one is due or under way
+ * (the receiver has just started), it waits for that fetch like a request
+ * waits for a refetch, on its own thread and at most WEBHOOK_REFETCH_WAIT_MS.
+ * True when there was one to wait for: the caller verifies again.
+ */
+static bool
+await_key(void)
+{
+	struct timespec until = key_wait_deadline();
+	bool		waited = false;
+
+	pthread_mutex_lock(&mu);
+	if (key_pending && !stopping)
+	{
+		waited = true;
+		while (key_pending && !stopping &&
+			   pthread_cond_timedwait(&refetch_cond, &mu, &until) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&mu);
+	return waited;
 }
 
 /*
@@ -279,17 +332,9 @@ static bool
 await_refetch(void)
 {
 	int64_t		now = http_mono_ms();
-	struct timespec until;
+	struct timespec until = key_wait_deadline();
 	bool		waited = false;
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += WEBHOOK_REFETCH_WAIT_MS / 1000;
-	until.tv_nsec += (long) (WEBHOOK_REFETCH_WAIT_MS % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000)
-	{
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&mu);
 	if (refetch_allowed && !stopping && (refetch_pending || now >= refetch_next_ms))
 	{
@@ -548,6 +593,9 @@ on_body(struct MHD_Connection *c, Req *r)
 
 	set_deadline(c, false);
 	status = verify(sig, r);
+	/* the receiver has just started: the request waits for its key, then is checked */
+	if (status == 503 && await_key())
+		status = verify(sig, r);
 	/* a rotated secret: the request waits for the fresh one, then is checked again */
 	if (status == 401 && await_refetch())
 		status = verify(sig, r);

@@ -68,7 +68,19 @@ extern void webhook_receiver_counts(uint64_t *received, uint64_t *refused);
 extern void webhook_receiver_set_refetch(bool allowed, bool restart_limit);
 /* True once after a request claimed a refetch: the caller fetches the secret. */
 extern bool webhook_receiver_take_refetch(void);
-/* The refetch has ended, and the new key, if any, is set: the waiting requests are checked again. */
+/*
+ * The fetch (or refetch) has ended, and the new key, if any, is set: the
+ * waiting requests are checked again.  It also ends a key pending (below).
+ */
 extern void webhook_receiver_refetch_done(void);
+
+/*
+ * No key is in hand and the first fetch of one is due or under way: a
+ * request then waits for it (at most WEBHOOK_REFETCH_WAIT_MS, as one waits
+ * for a refetch) and is verified with what it brought, rather than answered
+ * 503 a moment before the key arrives.  webhook_receiver_refetch_done() (or
+ * on = false) ends the wait; 503 is then for "no key could be had".
+ */
+extern void webhook_receiver_set_key_pending(bool on);
 
 #endif
