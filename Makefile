@@ -36,6 +36,9 @@ PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
 PG_CFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
             -Wno-missing-field-initializers -pthread
+# every object depends on the headers it includes (-MMD): a header change
+# rebuilds its users, so a struct never has two layouts in one library
+PG_CFLAGS += -MMD -MP
 SHLIB_LINK = $(shell pkg-config --libs libwebsockets) $(shell pkg-config --libs libmicrohttpd) -lssl -lcrypto -lcurl -pthread -lm
 
 REGRESS = install topics classify settings rest workflows store_errors vocabulary
@@ -48,7 +51,7 @@ REGRESS_PREP = regress-prep
 ifdef DESTDIR
 REGRESS_OPTS += --temp-config=tmp_check_destdir.conf
 endif
-EXTRA_CLEAN = tmp_check_destdir.conf
+EXTRA_CLEAN = tmp_check_destdir.conf $(OBJS:.o=.d)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -86,3 +89,5 @@ dist:
 .PHONY: fuzz sanitize
 fuzz sanitize:
 	test/$@.sh
+
+-include $(OBJS:.o=.d)
