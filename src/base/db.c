@@ -64,25 +64,36 @@ db_free_plans(SPIPlanPtr **plans, int n)
 		}
 }
 
-/* pg_extension.extnamespace; PostgreSQL 15 exports no function for it. */
-static Oid
-extension_namespace(Oid ext)
+/*
+ * The schema and owner of extension ext, from its pg_extension row (PostgreSQL
+ * 15 exports no function for either); false when there is none.
+ */
+bool
+db_extension_row(Oid ext, Oid *nsp, Oid *owner)
 {
 	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tuple;
-	Oid			nsp = InvalidOid;
+	bool		found;
 
 	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(ext));
 	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nsp = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	found = HeapTupleIsValid(tuple);
+	if (found)
+	{
+		Form_pg_extension row = (Form_pg_extension) GETSTRUCT(tuple);
+
+		if (nsp)
+			*nsp = row->extnamespace;
+		if (owner)
+			*owner = row->extowner;
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return nsp;
+	return found;
 }
 
 /*
@@ -103,7 +114,8 @@ db_extension_schema(Oid *ext_out)
 		return NULL;
 	if (ext != schema_ext || schema == NULL)
 	{
-		char	   *name = get_namespace_name(extension_namespace(ext));
+		Oid			nsp = InvalidOid;
+		char	   *name = db_extension_row(ext, &nsp, NULL) ? get_namespace_name(nsp) : NULL;
 
 		if (name == NULL)
 			return NULL;

@@ -26,6 +26,9 @@ extern const char *db_extension_schema(Oid *ext);
 extern SPIPlanPtr db_keep_plan(const char *sql, int nargs, Oid *types);
 extern void db_free_plans(SPIPlanPtr **plans, int n);
 
+/* The schema and owner of extension ext (either may be NULL); false: no such extension. */
+extern bool db_extension_row(Oid ext, Oid *nsp, Oid *owner);
+
 /* Whether a function of this signature ("schema.name(argtypes)") exists. */
 extern bool db_function_exists(const char *signature);
 

@@ -28,6 +28,7 @@
 
 #include "sql/status.h"
 #include "base/settings.h"
+#include "base/db.h"
 #include "base/status.h"
 
 static bool wake_at_commit = false;
@@ -125,27 +126,6 @@ voipbin_reconnect(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static Oid
-extension_owner(Oid ext)
-{
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tuple;
-	Oid			owner = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(ext));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return owner;
-}
-
 /*
  * last_error can quote a handler's error, and so an event's data: status is
  * open to PUBLIC, its errors only to pg_monitor (superusers included) and
@@ -163,7 +143,8 @@ may_see_errors(void)
 	ext = get_extension_oid("voipbin", true);
 	if (!OidIsValid(ext))
 		return false;
-	owner = extension_owner(ext);
+	owner = InvalidOid;
+	(void) db_extension_row(ext, NULL, &owner);
 	return OidIsValid(owner) && has_privs_of_role(user, owner);
 }
 
