@@ -163,3 +163,13 @@ def credential_lines(log_text, credentials=CREDENTIALS):
     Postgres's own line on a reload of voipbin.token."""
     return [line for line in log_text.splitlines()
             if TOKEN_CHANGED not in line and any(c in line for c in credentials)]
+
+
+def default_version():
+    """voipbin.control's default_version: what CREATE EXTENSION and UPDATE reach."""
+    control = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "voipbin.control")
+    with open(control) as f:
+        for line in f:
+            if line.startswith("default_version"):
+                return line.split("=", 1)[1].strip().strip("'")
+    raise AssertionError("voipbin.control has no default_version")

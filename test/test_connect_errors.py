@@ -212,7 +212,7 @@ def test_certificate_refused(cluster, fake, refused_certs, secret_dir, tmp_path,
         s = wait_failing(cluster, "^" + ipv6_first + said, failures=2)
         assert s["last_error"].endswith('(trusted: the system\'s CAs and voipbin.ca_file "%s")' % certs["ca"]), s
         assert other.state()["connections_total"] == 0
-        assert log.wait(r"LOG:  voipbin: reconnect in [0-9.]+ s because " + said)
+        assert log.wait(r"LOG:  voipbin: reconnect in [0-9.]+ s because " + ipv6_first + said)
     finally:
         other.stop()
     back_to_normal(cluster, fake, secret_dir)

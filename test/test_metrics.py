@@ -36,6 +36,18 @@ pytestmark = pytest.mark.skipif(not os.access(EXPORTER, os.X_OK),
                                 reason="prometheus-postgres-exporter is not installed (test/install-deps.sh)")
 
 
+def exporter_flags():
+    """The long flags `--help` lists (the --no- forms of its --[no-]collector.x ones too)."""
+    out = subprocess.run([EXPORTER, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=30).stdout
+    flags = set()
+    for m in re.finditer(r"--(\[no-\])?([a-z0-9][a-z0-9.\-]*)", out):
+        flags.add("--" + m.group(2))
+        if m.group(1):
+            flags.add("--no-" + m.group(2))
+    return flags
+
+
 class Exporter:
     """prometheus-postgres-exporter on 127.0.0.1:<free port>, with the example's
     queries only (its own metrics off), connected over the cluster's socket."""
@@ -47,9 +59,12 @@ class Exporter:
                    % (cluster.sock, cluster.port, user, cluster.dbname))
         self.proc = subprocess.Popen(
             [EXPORTER, "--extend.query-path=" + QUERIES,
-             "--web.listen-address=127.0.0.1:%d" % self.port,
-             "--disable-default-metrics", "--disable-settings-metrics",
-             "--no-collector.database", "--no-collector.bgwriter"],
+             "--web.listen-address=127.0.0.1:%d" % self.port]
+            # its own metrics off, with the flags this version has (newer
+            # ones renamed and dropped some collectors)
+            + [f for f in ("--disable-default-metrics", "--disable-settings-metrics",
+                           "--no-collector.database", "--no-collector.bgwriter")
+               if f in exporter_flags()],
             env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(self._answers, timeout=20, what="the exporter's /metrics")
 

@@ -26,7 +26,7 @@ import psycopg2
 import pytest
 from psycopg2.extras import Json
 
-from helpers import FAST, point_at, subscribe
+from helpers import FAST, default_version, point_at, subscribe
 from journal_files import journal_dir, journal_id, records
 from pgcluster import PG_BIN, Cluster, Listener, SwitchableCluster, free_port, wait_until
 
@@ -229,7 +229,7 @@ def test_pg_upgrade_keeps_everything(fake, secret_dir):
         new.start()
         assert major(new) == major_of(PG_BIN) >= 17
         assert new.query_one("SELECT extversion FROM pg_extension WHERE extname = 'voipbin'",
-                             dbname=DB) == ("1.1",)
+                             dbname=DB) == (default_version(),)
         listener = Listener(new, "transcript_created")
 
         # the journal moved in is the same journal: the held frames stored once, by 17

@@ -21,6 +21,6 @@ extern void database_wait_connected(void);
  * Connects to no database and waits while voipbin.database does not exist;
  * then exits, for the postmaster to start a worker that connects to it.
  */
-extern void database_wait(void) pg_attribute_noreturn();
+extern _Noreturn void database_wait(void);
 
 #endif
