@@ -135,7 +135,7 @@ SHAPES = ("raw", "wrapped", "quick-start")
 
 
 def reshape(frames, shape):
-    """The same events in another of the three frame shapes (protocol doc 4.1):
+    """The same events in another of the three frame shapes (docs/voipbin.md, "Frame shapes"):
     raw (the resource itself, VoIPBIN today), wrapped {"type","data"} (until
     August, and the webhook's), quick-start {"event_type","timestamp","topic","data"}
     (the public quick-start pages)."""
@@ -170,7 +170,7 @@ def _unset(v):
 
 
 def classify(obj):
-    """(event_type, resource, data) of one frame, by the SPEC's rules for the
+    """(event_type, resource, data) of one frame, by the rules of docs/events.md ("Frames and event types") for the
     shapes and for the two resource kinds the bench sends (calls, transcript
     lines); anything else is 'unknown' here (the extension knows more kinds)."""
     if not isinstance(obj, dict):
