@@ -172,7 +172,7 @@ def test_github_slug():
 CHECKED = ("README.md", "docs/", "bench/", "test/", "examples/", "demo/", "src/", "sql/",
            "expected/", "debian/", "Makefile", "voipbin--1.1--1.2.sql")
 FROZEN = ("voipbin--1.0.sql", "voipbin--1.0--1.1.sql", "test/test_docs.py")
-OUTSIDE = ("SPEC.md", "voipbin-protocol.md")
+OUTSIDE = ("SPEC.md", "SPEC's", "(SPEC)", "voipbin-protocol.md", "voipbin-actions.md", "protocol doc", "shared/docs")
 
 
 def _repository_files():
