@@ -19,6 +19,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
 #include "base/db.h"
@@ -144,4 +145,36 @@ db_function_exists(const char *signature)
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "voipbin: looking up %s failed: %s", signature, SPI_result_code_string(rc));
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Runs step(arg) in a subtransaction.  Its ERROR rolls the subtransaction
+ * back and comes back copied into the caller's memory context, for the
+ * caller to raise again or to survive; NULL when step ran through.
+ */
+ErrorData *
+db_try(void (*step) (void *arg), void *arg)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile failure = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller);
+	PG_TRY();
+	{
+		step(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		failure = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	return failure;
 }

@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "executor/spi.h"
+#include "utils/elog.h"
 
 /* A transaction with SPI and a snapshot, as every database step of the worker needs. */
 extern void db_begin_work(void);
@@ -28,6 +29,12 @@ extern void db_free_plans(SPIPlanPtr **plans, int n);
 
 /* The schema and owner of extension ext (either may be NULL); false: no such extension. */
 extern bool db_extension_row(Oid ext, Oid *nsp, Oid *owner);
+
+/*
+ * Runs step(arg) in a subtransaction: NULL when it ran through, else its
+ * error (the subtransaction rolled back), for the caller to raise or survive.
+ */
+extern ErrorData *db_try(void (*step) (void *arg), void *arg);
 
 /* Whether a function of this signature ("schema.name(argtypes)") exists. */
 extern bool db_function_exists(const char *signature);

@@ -20,6 +20,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "base/db.h"
 #include "base/rest.h"
 #include "sql/customer_cache.h"
 #include "sql/topic.h"
@@ -123,42 +124,23 @@ is_outage(int sqlerrcode)
  * *failure set to the error (in a subtransaction, so the session goes on);
  * any other error is raised.
  */
+static void
+own_id_fetch_step(void *arg)
+{
+	(void) customer_fetch((const RestTarget *) arg);
+	if (!own_valid)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("VoIPBIN's customer has no valid \"id\"")));
+}
+
 static const char *
 own_id_fetch(const RestTarget *t, ErrorData **failure)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-
-	*failure = NULL;
 	own_valid = false;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
-	{
-		(void) customer_fetch(t);
-		if (!own_valid)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROTOCOL_VIOLATION),
-					 errmsg("VoIPBIN's customer has no valid \"id\"")));
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-		if (!is_outage(edata->sqlerrcode))
-			ReThrowError(edata);
-		*failure = edata;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	CurrentResourceOwner = owner;
+	*failure = db_try(own_id_fetch_step, (void *) t);
+	if (*failure && !is_outage((*failure)->sqlerrcode))
+		ReThrowError(*failure);
 	return *failure ? NULL : own_id;
 }
 

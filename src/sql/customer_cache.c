@@ -29,114 +29,95 @@
 #include "base/db.h"
 #include "sql/customer_cache.h"
 
-/* The owner of the extension, InvalidOid when it is not installed. */
-static Oid
-extension_owner(void)
-{
-	bool		isnull;
-	Datum		d;
-
-	if (SPI_execute("SELECT e.extowner FROM pg_catalog.pg_extension e WHERE e.extname = 'voipbin'",
-					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		return InvalidOid;
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? InvalidOid : DatumGetObjectId(d);
-}
-
 /*
  * One read (id == NULL: the row into *id_out and *learnt_at) or write (id
  * when it differs from the row) as the owner; false when nothing was found or
  * nothing could be done.
  */
+typedef struct CacheIo
+{
+	const char *api_url;
+	const char *to_write;		/* the id to write, NULL: a read, or already known */
+	char	   *id_out;
+	TimestampTz *learnt_at;
+	bool		found;
+} CacheIo;
+
+static void
+cache_io_step(void *arg)
+{
+	CacheIo    *io = arg;
+	Oid			ext;
+	Oid			ext_owner = InvalidOid;
+	const char *schema;
+	Oid			save_user;
+	int			save_sec;
+
+	SPI_connect();
+	schema = db_extension_schema(&ext);
+	if (schema && db_extension_row(ext, NULL, &ext_owner) && OidIsValid(ext_owner))
+	{
+		char	   *table = psprintf("%s.voipbin_customer_cache", schema);
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		Datum		values[2];
+		int			rc;
+
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(ext_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		values[0] = CStringGetTextDatum(io->api_url);
+		rc = SPI_execute_with_args(psprintf("SELECT c.customer_id::text, c.learnt_at FROM %s c "
+											"WHERE c.api_url = $1", table),
+								   1, types, values, NULL, true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+			char	   *got = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			io->found = got != NULL && strlen(got) == CUSTOMER_ID_LEN;
+			if (io->found && io->id_out)
+				strlcpy(io->id_out, got, CUSTOMER_ID_LEN + 1);
+			if (io->found && io->learnt_at)
+				*io->learnt_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																   SPI_tuptable->tupdesc, 2, &isnull));
+			if (io->to_write && io->found && strcmp(got, io->to_write) == 0)
+				io->to_write = NULL;	/* already known: no write */
+		}
+		if (io->to_write)
+		{
+			values[1] = CStringGetTextDatum(io->to_write);
+			rc = SPI_execute_with_args(psprintf("INSERT INTO %s AS c (api_url, customer_id, learnt_at) "
+												"VALUES ($1, $2::uuid, pg_catalog.now()) "
+												"ON CONFLICT (api_url) DO UPDATE "
+												"SET customer_id = EXCLUDED.customer_id, learnt_at = EXCLUDED.learnt_at",
+												table),
+									   2, types, values, NULL, false, 0);
+			io->found = rc == SPI_OK_INSERT;
+		}
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	SPI_finish();
+}
+
 static bool
 cache_io(const char *api_url, const char *id, char *id_out, TimestampTz *learnt_at)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool found = false;
-	const char *volatile to_write = id;
+	CacheIo		io = {api_url, id, id_out, learnt_at, false};
+	ErrorData  *failure;
 
 	if (id && (XactReadOnly || RecoveryInProgress()))
 		return false;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(caller);
-	PG_TRY();
-	{
-		const char *schema;
-		Oid			ext_owner;
-		Oid			save_user;
-		int			save_sec;
-
-		SPI_connect();
-		schema = db_extension_schema(NULL);
-		ext_owner = extension_owner();
-		if (schema && OidIsValid(ext_owner))
-		{
-			char	   *table = psprintf("%s.voipbin_customer_cache", schema);
-			Oid			types[2] = {TEXTOID, TEXTOID};
-			Datum		values[2];
-			int			rc;
-
-			GetUserIdAndSecContext(&save_user, &save_sec);
-			SetUserIdAndSecContext(ext_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-								   SECURITY_RESTRICTED_OPERATION);
-			values[0] = CStringGetTextDatum(api_url);
-			rc = SPI_execute_with_args(psprintf("SELECT c.customer_id::text, c.learnt_at FROM %s c "
-												"WHERE c.api_url = $1", table),
-									   1, types, values, NULL, true, 1);
-			if (rc == SPI_OK_SELECT && SPI_processed == 1)
-			{
-				bool		isnull;
-				char	   *got = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-				found = got != NULL && strlen(got) == CUSTOMER_ID_LEN;
-				if (found && id_out)
-					strlcpy(id_out, got, CUSTOMER_ID_LEN + 1);
-				if (found && learnt_at)
-					*learnt_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-																   SPI_tuptable->tupdesc, 2, &isnull));
-				if (to_write && found && strcmp(got, to_write) == 0)
-					to_write = NULL;	/* already known: no write */
-			}
-			if (to_write)
-			{
-				values[1] = CStringGetTextDatum(to_write);
-				rc = SPI_execute_with_args(psprintf("INSERT INTO %s AS c (api_url, customer_id, learnt_at) "
-													"VALUES ($1, $2::uuid, pg_catalog.now()) "
-													"ON CONFLICT (api_url) DO UPDATE "
-													"SET customer_id = EXCLUDED.customer_id, learnt_at = EXCLUDED.learnt_at",
-													table),
-										   2, types, values, NULL, false, 0);
-				found = rc == SPI_OK_INSERT;
-			}
-			SetUserIdAndSecContext(save_user, save_sec);
-		}
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(caller);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(caller);
-		CurrentResourceOwner = owner;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-		/* a database still at 1.0 or 1.1 has no table: nothing to say */
-		if (edata->sqlerrcode != ERRCODE_UNDEFINED_TABLE)
-			ereport(DEBUG1,
-					(errmsg("voipbin: could not %s voipbin_customer_cache: %s",
-							id ? "write" : "read", edata->message)));
-		found = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller);
-	CurrentResourceOwner = owner;
-	return found;
+	failure = db_try(cache_io_step, &io);
+	if (failure == NULL)
+		return io.found;
+	if (failure->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		ReThrowError(failure);
+	/* a database still at 1.0 or 1.1 has no table: nothing to say */
+	if (failure->sqlerrcode != ERRCODE_UNDEFINED_TABLE)
+		ereport(DEBUG1,
+				(errmsg("voipbin: could not %s voipbin_customer_cache: %s",
+						id ? "write" : "read", failure->message)));
+	return false;
 }
 
 bool
