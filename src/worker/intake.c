@@ -116,6 +116,17 @@ intake_journal_problem(void)
 	return in.journal_problem;
 }
 
+/*
+ * What waits here counts in voipbin_status().buffered_bytes at once: the
+ * next store may wait on a lock for long, and the frames it took from the
+ * journal left the journal's own count already.
+ */
+static void
+publish_pending(void)
+{
+	pg_atomic_write_u64(&voipbin_shared->buffered_bytes, in.pending_bytes);
+}
+
 static void
 free_pending(void)
 {
@@ -129,6 +140,7 @@ free_pending(void)
 	in.pending_tail = NULL;
 	in.pending_bytes = 0;
 	in.pending_frames = 0;
+	publish_pending();
 }
 
 static void
@@ -172,6 +184,7 @@ take_frames(void)
 			ev = n;
 		}
 	}
+	publish_pending();
 }
 
 /*
@@ -286,6 +299,7 @@ intake_store_batch(void)
 		in.pending_tail = NULL;
 	in.pending_bytes -= bytes;
 	in.pending_frames -= n;
+	publish_pending();
 	for (int i = 0; i < n; i++)
 		journal_record_free(batch[i]);
 	/*
@@ -356,6 +370,6 @@ void
 intake_publish_backlog(void)
 {
 	/* the journal keeps network_backlog and frames_lost current itself */
-	pg_atomic_write_u64(&voipbin_shared->buffered_bytes, in.pending_bytes);
+	publish_pending();
 	journal_news();
 }
