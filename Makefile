@@ -23,13 +23,14 @@ INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
 MAINTENANCE_OBJS = src/maintenance/partitions.o src/maintenance/prune.o
 REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src/repair/repair_job.o \
               src/repair/repair_http.o
+REQUESTS_OBJS = src/requests/request_rules.o
 WORKER_OBJS = src/worker/worker.o src/worker/connection.o src/worker/connection_failure.o \
               src/worker/intake.o src/worker/timers.o src/worker/activity.o \
               src/worker/subscriptions.o src/worker/webhook_ctl.o \
               src/worker/database_wait.o
 SQL_OBJS = src/sql/status.o src/sql/topic.o src/sql/customer.o src/sql/dead_letters.o \
-           src/sql/vocabulary.o src/sql/customer_cache.o
-OBJS = src/voipbin.o $(SQL_OBJS) $(WORKER_OBJS) $(REPAIR_OBJS) $(MAINTENANCE_OBJS) \
+           src/sql/vocabulary.o src/sql/customer_cache.o src/sql/requests.o
+OBJS = src/voipbin.o $(SQL_OBJS) $(WORKER_OBJS) $(REQUESTS_OBJS) $(REPAIR_OBJS) $(MAINTENANCE_OBJS) \
        $(INGEST_OBJS) $(BASE_OBJS) $(NET_OBJS)
 
 PG_CONFIG ?= pg_config

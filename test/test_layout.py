@@ -20,6 +20,7 @@ RANK = {
     "ingest": 2,
     "maintenance": 3,
     "repair": 3,
+    "requests": 3,
     "worker": 4,
     "sql": 4,
     ".": 5,          # voipbin.c: loading the library

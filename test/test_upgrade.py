@@ -433,7 +433,7 @@ def test_upgrade_from_released_1_0(release_1_0, fake, secret_dir):
         wait_until(lambda: stored_ids(c, db) >= want, timeout=30,
                    what="every event sent while at 1.0 stored after the update")
         assert kept_rows(c, db, max_id) == before, "rows changed by the update"
-        assert len(c.query("SELECT * FROM voipbin_status()", dbname=db)[0]) == 18
+        assert len(c.query("SELECT * FROM voipbin_status()", dbname=db)[0]) == 22
         last = publish_calls(fake, 200, 5)
         want |= last
         wait_until(lambda: stored_ids(c, db) >= want, timeout=20, what="storing after the update")

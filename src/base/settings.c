@@ -46,6 +46,9 @@ char	   *voipbin_webhook_secret = NULL;
 /* gap repair */
 bool		voipbin_repair = true;
 double		voipbin_repair_rate = 10.0;
+double		voipbin_request_rate = 5.0;
+int			voipbin_request_retry_timeout_s = 3600;
+int			voipbin_request_retention_s = 7 * 86400;
 
 static const struct config_enum_entry notify_payload_options[] = {
 	{"full", VB_NOTIFY_FULL, false},
@@ -232,6 +235,27 @@ define_repair_settings(void)
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 }
 
+/* Requests queued from SQL (voipbin_request and its helpers). */
+static void
+define_request_settings(void)
+{
+	DefineCustomRealVariable("voipbin.request_rate",
+							 "Requests per second the worker sends from voipbin_requests.",
+							 "With voipbin.repair_rate, the worker never sends more than VoIPBIN's 17 per second for the customer.",
+							 &voipbin_request_rate, 5.0, 0.1, 17.0,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("voipbin.request_retry_timeout",
+							"How long a request that may be repeated is tried again.",
+							"After this, counted from when it was queued, it ends failed or unknown.",
+							&voipbin_request_retry_timeout_s, 3600, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("voipbin.request_retention",
+							"Finished requests older than this are deleted from voipbin_requests; 0 keeps them.",
+							NULL,
+							&voipbin_request_retention_s, 7 * 86400, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+}
+
 /* Defines every setting, a subject at a time; _PG_init calls it once. */
 void
 settings_define(void)
@@ -242,6 +266,7 @@ settings_define(void)
 	define_security_settings();
 	define_webhook_settings();
 	define_repair_settings();
+	define_request_settings();
 
 	MarkGUCPrefixReserved("voipbin");
 }

@@ -48,6 +48,14 @@ extern char *voipbin_webhook_secret;
 extern bool voipbin_repair;
 extern double voipbin_repair_rate;
 
+/* requests to VoIPBIN queued from SQL (voipbin_requests) */
+extern double voipbin_request_rate;
+extern int	voipbin_request_retry_timeout_s;
+extern int	voipbin_request_retention_s;
+
+/* VoIPBIN's limit per customer: repair and requests together stay within it */
+#define VOIPBIN_CUSTOMER_RATE 17.0
+
 /* Defines every setting; _PG_init calls it once. */
 extern void settings_define(void);
 

@@ -57,6 +57,11 @@ voipbin_shmem_init(void)
 		pg_atomic_init_u64(&voipbin_shared->frames_lost, 0);
 		pg_atomic_init_u64(&voipbin_shared->webhook_received, 0);
 		pg_atomic_init_u64(&voipbin_shared->webhook_refused, 0);
+		pg_atomic_init_u32(&voipbin_shared->requests_changed, 0);
+		pg_atomic_init_u64(&voipbin_shared->requests_queued, 0);
+		pg_atomic_init_u64(&voipbin_shared->requests_done, 0);
+		pg_atomic_init_u64(&voipbin_shared->requests_failed, 0);
+		pg_atomic_init_u64(&voipbin_shared->requests_unknown, 0);
 		strlcpy(voipbin_shared->webhook_state, "off", VB_ERROR_LEN);
 	}
 }

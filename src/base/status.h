@@ -55,6 +55,11 @@ typedef struct VoipbinShared
 	/* 1.2 (guarded by mutex) */
 	bool		connecting_database;	/* a worker is connecting to voipbin.database; still set at the
 										 * next start if that worker died trying (InitPostgres' FATAL) */
+	pg_atomic_uint32 requests_changed;	/* a committed voipbin_request(): send soon */
+	pg_atomic_uint64 requests_queued;	/* queued or sending now, as the worker last counted */
+	pg_atomic_uint64 requests_done; /* since the worker started */
+	pg_atomic_uint64 requests_failed;
+	pg_atomic_uint64 requests_unknown;
 } VoipbinShared;
 
 extern VoipbinShared *voipbin_shared;

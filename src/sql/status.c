@@ -32,6 +32,7 @@
 #include "base/status.h"
 
 static bool wake_at_commit = false;
+static bool requests_at_commit = false;
 static bool xact_callback_registered = false;
 
 static void
@@ -53,15 +54,16 @@ wake_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit && voipbin_shared)
-			{
 				pg_atomic_write_u32(&voipbin_shared->subscriptions_changed, 1);
+			if (requests_at_commit && voipbin_shared)
+				pg_atomic_write_u32(&voipbin_shared->requests_changed, 1);
+			if ((wake_at_commit || requests_at_commit) && voipbin_shared)
 				voipbin_wake_worker();
-			}
-			wake_at_commit = false;
+			wake_at_commit = requests_at_commit = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			wake_at_commit = false;
+			wake_at_commit = requests_at_commit = false;
 			break;
 		default:
 			break;
@@ -69,13 +71,19 @@ wake_xact_callback(XactEvent event, void *arg)
 }
 
 static void
-wake_worker_at_commit(void)
+register_wake(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(wake_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
+}
+
+static void
+wake_worker_at_commit(void)
+{
+	register_wake();
 	wake_at_commit = true;
 }
 
@@ -89,6 +97,23 @@ voipbin_subscriptions_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("voipbin_subscriptions_changed() must be called as a trigger")));
 	wake_worker_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * Statement trigger on voipbin_requests (INSERT): the worker sends what was
+ * queued soon after the commit, and never sees a request that rolled back.
+ */
+PG_FUNCTION_INFO_V1(voipbin_requests_changed);
+Datum
+voipbin_requests_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("voipbin_requests_changed() must be called as a trigger")));
+	register_wake();
+	requests_at_commit = true;
 	return PointerGetDatum(NULL);
 }
 
@@ -153,7 +178,7 @@ may_see_errors(void)
  * library was upgraded, ALTER EXTENSION not yet run) declares a prefix of
  * them: only as many as its declaration has are returned.
  */
-#define STATUS_COLUMNS 18
+#define STATUS_COLUMNS 22
 
 /* Whether this backend's database is the one the worker serves, voipbin.database. */
 static bool
@@ -273,6 +298,11 @@ voipbin_status(PG_FUNCTION_ARGS)
 	nulls[16] = next_attempt_at == 0 ||
 		(state != VB_STATE_BACKOFF && state != VB_STATE_UNAUTHORIZED);
 	values[17] = Int32GetDatum(failures);
+	/* 1.2 */
+	values[18] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->requests_queued));
+	values[19] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->requests_done));
+	values[20] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->requests_failed));
+	values[21] = Int64GetDatum((int64) pg_atomic_read_u64(&voipbin_shared->requests_unknown));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
