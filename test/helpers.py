@@ -43,6 +43,9 @@ def reset_cluster(cluster):
     # 1.2: the own customer id learnt per api_url (a database at 1.0 or 1.1 has none)
     cluster.execute("DO $$ BEGIN IF to_regclass('voipbin_customer_cache') IS NOT NULL THEN "
                     "DELETE FROM voipbin_customer_cache; END IF; END $$")
+    # 1.2: requests an earlier test left queued would be sent to this one's fake
+    cluster.execute("DO $$ BEGIN IF to_regclass('voipbin_requests') IS NOT NULL THEN "
+                    "DELETE FROM voipbin_requests; END IF; END $$")
 
 
 def point_at(cluster, fake, secret_dir, credential=None, ca_file=None):
