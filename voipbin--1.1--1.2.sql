@@ -349,6 +349,8 @@ CREATE INDEX voipbin_requests_finished ON voipbin_requests (finished_at)
     WHERE finished_at IS NOT NULL;
 REVOKE ALL ON voipbin_requests FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('voipbin_requests', '');
+-- its identity sequence too: restored rows keep their ids, new ones follow them
+SELECT pg_catalog.pg_extension_config_dump('voipbin_requests_id_seq', '');
 
 -- A committed insert wakes the worker (a rolled-back one never reaches it).
 CREATE FUNCTION voipbin_requests_changed() RETURNS trigger
@@ -383,84 +385,38 @@ CREATE FUNCTION voipbin_api(method text, path text, body jsonb DEFAULT NULL) RET
 COMMENT ON FUNCTION voipbin_api(text, text, jsonb) IS
     'Makes one request to VoIPBIN''s REST API now, in this session, and returns its answer (not queued, not retried)';
 
--- Typed helpers: each checks its arguments, then queues through
--- voipbin_request (so its caller needs EXECUTE on that too).
-CREATE FUNCTION voipbin_require_id(what text, id uuid) RETURNS text
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    IF id IS NULL OR id = '00000000-0000-0000-0000-000000000000' THEN
-        RAISE EXCEPTION 'voipbin: % must be a VoIPBIN id, not %', what, coalesce(id::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a call_* event.';
-    END IF;
-    RETURN id::text;
-END
-$$;
-
-CREATE FUNCTION voipbin_require_address(what text, address jsonb) RETURNS jsonb
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-BEGIN
-    IF address IS NULL OR jsonb_typeof(address) <> 'object'
-       OR jsonb_typeof(address->'type') IS DISTINCT FROM 'string'
-       OR jsonb_typeof(address->'target') IS DISTINCT FROM 'string'
-       OR address->>'type' = '' OR address->>'target' = '' THEN
-        RAISE EXCEPTION 'voipbin: % is not a VoIPBIN address: %', what, coalesce(address::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'An address is an object with a type and a target, e.g. {"type": "tel", "target": "+15551230001"}.';
-    END IF;
-    RETURN address;
-END
-$$;
-
-CREATE FUNCTION voipbin_require_addresses(what text, addresses jsonb) RETURNS jsonb
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path = pg_catalog, pg_temp
-    AS $$
-DECLARE
-    a jsonb;
-BEGIN
-    IF addresses IS NULL OR jsonb_typeof(addresses) <> 'array' OR jsonb_array_length(addresses) = 0 THEN
-        RAISE EXCEPTION 'voipbin: % must be a non-empty array of addresses, not %', what,
-                        coalesce(addresses::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'E.g. ''[{"type": "tel", "target": "+15551230002"}]''::jsonb.';
-    END IF;
-    FOR a IN SELECT jsonb_array_elements(addresses) LOOP
-        PERFORM @extschema@.voipbin_require_address(what || ' element', a);
-    END LOOP;
-    RETURN addresses;
-END
-$$;
-
--- TTS text is SSML to VoIPBIN (a bare & fails the request): spoken as written
-CREATE FUNCTION voipbin_ssml_escape(text text) RETURNS text
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN replace(replace(replace(replace(replace(text, '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
-                           '"', '&quot;'), '''', '&apos;');
-COMMENT ON FUNCTION voipbin_ssml_escape(text) IS
-    'Text escaped for SSML, as voipbin_talk sends it: spoken as written';
-
+-- Typed helpers: each checks its arguments (22023 and a hint, before
+-- anything is queued), then queues through voipbin_request, so its caller
+-- needs EXECUTE on that too and is the one voipbin_requests records.  The
+-- checks are written out in each: a function of their own would need its
+-- own EXECUTE grant.
 CREATE FUNCTION voipbin_hangup(call_id uuid) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    RETURN @extschema@.voipbin_request('POST',
-        format('/calls/%s/hangup', @extschema@.voipbin_require_id('call_id', call_id)), '{}');
+    IF call_id IS NULL OR call_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'voipbin: call_id must be a VoIPBIN id, not %', coalesce(call_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a call_* event.';
+    END IF;
+    RETURN @extschema@.voipbin_request('POST', format('/calls/%s/hangup', call_id), '{}');
 END
 $$;
-COMMENT ON FUNCTION voipbin_hangup(uuid) IS 'Queues the hangup of a call (safe to repeat: retried)';
+COMMENT ON FUNCTION voipbin_hangup(uuid) IS
+    'Queues the hangup of a call (safe to repeat: retried)';
 
 CREATE FUNCTION voipbin_talk(call_id uuid, text text, language text DEFAULT 'en-US') RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    IF text IS NULL OR btrim(text) = '' THEN
+    IF call_id IS NULL OR call_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'voipbin: call_id must be a VoIPBIN id, not %', coalesce(call_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a call_* event.';
+    END IF;
+    IF text IS NULL OR btrim(text, E' \t\r\n') = '' THEN
         RAISE EXCEPTION 'voipbin: the text to speak is empty'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the words to speak; they are escaped for SSML and spoken as written.';
@@ -470,24 +426,42 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a BCP 47 tag such as en-US or de-DE.';
     END IF;
-    RETURN @extschema@.voipbin_request('POST',
-        format('/calls/%s/talk', @extschema@.voipbin_require_id('call_id', call_id)),
-        jsonb_build_object('text', @extschema@.voipbin_ssml_escape(text), 'language', language));
+    -- VoIPBIN reads the text as SSML, where a bare & fails the request: spoken as written
+    RETURN @extschema@.voipbin_request('POST', format('/calls/%s/talk', call_id),
+        jsonb_build_object('text', replace(replace(replace(replace(replace(text,
+                                       '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), '"', '&quot;'), '''', '&apos;'),
+                           'language', language));
 END
 $$;
 COMMENT ON FUNCTION voipbin_talk(uuid, text, text) IS
-    'Queues text to speak into a call (sent at most once: a repeat would speak twice)';
+    'Queues text to speak into a call, escaped for SSML (sent at most once: a repeat would speak twice)';
 
-CREATE FUNCTION voipbin_call(source jsonb, destinations jsonb, actions jsonb DEFAULT NULL,
-                             flow_id uuid DEFAULT NULL) RETURNS bigint
+CREATE FUNCTION voipbin_call(source jsonb, destinations jsonb, actions jsonb DEFAULT NULL, flow_id uuid DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 DECLARE
     body jsonb;
 BEGIN
-    body := jsonb_build_object('source', @extschema@.voipbin_require_address('source', source),
-                               'destinations', @extschema@.voipbin_require_addresses('destinations', destinations));
+    -- an address is {"type": …, "target": …}; destinations a non-empty array of them
+    IF source IS NULL OR jsonb_typeof(source) <> 'object'
+       OR coalesce(source->>'type', '') = '' OR coalesce(source->>'target', '') = ''
+       OR jsonb_typeof(source->'type') <> 'string' OR jsonb_typeof(source->'target') <> 'string' THEN
+        RAISE EXCEPTION 'voipbin: source is not a VoIPBIN address: %', coalesce(source::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An address is an object with a type and a target, e.g. {"type": "tel", "target": "+15551230001"}.';
+    END IF;
+    IF destinations IS NULL OR jsonb_typeof(destinations) <> 'array' OR jsonb_array_length(destinations) = 0
+       OR EXISTS (SELECT FROM jsonb_array_elements(destinations) d
+                  WHERE jsonb_typeof(d) <> 'object'
+                     OR coalesce(d->>'type', '') = '' OR coalesce(d->>'target', '') = ''
+                     OR jsonb_typeof(d->'type') <> 'string' OR jsonb_typeof(d->'target') <> 'string') THEN
+        RAISE EXCEPTION 'voipbin: destinations must be a non-empty array of VoIPBIN addresses, not %',
+                        coalesce(destinations::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'E.g. ''[{"type": "tel", "target": "+15551230002"}]''::jsonb.';
+    END IF;
+    body := jsonb_build_object('source', source, 'destinations', destinations);
     IF actions IS NOT NULL THEN
         IF jsonb_typeof(actions) <> 'array' THEN
             RAISE EXCEPTION 'voipbin: actions must be an array of actions, not %', actions
@@ -497,7 +471,12 @@ BEGIN
         body := body || jsonb_build_object('actions', actions);
     END IF;
     IF flow_id IS NOT NULL THEN
-        body := body || jsonb_build_object('flow_id', @extschema@.voipbin_require_id('flow_id', flow_id));
+        IF flow_id = '00000000-0000-0000-0000-000000000000' THEN
+            RAISE EXCEPTION 'voipbin: flow_id must be a VoIPBIN id, not the nil UUID'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Pass NULL for a call without a flow of its own.';
+        END IF;
+        body := body || jsonb_build_object('flow_id', flow_id);
     END IF;
     RETURN @extschema@.voipbin_request('POST', '/calls', body);
 END
@@ -510,15 +489,31 @@ CREATE FUNCTION voipbin_send_message(source jsonb, destinations jsonb, text text
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    -- an address is {"type": …, "target": …}; destinations a non-empty array of them
+    IF source IS NULL OR jsonb_typeof(source) <> 'object'
+       OR coalesce(source->>'type', '') = '' OR coalesce(source->>'target', '') = ''
+       OR jsonb_typeof(source->'type') <> 'string' OR jsonb_typeof(source->'target') <> 'string' THEN
+        RAISE EXCEPTION 'voipbin: source is not a VoIPBIN address: %', coalesce(source::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An address is an object with a type and a target, e.g. {"type": "tel", "target": "+15551230001"}.';
+    END IF;
+    IF destinations IS NULL OR jsonb_typeof(destinations) <> 'array' OR jsonb_array_length(destinations) = 0
+       OR EXISTS (SELECT FROM jsonb_array_elements(destinations) d
+                  WHERE jsonb_typeof(d) <> 'object'
+                     OR coalesce(d->>'type', '') = '' OR coalesce(d->>'target', '') = ''
+                     OR jsonb_typeof(d->'type') <> 'string' OR jsonb_typeof(d->'target') <> 'string') THEN
+        RAISE EXCEPTION 'voipbin: destinations must be a non-empty array of VoIPBIN addresses, not %',
+                        coalesce(destinations::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'E.g. ''[{"type": "tel", "target": "+15551230002"}]''::jsonb.';
+    END IF;
     IF text IS NULL OR text = '' THEN
         RAISE EXCEPTION 'voipbin: the message text is empty'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the text of the message.';
     END IF;
     RETURN @extschema@.voipbin_request('POST', '/messages',
-        jsonb_build_object('source', @extschema@.voipbin_require_address('source', source),
-                           'destinations', @extschema@.voipbin_require_addresses('destinations', destinations),
-                           'text', text));
+        jsonb_build_object('source', source, 'destinations', destinations, 'text', text));
 END
 $$;
 COMMENT ON FUNCTION voipbin_send_message(jsonb, jsonb, text) IS
@@ -529,14 +524,18 @@ CREATE FUNCTION voipbin_transcribe_start(call_id uuid, language text DEFAULT 'en
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
+    IF call_id IS NULL OR call_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'voipbin: call_id must be a VoIPBIN id, not %', coalesce(call_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a call_* event.';
+    END IF;
     IF language IS NULL OR language !~ '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
         RAISE EXCEPTION 'voipbin: % is not a language tag', coalesce(quote_literal(language), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a BCP 47 tag such as en-US or de-DE.';
     END IF;
     RETURN @extschema@.voipbin_request('POST', '/transcribes',
-        jsonb_build_object('reference_type', 'call',
-                           'reference_id', @extschema@.voipbin_require_id('call_id', call_id),
+        jsonb_build_object('reference_type', 'call', 'reference_id', call_id,
                            'language', language, 'direction', 'both'));
 END
 $$;
@@ -548,43 +547,53 @@ CREATE FUNCTION voipbin_transcribe_stop(transcribe_id uuid) RETURNS bigint
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    RETURN @extschema@.voipbin_request('POST',
-        format('/transcribes/%s/stop', @extschema@.voipbin_require_id('transcribe_id', transcribe_id)), '{}');
+    IF transcribe_id IS NULL OR transcribe_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'voipbin: transcribe_id must be a VoIPBIN id, not %', coalesce(transcribe_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a transcribe_* event.';
+    END IF;
+    RETURN @extschema@.voipbin_request('POST', format('/transcribes/%s/stop', transcribe_id), '{}');
 END
 $$;
-COMMENT ON FUNCTION voipbin_transcribe_stop(uuid) IS 'Queues the stop of a transcription (safe to repeat: retried)';
+COMMENT ON FUNCTION voipbin_transcribe_stop(uuid) IS
+    'Queues the stop of a transcription (safe to repeat: retried)';
 
 CREATE FUNCTION voipbin_recording_start(call_id uuid) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    RETURN @extschema@.voipbin_request('POST',
-        format('/calls/%s/recording_start', @extschema@.voipbin_require_id('call_id', call_id)),
-        '{"format": "wav"}');
+    IF call_id IS NULL OR call_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'voipbin: call_id must be a VoIPBIN id, not %', coalesce(call_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a call_* event.';
+    END IF;
+    RETURN @extschema@.voipbin_request('POST', format('/calls/%s/recording_start', call_id), '{"format": "wav"}');
 END
 $$;
-COMMENT ON FUNCTION voipbin_recording_start(uuid) IS 'Queues the start of a call''s recording (sent at most once)';
+COMMENT ON FUNCTION voipbin_recording_start(uuid) IS
+    'Queues the start of a call''s recording (sent at most once)';
 
 CREATE FUNCTION voipbin_recording_stop(call_id uuid) RETURNS bigint
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
     AS $$
 BEGIN
-    RETURN @extschema@.voipbin_request('POST',
-        format('/calls/%s/recording_stop', @extschema@.voipbin_require_id('call_id', call_id)), '{}');
+    IF call_id IS NULL OR call_id = '00000000-0000-0000-0000-000000000000' THEN
+        RAISE EXCEPTION 'voipbin: call_id must be a VoIPBIN id, not %', coalesce(call_id::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Take it from an event, e.g. (data->>''id'')::uuid of a call_* event.';
+    END IF;
+    RETURN @extschema@.voipbin_request('POST', format('/calls/%s/recording_stop', call_id), '{}');
 END
 $$;
-COMMENT ON FUNCTION voipbin_recording_stop(uuid) IS 'Queues the stop of a call''s recording (safe to repeat: retried)';
+COMMENT ON FUNCTION voipbin_recording_stop(uuid) IS
+    'Queues the stop of a call''s recording (safe to repeat: retried)';
 
 REVOKE EXECUTE ON FUNCTION voipbin_requests_changed() FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION voipbin_request(text, text, jsonb, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION voipbin_cancel_request(bigint) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION voipbin_api(text, text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION voipbin_require_id(text, uuid) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION voipbin_require_address(text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION voipbin_require_addresses(text, jsonb) FROM PUBLIC;
-REVOKE EXECUTE ON FUNCTION voipbin_ssml_escape(text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION voipbin_hangup(uuid) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION voipbin_talk(uuid, text, text) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION voipbin_call(jsonb, jsonb, jsonb, uuid) FROM PUBLIC;

@@ -71,7 +71,8 @@ require_argument(FunctionCallInfo fcinfo, int i, const char *name)
 	if (PG_ARGISNULL(i))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("voipbin: %s must not be NULL", name)));
+				 errmsg("voipbin: %s must not be NULL", name),
+				 errhint("A request needs a method (GET, POST, PUT, PATCH or DELETE) and a path such as /calls.")));
 }
 
 /* What voipbin_request() writes, and the id it gets. */
