@@ -45,8 +45,6 @@ HELPERS = {
     "voipbin_recording_start(uuid)": "SELECT voipbin_recording_start(gen_random_uuid())",
     "voipbin_recording_stop(uuid)": "SELECT voipbin_recording_stop(gen_random_uuid())",
 }
-HELPER_INTERNALS = ("voipbin_require_id(text, uuid)", "voipbin_require_address(text, jsonb)",
-                    "voipbin_require_addresses(text, jsonb)", "voipbin_ssml_escape(text)")
 ENTRY_POINTS = dict(HELPERS, **{
     "voipbin_request(text, text, jsonb, text)": "SELECT voipbin_request('POST', '/calls/x/hangup')",
     "voipbin_cancel_request(bigint)": "SELECT voipbin_cancel_request(1)",
@@ -68,11 +66,6 @@ def db(cluster):
         cluster.execute("CREATE ROLE %s LOGIN" % role)
     cluster.execute("GRANT EXECUTE ON FUNCTION voipbin_request(text, text, jsonb, text),"
                     " voipbin_cancel_request(bigint), %s TO %s" % (", ".join(HELPERS), CALLER))
-    # The helpers run their checks with their caller's privileges, and 1.2
-    # revokes these from PUBLIC: without them a granted helper fails with
-    # 42501 (test_caller_with_request_and_a_helper_only).  Granted here so that
-    # the helpers' own behaviour is tested as CALLER.
-    cluster.execute("GRANT EXECUTE ON FUNCTION %s TO %s" % (", ".join(HELPER_INTERNALS), CALLER))
     yield cluster
     cluster.execute("DELETE FROM voipbin_requests")
     for role in (CALLER, STRANGER):
@@ -331,10 +324,8 @@ def test_dedupe_key_across_two_sessions(db, first_ends):
     (("POST", "/calls/x/.."), "22023"),
     (("POST", "/calls/./x"), "22023"),
     (("POST", "/" + "a" * 2048), "22023"),
-    pytest.param((None, "/calls"), "22004", marks=pytest.mark.xfail(
-        strict=True, reason="a NULL method or path raises 22004 without a HINT (require_argument)")),
-    pytest.param(("POST", None), "22004", marks=pytest.mark.xfail(
-        strict=True, reason="a NULL method or path raises 22004 without a HINT (require_argument)")),
+    ((None, "/calls"), "22004"),
+    (("POST", None), "22004"),
 ])
 def test_bad_method_or_path(db, args, sqlstate):
     err = assert_refused(db, "SELECT voipbin_request(%s, %s)", args, sqlstate)
@@ -402,10 +393,10 @@ def test_helper_queues(db, sql, params, method, path, body):
     assert (r["created_by"], r["state"], r["attempts"], r["dedupe_key"]) == (CALLER, "queued", 0, None)
 
 
-def test_ssml_escape_speaks_as_written(db):
-    # the escape of every SSML special character, & first (no double escape)
-    assert db.query_one("SELECT voipbin_ssml_escape('&lt; & <&> \"''')")[0] == \
-        "&amp;lt; &amp; &lt;&amp;&gt; &quot;&apos;"
+def test_talk_escapes_ssml_once(db):
+    # every SSML special character, & first: text that looks escaped is spoken as written too
+    _, [r] = as_role_in_txn(db, CALLER, "SELECT voipbin_talk(%s, %s)", (ID, "&lt; & <&> \"'"))
+    assert r["body"]["text"] == "&amp;lt; &amp; &lt;&amp;&gt; &quot;&apos;"
 
 
 BAD_SRC = ['"tel"', '{"type": "tel"}', '{"target": "+1555"}', '{"type": "", "target": "+1555"}',
@@ -420,8 +411,7 @@ BAD_DST = ["[]", J(SRC), '"+15551230002"', '[{"type": "tel"}]', '[{"type": "tel"
     ("SELECT voipbin_talk(%s::uuid, 'hi')", (NIL,)),
     ("SELECT voipbin_talk(%s::uuid, 'hi')", (None,)),
     ("SELECT voipbin_talk(%s, %s)", (ID, "")),
-    pytest.param("SELECT voipbin_talk(%s, %s)", (ID, " \t\n "), marks=pytest.mark.xfail(
-        strict=True, reason="btrim(text) trims spaces only: text of tabs and newlines is queued")),
+    ("SELECT voipbin_talk(%s, %s)", (ID, " \t\n ")),
     ("SELECT voipbin_talk(%s, %s)", (ID, "   ")),
     ("SELECT voipbin_talk(%s, %s::text)", (ID, None)),
     ("SELECT voipbin_talk(%s, 'hi', %s)", (ID, "english")),
@@ -505,10 +495,6 @@ def test_the_table_is_not_public(db):
         assert err.pgcode == "42501", texts(err)
 
 
-@pytest.mark.xfail(strict=True, raises=psycopg2.errors.InsufficientPrivilege, reason=(
-    "the helpers are not SECURITY DEFINER and call voipbin_require_id (and _address, "
-    "_addresses, voipbin_ssml_escape), whose EXECUTE 1.2 revokes from PUBLIC: "
-    "'permission denied for function voipbin_require_id'"))
 def test_caller_with_request_and_a_helper_only(db):
     """A role granted EXECUTE on voipbin_request and voipbin_hangup, nothing else."""
     role = "vb_rq_hangup_only"
@@ -604,11 +590,6 @@ def test_api_without_a_credential_is_55000(db):
 RESTORED = "vb_rq_restored"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the 1.2 script registers voipbin_requests but not its identity's sequence "
-    "voipbin_requests_id_seq (a member of the extension) with pg_extension_config_dump: "
-    "pg_dump sets no value for it, and after a restore voipbin_request() takes ids from 1 "
-    "again (23505 on voipbin_requests_pkey when a restored row has that id)"))
 def test_queued_requests_survive_dump_and_restore(db):
     ids = [db.query("SELECT voipbin_request('POST', %s, %s, %s)",
                     ("/calls/%s/hangup" % uuid.uuid4(), '{"n": %d}' % i, "k%d" % i if i else None),
