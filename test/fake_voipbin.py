@@ -1133,6 +1133,8 @@ class Fake:
                  "status": None, "performed": False, "planned": None}
         self.record(self.writes, entry)
         request["write"] = entry
+        # a reset from now on releases this request, whatever it waits for then
+        request["release"] = self.release
         request["raw_body"] = await request.read()
         entry["body"] = parse_json_or_none(request["raw_body"])
         resp = (await self.rest_gate(request))[1] if gate else None
@@ -1220,7 +1222,7 @@ class Fake:
         """Keep the answer back for `seconds` ("forever": until the client goes);
         False when the client went away or a reset released it."""
         deadline = None if seconds == "forever" else time.monotonic() + float(seconds)
-        release = self.release
+        release = request["release"]
         while deadline is None or time.monotonic() < deadline:
             if request.transport is None or request.transport.is_closing():
                 request["write"]["client_gone"] = True
