@@ -34,6 +34,10 @@ Control API (JSON in, JSON out; POST unless noted):
                     "delete": {"calls"|"recordings": [id]}}  -> counts per kind
                    (a publish with "store": true also leaves its object here)
   /control/spend   {"n"}: the customer's own users spend the rate limiter's tokens
+  /control/call    {"id", "fields": {...}, "event"?}  -> {"call": the new version}
+  /control/plan    {"method", "path": regex, "answers": [answer, ...]} -> {"plans": [...]}
+  /control/writes  {"method"?, "path"?}            -> {"writes": [...]}
+  /control/spoken  {"call_id"?}                    -> {"spoken": [...]}
 
 REST reads of gap repair (docs/voipbin.md, "The REST reads gap repair uses"), with their quirks: GET /calls (newest-created
 first, a token on every non-empty page, only an empty page ends), /calls/{id}
@@ -44,6 +48,24 @@ events (token omitted on the last page); config rate_limit = {"rate", "burst"}
 turns on the per-customer limiter (429 + Retry-After).  Every REST request is in
 state()["rest_requests"] with its query (credentials left out), status and, for
 a 429, its retry_after.
+
+REST writes (docs/requests.md), after VoIPBIN's api-manager and managers:
+POST /calls (new calls every time, call_created), /calls/{id}/hangup (an ended
+call: 200), /calls/{id}/talk (200 empty; text is SSML, ill-formed -> 500;
+what was played is in /control/spoken), /calls/{id}/recording_start|_stop,
+POST|DELETE /calls/{id}/hold|mute|moh|silence, POST /transcribes (409 when one
+already progresses), /transcribes/{id}/stop, /messages; any other write is a
+404 ROUTE_NOT_FOUND.  They share the REST gate (auth, injected failures, the
+limiter).  Every write request is recorded ({"method", "path", "query", "body",
+"at", "request_id", "status" (null: no answer), "performed", "planned"}), and a
+plan replaces the next answers of an endpoint, one per request, each a dict of
+  status, reason, message   answer this (an envelope as VoIPBIN's);
+  perform                   act first (default: only for a 2xx or no status);
+  bare                      a proxy's plain-text answer, no envelope;
+  retry_after               the Retry-After of a 429;
+  hold: s | "forever"       hold the answer back (forever: until the client goes);
+  close                     close the connection without an answer;
+  body, content_type        answer this raw body.
 
 Access keys: --accesskey's only, unless --any-accesskey (any key starting
 with vb_, for trying the extension locally); the JWT: --jwt's only.
@@ -66,10 +88,11 @@ import struct
 import sys
 import time
 import uuid
+import xml.etree.ElementTree as ElementTree
 from datetime import datetime, timedelta, timezone
 import math
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, hdrs, web
 
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
 DEFAULT_CUSTOMER_ID = "7d2f3c1a-5b6e-4f80-9a1b-2c3d4e5f6a7b"
@@ -124,17 +147,25 @@ MESSAGES = {
     "INVALID_CREDENTIALS": "The provided credentials are invalid.",
     "ACCOUNT_FROZEN": "This account is frozen. Contact support.",
     "INVALID_JSON_BODY": "The request body is not valid JSON.",
-    "ROUTE_NOT_FOUND": "The requested route does not exist.",
+    "ROUTE_NOT_FOUND": "The requested endpoint does not exist.",
     "AGENT_AUTH_REQUIRED": "This endpoint requires an agent login.",
     "CALL_NOT_FOUND": "The call was not found.",
     "STATE_INVALID": "The operation is invalid for the current resource state.",
     "RECORDING_NOT_FOUND": "The recording was not found.",
     "TRANSCRIBE_NOT_FOUND": "The transcribe was not found.",
-    "INVALID_ID": "The id is invalid.",
+    "INVALID_ID": "The provided id is not a valid UUID.",
     "INVALID_REFERENCE_FILTER": "reference_type and reference_id must be given together.",
     "MISSING_REQUEST_PARAMETER": "A required request parameter is missing.",
     "INVALID_REQUEST_PARAMETER": "A request parameter is invalid.",
+    "REQUEST_TIMEOUT": "The request timed out.",
+    "REQUEST_CANCELED": "The request was canceled.",
+    "IDENTITY_VERIFICATION_REQUIRED": "Identity verification is required.",
+    "TRANSCRIBE_ALREADY_PROGRESSING": (
+        "A live transcribe is already progressing for this reference and language. Stop the "
+        "existing transcribe first, or start with a different language."),
 }
+# Reasons whose envelope status is not the one of their HTTP status.
+REASON_STATUS = {"TRANSCRIBE_ALREADY_PROGRESSING": "ALREADY_EXISTS"}
 
 DEFAULT_CONFIG = {
     "ws_reject_status": None,   # answer every WS handshake with this error
@@ -216,6 +247,88 @@ def go_field(obj, name):
         if k.lower() == name:
             val = v
     return val
+
+
+# ------------------------------------------------------------ helpers of the writes
+
+# A call in these states is ending or ended: hangup leaves it alone, talk 500s,
+# hold/mute/moh/silence 400.
+ENDING = ("terminating", "canceling", "hangup")
+
+# recording_stop with no recording: call-manager answers null, api-manager
+# turns it into the zero value of its call struct.
+ZERO_CALL = {"id": NIL_UUID, "customer_id": NIL_UUID, "owner_type": "", "owner_id": NIL_UUID,
+             "flow_id": NIL_UUID, "activeflow_id": NIL_UUID, "master_call_id": NIL_UUID,
+             "recording_id": NIL_UUID, "groupcall_id": NIL_UUID, "source": {},
+             "destination": {}, "action": {"id": NIL_UUID, "next_id": NIL_UUID,
+                                           "tm_execute": None}}
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_BCP47 = re.compile(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?")
+WRITE_ANSWER_KEYS = {"status", "reason", "message", "perform", "bare", "retry_after", "hold",
+                     "close", "body", "content_type"}
+
+
+class EmptyResponse(web.Response):
+    """A status with no body and no Content-Type, as gin's c.Status() answers
+    (aiohttp would add application/octet-stream)."""
+
+    async def _prepare_headers(self):
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.CONTENT_TYPE, None)
+
+
+def parse_json_or_none(raw):
+    try:
+        return json.loads(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+
+
+def dest_callable(dest):
+    """A destination call-manager places a call to: a tel number in E.164 (its
+    other checks, balance and routes, always pass here) or a sip address."""
+    target = dest.get("target")
+    if not isinstance(target, str):
+        return False
+    if dest.get("type") == "tel":
+        return bool(_E164.fullmatch(target))
+    return dest.get("type") == "sip" and bool(target)
+
+
+def ssml_ok(text):
+    """tts-manager takes text as SSML: well-formed XML as it is, or once
+    wrapped in <speak>...</speak>. A bare & or < fails both."""
+    for doc in (text, "<speak>" + text + "</speak>"):
+        try:
+            ElementTree.fromstring(doc)
+            return True
+        except ElementTree.ParseError:
+            pass
+    return False
+
+
+def bcp47(lang):
+    """language.BCP47.Make, for the simple tags: en-us -> en-US; empty or
+    unparsable -> en-US."""
+    m = _BCP47.fullmatch(lang or "")
+    if not m:
+        return "en-US"
+    out = m.group(1).lower()
+    if m.group(2):
+        out += "-" + m.group(2).title()
+    if m.group(3):
+        out += "-" + m.group(3).upper()
+    return out
+
+
+def mute_after(current, direction, on):
+    """mute_direction after a mute on/off: a partial unmute of both leaves the other leg."""
+    legs = {"both": {"in", "out"}, "in": {"in"}, "out": {"out"}}
+    cur = legs.get(current or "", set())
+    change = legs.get(direction or "", legs["both"])   # {} or "" means both
+    now = cur | change if on else cur - change
+    return "both" if now == legs["both"] else (next(iter(now)) if now else "")
 
 
 def ws_frame(opcode, payload, fin=True):
@@ -332,6 +445,12 @@ class Fake:
         self.deleted = {k: set() for k in REST_KINDS}
         self.timelines = {}
         self.bucket = None          # [tokens, monotonic time of the last refill]
+        self.writes = []            # every write request (handle_write)
+        self.spoken = []            # every talk that was played
+        self.plans = []             # [{"method", "path", "regex", "answers"}], c_plan
+        self.call_media = {}        # call id -> {"hold"|"mute"|"moh"|"silence": bool}
+        self.unknown_handler = None
+        self.write_paths = []       # (method, regex) of the write routes, for the 307
         self.not_frozen = asyncio.Event()
         self.not_frozen.set()
         # Hanging requests wait on this; reset/shutdown releases them.
@@ -384,15 +503,17 @@ class Fake:
             return "accesskey", source, None if good else "INVALID_CREDENTIALS"
         return None, None, "AUTHENTICATION_REQUIRED"
 
-    def error_response(self, request, status, reason=None, retry_after=None, ws=False):
+    def error_response(self, request, status, reason=None, retry_after=None, ws=False,
+                       message_override=None):
         env_status, default_reason, message = ERRORS.get(
             status, ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT",
                      "HTTP_%d" % status, "Error %d." % status))
         if ws and status == 403 and reason is None:
             reason = "ACCOUNT_FROZEN"   # the 403 a WS handshake can really get
         reason = reason or default_reason
+        env_status = REASON_STATUS.get(reason, env_status)
         err = {"status": env_status, "reason": reason, "domain": "api-manager",
-               "message": MESSAGES.get(reason, message),
+               "message": message_override or MESSAGES.get(reason, message),
                "request_id": request["request_id"]}
         headers = {}
         if status == 429:
@@ -425,6 +546,7 @@ class Fake:
 
     async def hang(self, request):
         """Never answer; once released, drop the connection without a response."""
+        request["no_answer"] = True
         await self.release.wait()
         if request.transport is not None:
             request.transport.abort()
@@ -811,12 +933,13 @@ class Fake:
             # gin has no 405: an unknown method+path is a 404 route error.
             resp = self.error_response(request, 404, "ROUTE_NOT_FOUND") \
                 if exc.status in (404, 405) else self.error_response(request, exc.status)
-        if not resp.prepared:
+        if not resp.prepared and not request.get("bare"):
             resp.headers["X-Request-Id"] = rid
         if "entry" in request:
-            request["entry"]["status"] = resp.status
+            request["entry"]["status"] = None if request.get("no_answer") else resp.status
         if "entry" in request:   # REST only; the WS handler logs its own lines
-            log("%s %s -> %d auth=%s" % (request.method, request.path, resp.status,
+            log("%s %s -> %s auth=%s" % (request.method, request.path,
+                                         request["entry"]["status"] or "no answer",
                                          request["entry"]["auth"]))
         elif request.path != "/v1.0/ws":
             log("%s %s -> %d" % (request.method, request.path, resp.status))
@@ -989,6 +1112,436 @@ class Fake:
             out["next_page_token"] = cursor_of(rows[size - 1]["timestamp"])
         return self.json(out)
 
+    # ------------------------------------------------------------ REST writes (actions)
+    #
+    # What the outbox of requests sends (docs/requests.md), answered as
+    # VoIPBIN's api-manager and managers do. Every write request is recorded in
+    # self.writes; a plan (c_plan) can replace the next answers of an endpoint.
+
+    def write_route(self, action, gate=True):
+        async def handler(request):
+            return await self.handle_write(request, action, gate)
+        return handler
+
+    async def handle_write(self, request, action, gate=True):
+        """Record, pass the shared gate (auth, injected failures, the limiter),
+        then the planned answer or the endpoint's own."""
+        entry = {"method": request.method, "path": request.path,
+                 "query": {k: v for k, v in request.query.items()
+                           if k not in ("accesskey", "token")},
+                 "body": None, "at": time.time(), "request_id": request["request_id"],
+                 "status": None, "performed": False, "planned": None}
+        self.record(self.writes, entry)
+        request["write"] = entry
+        # a reset from now on releases this request, whatever it waits for then
+        request["release"] = self.release
+        request["raw_body"] = await request.read()
+        entry["body"] = parse_json_or_none(request["raw_body"])
+        resp = (await self.rest_gate(request))[1] if gate else None
+        if resp is None:
+            answer = self.next_answer(request)
+            entry["planned"] = answer
+            if answer is None:
+                resp = await self.perform(request, action)
+            else:
+                resp = await self.planned(request, action, answer)
+        if not request.get("no_answer"):
+            entry["status"] = resp.status
+        return resp
+
+    async def perform(self, request, action):
+        """The endpoint's own answer; performed = it acted (a 2xx)."""
+        resp = await action(request)
+        if 200 <= resp.status < 300:
+            request["write"]["performed"] = True
+        return resp
+
+    # -- plans
+
+    def next_answer(self, request):
+        """Pop the next answer of the first plan that matches, or None."""
+        short = request.path[len("/v1.0"):] if request.path.startswith("/v1.0/") else request.path
+        for plan in self.plans:
+            if plan["method"] not in (None, "*", request.method):
+                continue
+            if not (plan["regex"].fullmatch(request.path) or plan["regex"].fullmatch(short)):
+                continue
+            if plan["answers"]:
+                return plan["answers"].pop(0)
+        return None
+
+    @staticmethod
+    def performs(answer):
+        """An answer's "perform", defaulting to: it acts when its answer is
+        a success (or the endpoint's own), not when it closes or fails."""
+        if "perform" in answer:
+            return bool(answer["perform"])
+        if answer.get("close"):
+            return False
+        status = answer.get("status")
+        return status is None or 200 <= int(status) < 300
+
+    async def planned(self, request, action, answer):
+        perform = self.performs(answer)
+        if answer.get("close") and not perform:
+            return self.close_unanswered(request)
+        resp = None
+        if perform:
+            resp = await self.perform(request, action)
+            if not request["write"]["performed"]:
+                # its own checks (bad id, unknown call...) come before the
+                # manager's RPC, which is what a planned failure stands for
+                return resp
+        if "hold" in answer and not await self.hold(request, answer["hold"]):
+            return self.close_unanswered(request)
+        if answer.get("close"):
+            return self.close_unanswered(request)
+        if "status" in answer:
+            return self.planned_response(request, answer)
+        if resp is None:           # a hold before acting: the client stayed, act now
+            resp = await self.perform(request, action)
+        return resp
+
+    def planned_response(self, request, answer):
+        status = int(answer["status"])
+        if answer.get("bare"):
+            # a proxy's own page: plain text, no envelope, no X-Request-Id
+            request["bare"] = True
+            text = answer.get("body", "error code: %d" % status)
+            return web.Response(status=status, text=text, content_type="text/plain")
+        if "body" in answer:
+            return web.Response(status=status, body=str(answer["body"]).encode(),
+                                headers={"Content-Type": answer.get("content_type", JSON_CT)})
+        if 200 <= status < 300:
+            return EmptyResponse(status=status)
+        return self.error_response(request, status, answer.get("reason"),
+                                   retry_after=answer.get("retry_after"),
+                                   message_override=answer.get("message"))
+
+    async def hold(self, request, seconds):
+        """Keep the answer back for `seconds` ("forever": until the client goes);
+        False when the client went away or a reset released it."""
+        deadline = None if seconds == "forever" else time.monotonic() + float(seconds)
+        release = request["release"]
+        while deadline is None or time.monotonic() < deadline:
+            if request.transport is None or request.transport.is_closing():
+                request["write"]["client_gone"] = True
+                return False
+            if release.is_set():
+                return False
+            # aiohttp 3.8 does not cancel a handler whose client left: poll
+            try:
+                await asyncio.wait_for(release.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    def close_unanswered(self, request):
+        """Close the connection without any HTTP answer."""
+        request["no_answer"] = True
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)     # goes nowhere: the transport is gone
+
+    # -- body and call helpers
+
+    def json_body(self, request):
+        """gin's BindJSON: (object, None) or (None, 400 INVALID_JSON_BODY). The
+        first JSON value counts (trailing bytes ignored); null binds as {}; an
+        empty body is an error. Its Content-Type is net/http's sniff, since gin
+        froze the headers before the envelope was written."""
+        raw = request["raw_body"].decode("utf-8", "replace").lstrip(" \t\r\n")
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(raw)
+        except ValueError:
+            obj = 0
+        if obj is None:
+            obj = {}
+        if not isinstance(obj, dict):
+            resp = self.error_response(request, 400, "INVALID_JSON_BODY")
+            resp.content_type = "text/plain"
+            return None, resp
+        return obj, None
+
+    def bad_body(self, request):
+        resp = self.error_response(request, 400, "INVALID_JSON_BODY")
+        resp.content_type = "text/plain"
+        return resp
+
+    def call_lookup(self, request, uid):
+        """callGet after the id's parse: 404 unknown, 409 deleted, 403 another customer's."""
+        obj = self.objects["calls"].get(str(uid)) if uid is not None else None
+        if obj is None:
+            return None, self.error_response(request, 404, "CALL_NOT_FOUND")
+        if str(uid) in self.deleted["calls"]:
+            return None, self.error_response(request, 409, "STATE_INVALID")
+        if not self.own(obj):
+            return None, self.error_response(request, 403, "PERMISSION_DENIED")
+        return obj, None
+
+    def call_and_body(self, request, needs_body):
+        """The order of an action handler: INVALID_ID, INVALID_JSON_BODY, then callGet."""
+        uid = go_uuid(request.match_info["id"])
+        if uid is None or uid.int == 0:
+            return None, None, self.error_response(request, 400, "INVALID_ID")
+        body = {}
+        if needs_body:
+            body, resp = self.json_body(request)
+            if resp is not None:
+                return None, None, resp
+        call, resp = self.call_lookup(request, uid)
+        return call, body, resp
+
+    async def change(self, kind, obj, event_type=None, **fields):
+        """A new version of a stored object (versions are never changed in place:
+        events already published and timelines hold the old ones), published
+        as event_type when given."""
+        new = dict(obj, **fields)
+        new["tm_update"] = now_rfc3339()
+        if event_type:
+            await self.publish_one({"event_type": event_type, "data": new, "store": True}, set())
+        self.objects[kind][str(new["id"]).lower()] = new
+        return new
+
+    async def create(self, kind, obj, event_type):
+        await self.publish_one({"event_type": event_type, "data": obj, "store": True}, set())
+        self.objects[kind][str(obj["id"]).lower()] = obj
+        return obj
+
+    def manager_error(self, request):
+        """A manager's plain Go error: 500 INTERNAL with no detail."""
+        return self.error_response(request, 500)
+
+    # -- calls
+
+    async def post_calls(self, request):
+        """New calls every time, one per tel/sip destination (a groupcall per
+        agent/extension one); a destination that fails is skipped, and none
+        left is a 500 whatever the cause."""
+        body, resp = self.json_body(request)
+        if resp is not None:
+            return resp
+        dests = go_field(body, "destinations")
+        source = go_field(body, "source")
+        if not isinstance(dests, (list, type(None))) or not all(
+                isinstance(d, dict) for d in dests or []) or not isinstance(source, (dict, type(None))):
+            return self.bad_body(request)
+        dests = dests or []
+        if any(d.get("type") == "tel" for d in dests) and \
+                self.customer.get("identity_verification_status") != "verified":
+            return self.error_response(request, 403, "IDENTITY_VERIFICATION_REQUIRED")
+        source = source or {"type": "tel", "target": self.customer.get("phone_number", "")}
+        flow = go_uuid(str(go_field(body, "flow_id") or ""))
+        flow_id = str(flow) if flow is not None and flow.int else str(uuid.uuid4())
+        calls, groupcalls = [], []
+        for dest in dests:
+            if dest_callable(dest):
+                calls.append(await self.create("calls", self.new_outgoing_call(
+                    source, dest, flow_id), "call_created"))
+            elif dest.get("type") in ("agent", "extension"):
+                groupcalls.append({"id": str(uuid.uuid4()), "customer_id": self.customer_id,
+                                   "source": source, "destinations": [dest],
+                                   "status": "progressing", "tm_create": now_rfc3339()})
+            else:
+                log("POST /calls: destination type %r skipped" % dest.get("type"))
+        if not calls and not groupcalls:
+            return self.manager_error(request)   # "all destinations failed"
+        return self.json({"calls": calls, "groupcalls": groupcalls})
+
+    def new_outgoing_call(self, source, dest, flow_id):
+        return {"id": str(uuid.uuid4()), "customer_id": self.customer_id, "owner_type": "",
+                "owner_id": NIL_UUID, "flow_id": flow_id, "activeflow_id": str(uuid.uuid4()),
+                "type": "flow", "master_call_id": NIL_UUID, "recording_id": NIL_UUID,
+                "groupcall_id": NIL_UUID, "source": source, "destination": dest,
+                "status": "dialing",
+                "action": {"id": "00000000-0000-0000-0000-000000000001",
+                           "next_id": NIL_UUID, "tm_execute": None},
+                "direction": "outgoing", "tm_create": now_rfc3339()}
+
+    async def post_hangup(self, request):
+        """200 with the call: terminating (canceling for an outgoing call not yet
+        answered). The channel is gone at once here, so call_hangup follows
+        before the answer and the stored call is already `hangup`. An ending or
+        ended call: 200 unchanged, no event."""
+        call, _, resp = self.call_and_body(request, needs_body=False)
+        if resp is not None:
+            return resp
+        if call.get("status") in ENDING:
+            return self.json(call)
+        ending = ("canceling" if call.get("direction") == "outgoing"
+                  and call.get("status") in ("dialing", "ringing") else "terminating")
+        answer = await self.change("calls", call, "call_" + ending, status=ending)
+        await self.change("calls", answer, "call_hangup", status="hangup", hangup_by="local",
+                          hangup_reason="cancel" if ending == "canceling" else "normal",
+                          tm_hangup=now_rfc3339())
+        await self.end_transcribes(call["id"])
+        return self.json(answer)
+
+    async def end_transcribes(self, call_id):
+        """A hangup ends the call's transcribes."""
+        for tr in list(self.objects["transcribes"].values()):
+            if tr.get("reference_id") == call_id and tr.get("status") == "progressing":
+                await self.change("transcribes", tr, "transcribe_done", status="done")
+
+    async def post_talk(self, request):
+        """200, empty. The text is SSML: not well-formed even inside <speak> is a
+        500, as is an ended call (its channel cannot be answered)."""
+        call, body, resp = self.call_and_body(request, needs_body=True)
+        if resp is not None:
+            return resp
+        text, language = go_field(body, "text"), go_field(body, "language")
+        if not all(isinstance(v, (str, type(None))) for v in (text, language)):
+            return self.bad_body(request)
+        if call.get("status") in ENDING or not ssml_ok(text or ""):
+            return self.manager_error(request)
+        self.record(self.spoken, {"call_id": call["id"], "text": text, "language": language,
+                                  "at": time.time()})
+        return EmptyResponse(status=200)
+
+    async def post_recording_start(self, request):
+        """The call with a new recording_id; a 500 while one is set or when the
+        call is not progressing (no RECORDING_ALREADY_ACTIVE)."""
+        call, body, resp = self.call_and_body(request, needs_body=True)
+        if resp is not None:
+            return resp
+        if call.get("recording_id", NIL_UUID) != NIL_UUID or call.get("status") != "progressing":
+            return self.manager_error(request)
+        rec = {"id": str(uuid.uuid4()), "customer_id": call["customer_id"],
+               "owner_type": "", "owner_id": NIL_UUID, "activeflow_id": NIL_UUID,
+               "reference_type": "call", "reference_id": call["id"], "status": "recording",
+               "format": go_field(body, "format") or "wav", "tm_start": now_rfc3339(),
+               "tm_end": None, "tm_create": now_rfc3339()}
+        await self.create("recordings", rec, "recording_started")
+        # no call event for the recording_id change
+        new = await self.change("calls", call, recording_id=rec["id"],
+                                recording_ids=list(call.get("recording_ids") or []) + [rec["id"]])
+        return self.json(new)
+
+    async def post_recording_stop(self, request):
+        """The call with recording_id nil. With none set, the zero-valued call
+        object (call-manager's nil error answers null); set on an ended call: 500."""
+        call, _, resp = self.call_and_body(request, needs_body=False)
+        if resp is not None:
+            return resp
+        rid = call.get("recording_id", NIL_UUID) or NIL_UUID
+        if rid == NIL_UUID:
+            return self.json(ZERO_CALL)
+        if call.get("status") != "progressing":
+            return self.manager_error(request)
+        new = await self.change("calls", call, recording_id=NIL_UUID)
+        rec = self.objects["recordings"].get(rid)
+        if rec is not None:
+            await self.change("recordings", rec, "recording_finished", status="ended",
+                              tm_end=now_rfc3339())
+        return self.json(new)
+
+    def media_route(self, what, on):
+        """hold, mute, moh, silence on (POST) or off (DELETE): 200 empty,
+        repeatable; on an ended call call-manager's (nil, err) = 400."""
+        async def action(request):
+            call, body, resp = self.call_and_body(request, needs_body=(what == "mute"))
+            if resp is not None:
+                return resp
+            if call.get("status") in ENDING:
+                return self.error_response(request, 400, "INVALID_ARGUMENT",
+                                           message_override="The request contains invalid data.")
+            self.call_media.setdefault(call["id"], {})[what] = on
+            if what == "mute":
+                direction = go_field(body, "direction")
+                if not isinstance(direction, (str, type(None))):
+                    return self.bad_body(request)
+                now = mute_after(call.get("mute_direction", ""), direction, on)
+                await self.change("calls", call, "call_updated", mute_direction=now)
+            return EmptyResponse(status=200)
+        return action
+
+    # -- transcribes
+
+    async def post_transcribes(self, request):
+        """200 with a transcribe created `progressing`; 409 when one already
+        progresses for the same reference and language; an ended call: 500."""
+        body, resp = self.json_body(request)
+        if resp is not None:
+            return resp
+        rtype = go_field(body, "reference_type")
+        fields = [rtype] + [go_field(body, f) for f in ("reference_id", "language", "direction",
+                                                         "provider")]
+        if not all(isinstance(v, (str, type(None))) for v in fields):
+            return self.bad_body(request)
+        if rtype not in ("call", "conference", "recording"):
+            return self.error_response(request, 400, "INVALID_ARGUMENT")
+        ref = go_uuid(go_field(body, "reference_id") or "")
+        if rtype == "call":
+            call, resp = self.call_lookup(request, ref if ref is not None and ref.int else None)
+            if resp is not None:
+                return resp
+            if call.get("status") not in ("dialing", "ringing", "progressing"):
+                return self.manager_error(request)
+        elif ref is None or str(ref) not in self.objects["recordings"] or rtype == "conference":
+            # the fake knows no conferences; an unknown reference panics there
+            return EmptyResponse(status=500)
+        language = bcp47(go_field(body, "language"))
+        for tr in self.objects["transcribes"].values():
+            if (tr.get("status") == "progressing" and tr.get("reference_id") == str(ref)
+                    and tr.get("language") == language and self.own(tr)):
+                return self.error_response(request, 409, "TRANSCRIBE_ALREADY_PROGRESSING")
+        direction = go_field(body, "direction")
+        tr = {"id": str(uuid.uuid4()), "customer_id": self.customer_id,
+              "activeflow_id": NIL_UUID, "on_end_flow_id": NIL_UUID,
+              "reference_type": rtype, "reference_id": str(ref), "status": "progressing",
+              "language": language,
+              "direction": direction if direction in ("both", "in", "out") else "both",
+              "provider": go_field(body, "provider") or "", "tm_create": now_rfc3339(),
+              "tm_update": None, "tm_delete": None}
+        return self.json(await self.create("transcribes", tr, "transcribe_created"))
+
+    async def post_transcribe_stop(self, request):
+        """200 with the transcribe `done`; already done: 200 again, no event."""
+        uid = go_uuid(request.match_info["id"])
+        if uid is None or uid.int == 0:
+            return self.error_response(request, 400, "INVALID_ID")
+        tr = self.objects["transcribes"].get(str(uid))
+        if tr is None:
+            return self.error_response(request, 404, "TRANSCRIBE_NOT_FOUND")
+        if not self.own(tr):
+            return self.error_response(request, 403, "PERMISSION_DENIED")
+        if tr.get("status") != "done":
+            tr = await self.change("transcribes", tr, "transcribe_done", status="done")
+        return self.json(tr)
+
+    # -- messages
+
+    async def post_messages(self, request):
+        """A new message every time, its targets `queued`; no destination: 400."""
+        body, resp = self.json_body(request)
+        if resp is not None:
+            return resp
+        dests, source, text = (go_field(body, f) for f in ("destinations", "source", "text"))
+        if (not isinstance(dests, (list, type(None)))
+                or not all(isinstance(d, dict) for d in dests or [])
+                or not isinstance(source, (dict, type(None)))
+                or not isinstance(text, (str, type(None)))):
+            return self.bad_body(request)
+        if not dests:
+            return self.error_response(request, 400, "INVALID_ARGUMENT")
+        msg = {"id": str(uuid.uuid4()), "customer_id": self.customer_id, "type": "sms",
+               "source": source or {},
+               "targets": [{"destination": d, "status": "queued", "parts": 0, "tm_update": None}
+                           for d in dests],
+               "text": text or "", "direction": "outbound", "tm_create": now_rfc3339(),
+               "tm_update": None, "tm_delete": None}
+        await self.publish_one({"event_type": "message_created", "data": msg}, set())
+        return self.json(msg)
+
+    async def unknown_write(self, request):
+        """gin's NoRoute (before authentication), with RedirectTrailingSlash's 307."""
+        target = request.path.rstrip("/")
+        if target != request.path and any(
+                m == request.method and rx.fullmatch(target) for m, rx in self.write_paths):
+            return web.Response(status=307, headers={"Location": target})
+        return self.error_response(request, 404, "ROUTE_NOT_FOUND")
+
+
     # ------------------------------------------------------------ control
 
     async def c_publish(self, body):
@@ -1072,6 +1625,7 @@ class Fake:
         """Defaults back, thaw, release hangs; history cleared unless clear=false."""
         self.config = dict(self.base_config)
         self.bucket = None
+        self.plans = []
         self.set_frozen(False)
         self.release.set()
         self.release = asyncio.Event()
@@ -1083,6 +1637,8 @@ class Fake:
             self.puts.clear()
             self.rest_requests.clear()
             self.closed.clear()
+            self.writes.clear()
+            self.spoken.clear()
         log("reset")
         return {"config": self.config}
 
@@ -1103,6 +1659,58 @@ class Fake:
                 break
         return {"tokens": self.bucket[0] if self.bucket else None}
 
+    async def c_plan(self, body):
+        """The next answers of writes whose method and path (with or without
+        /v1.0, a full match of the regex) match: one answer per request, in
+        order; then the endpoint's own again. Replaces the plan of the same
+        method and path; no answers removes it."""
+        method = body.get("method")
+        method = method.upper() if isinstance(method, str) else None
+        path = body["path"]
+        answers = body.get("answers") or []
+        if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+            raise ValueError("answers must be a list of objects")
+        for a in answers:
+            unknown = sorted(set(a) - WRITE_ANSWER_KEYS)
+            if unknown:
+                raise ValueError("unknown answer keys: %s" % ", ".join(unknown))
+            if "status" not in a and not ("hold" in a or a.get("close")):
+                raise ValueError("an answer needs status, hold or close: %r" % (a,))
+            if "hold" in a and a["hold"] != "forever":
+                float(a["hold"])
+        self.plans = [p for p in self.plans if (p["method"], p["path"]) != (method, path)]
+        if answers:
+            self.plans.append({"method": method, "path": path, "regex": re.compile(path),
+                               "answers": [dict(a) for a in answers]})
+        return {"plans": self.plans_view()}
+
+    def plans_view(self):
+        return [{"method": p["method"], "path": p["path"], "left": len(p["answers"])}
+                for p in self.plans]
+
+    async def c_writes(self, body):
+        """The write requests received, oldest first; method and path (exact,
+        without query; /v1.0 may be left out) filter."""
+        method, path = body.get("method"), body.get("path")
+        if path is not None and not path.startswith("/v1.0/"):
+            path = "/v1.0" + path
+        return {"writes": [w for w in self.writes
+                           if (method is None or w["method"] == method.upper())
+                           and (path is None or w["path"] == path)]}
+
+    async def c_spoken(self, body):
+        """What talk played, oldest first (of one call with "call_id")."""
+        cid = body.get("call_id")
+        return {"spoken": [t for t in self.spoken if cid is None or t["call_id"] == str(cid).lower()]}
+
+    async def c_call(self, body):
+        """Change a stored call: {"id", "fields": {...}, "event"?: "call_progressing"}
+        (the event is published with the new version, as publish does)."""
+        cid = str(body["id"]).lower()
+        call = self.objects["calls"][cid]
+        new = await self.change("calls", call, body.get("event"), **body.get("fields", {}))
+        return {"call": new}
+
     async def c_customer(self, body):
         self.customer.update(body)
         return {"customer": self.customer_view()}
@@ -1116,6 +1724,7 @@ class Fake:
             "connections_total": self.next_conn_id - 1,
             "handshakes": self.handshakes, "puts": self.puts,
             "rest_requests": self.rest_requests, "published": self.published,
+            "plans": self.plans_view(), "call_media": self.call_media,
             "customer": self.customer_view(),
         }
 
@@ -1139,6 +1748,10 @@ class Fake:
                                          status=400)
         return handler
 
+    def add_write(self, app, method, path, action):
+        app.router.add_route(method, path, self.write_route(action))
+        self.write_paths.append((method, re.compile(re.sub(r"\{\w+\}", "[^/]+", path))))
+
     def apps(self):
         api = web.Application(middlewares=[self.api_middleware])
         api.router.add_get("/v1.0/ws", self.handle_ws)
@@ -1151,13 +1764,31 @@ class Fake:
         api.router.add_get("/v1.0/transcripts", self.get_transcripts)
         api.router.add_get("/v1.0/recordings/{id}", self.get_recording)
         api.router.add_get("/v1.0/timelines/{rtype}/{id}/events", self.get_timeline)
+        for path, fn in (("/calls", self.post_calls), ("/calls/{id}/hangup", self.post_hangup),
+                         ("/calls/{id}/talk", self.post_talk),
+                         ("/calls/{id}/recording_start", self.post_recording_start),
+                         ("/calls/{id}/recording_stop", self.post_recording_stop),
+                         ("/transcribes", self.post_transcribes),
+                         ("/transcribes/{id}/stop", self.post_transcribe_stop),
+                         ("/messages", self.post_messages)):
+            self.add_write(api, "POST", "/v1.0" + path, fn)
+        for what in ("hold", "mute", "moh", "silence"):
+            path = "/v1.0/calls/{id}/" + what
+            self.add_write(api, "POST", path, self.media_route(what, True))
+            self.add_write(api, "DELETE", path, self.media_route(what, False))
+        # Any other write: recorded, then gin's NoRoute (before authentication)
+        self.unknown_handler = self.write_route(self.unknown_write, gate=False)
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            api.router.add_route(method, "/{tail:.*}", self.unknown_handler)
         ctl = web.Application(client_max_size=512 * 1024 * 1024,   # bulk publishes
                               middlewares=[self.control_middleware])
         for name, fn in (("publish", self.c_publish), ("send", self.c_send),
                          ("drop", self.c_drop), ("freeze", self.c_freeze),
                          ("config", self.c_config), ("reset", self.c_reset),
                          ("customer", self.c_customer), ("state", self.c_state),
-                         ("objects", self.c_objects), ("spend", self.c_spend)):
+                         ("objects", self.c_objects), ("spend", self.c_spend),
+                         ("plan", self.c_plan), ("writes", self.c_writes),
+                         ("spoken", self.c_spoken), ("call", self.c_call)):
             ctl.router.add_post("/control/" + name, self.control_route(fn))
         ctl.router.add_get("/control/state", self.control_route(self.c_state))
         return api, ctl

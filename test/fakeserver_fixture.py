@@ -21,12 +21,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
+from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "fake_voipbin.py")
 PYTHON = "/usr/bin/python3"
 
 # Passed explicitly on every start, so tests never depend on the server's defaults.
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
 CUSTOMER_ID = "7d2f3c1a-5b6e-4f80-9a1b-2c3d4e5f6a7b"
 ACCESSKEY = "vb_FakeAccessKey0123456789abcdef-_X"
 JWT = (
@@ -140,6 +143,75 @@ class FakeServer:
 
     def state(self):
         return self.control("state", method="GET")
+
+    # -- REST writes ------------------------------------------------------
+
+    def writes(self, method=None, path=None):
+        """The write requests received, oldest first, each {"method", "path",
+        "query", "body" (parsed JSON or None), "at" (unix s), "request_id",
+        "status" (None: not answered, e.g. held or closed), "performed",
+        "planned" (the plan's answer used, or None)}; "client_gone" when the
+        client left during a hold. path is compared exactly, without query;
+        "/calls/<id>/hangup" and "/v1.0/calls/<id>/hangup" both work."""
+        body = {}
+        if method is not None:
+            body["method"] = method
+        if path is not None:
+            body["path"] = path
+        return self.control("writes", body)["writes"]
+
+    def plan_writes(self, method, path_regex, answers):
+        """The next answers of the writes `method` (None: any) to paths that
+        fully match path_regex (with or without /v1.0): one per request, in
+        order; once used up the endpoint answers as itself. A new plan for the
+        same method and regex replaces the old; reset() drops them all.
+        Each answer is a dict:
+          {"status": 503, "reason": "REQUEST_TIMEOUT", "perform": True}  act, then 503
+          {"status": 500}                      fail before acting (perform defaults to
+                                               False for a non-2xx)
+          {"status": 502, "bare": True}        a proxy's plain-text answer, no envelope
+          {"status": 429, "retry_after": 2}    refused by the limiter
+          {"hold": 30, "perform": True}        act, answer normally 30 s later;
+                                               "hold": "forever": never (until the client
+                                               goes or reset()); perform False: hold first,
+                                               act only if the client is still there
+          {"close": True, "perform": bool}     close the connection without an answer
+          {"status": 404, "reason": "CALL_NOT_FOUND"}   any status/reason
+        Also "message" (the envelope's), "body"/"content_type" (a raw answer).
+        Acting runs the endpoint's own checks first: an unknown call still
+        gets its 404 and the answer is used up. Returns the plans left."""
+        return self.control("plan", {"method": method, "path": path_regex,
+                                     "answers": list(answers)})["plans"]
+
+    def spoken(self, call_id=None):
+        """What POST /calls/{id}/talk played, oldest first: {"call_id", "text",
+        "language", "at"}; a talk that failed (ended call, bad SSML) is not here."""
+        body = {} if call_id is None else {"call_id": str(call_id)}
+        return self.control("spoken", body)["spoken"]
+
+    def set_call(self, call_id, event=None, **fields):
+        """Change a stored call's fields (e.g. status="progressing"); with
+        event="call_progressing" that event is published with the new version
+        (and lands in the call's timeline). Returns the new version."""
+        body = {"id": str(call_id), "fields": fields}
+        if event is not None:
+            body["event"] = event
+        return self.control("call", body)["call"]
+
+    def add_call(self, **fields):
+        """Store a call of this customer for the REST reads and writes
+        (incoming, progressing unless fields say otherwise); returns it."""
+        call = {"id": str(uuid.uuid4()), "customer_id": self.customer_id, "owner_type": "",
+                "owner_id": NIL_UUID, "flow_id": str(uuid.uuid4()),
+                "activeflow_id": str(uuid.uuid4()), "type": "flow", "master_call_id": NIL_UUID,
+                "recording_id": NIL_UUID, "groupcall_id": NIL_UUID,
+                "source": {"type": "tel", "target": "+15550001"},
+                "destination": {"type": "tel", "target": "+15550002"},
+                "status": "progressing", "direction": "incoming",
+                "tm_create": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        call.update(fields)
+        self.control("objects", {"calls": [call]})
+        return call
 
     def wait_state(self, predicate, timeout=5.0, interval=0.02, what="condition"):
         """Poll state() until predicate(state) is truthy; return that state."""
