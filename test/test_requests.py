@@ -7,7 +7,6 @@ VoIPBIN may already have acted on is never sent again; pacing."""
 import json
 import os
 import signal
-import time
 import uuid
 
 import pytest
@@ -34,13 +33,8 @@ def rq(cluster, fake, secret_dir):
 
 
 def new_call(vb, fake, status="progressing"):
-    """A call the fake knows, placed through voipbin_api (synchronous, not queued)."""
-    answer = vb.query_one("SELECT voipbin_api('POST', '/calls', %s)",
-                          (json.dumps({"source": SOURCE, "destinations": [CALLEE]}),))[0]
-    call_id = answer["calls"][0]["id"]
-    if status != "dialing":
-        fake.set_call(call_id, status=status)
-    return call_id
+    """A call the fake knows (progressing: talk, transcription and recording work on it)."""
+    return fake.add_call(status=status)["id"]
 
 
 def row(vb, rid):
