@@ -175,6 +175,9 @@ request_verdict(RequestKind kind, const char *method, const char *path,
 	if (status == 409 && reason_is(reason, "STATE_INVALID") && strcmp(method, "POST") == 0 &&
 		p.n == 3 && seg_is(&p, 0, "calls") && seg_is(&p, 2, "hangup"))
 		return VERDICT_DONE;
+	/* VoIPBIN has no speech-to-text configured: refused, and so it stays */
+	if (status == 503 && reason_is(reason, "STT_NOT_CONFIGURED"))
+		return VERDICT_FAILED;
 	if (status >= 500)
 	{
 		if (kind == REQ_SAFE)
