@@ -800,6 +800,53 @@ class Bench:
                               "ticks": t1 - t0, "ticks_by_thread": per_thread,
                               "pings_answered": c1["pongs_in"] - c0["pongs_in"]})
 
+    # -------------------------------------------------------------- requests
+
+    def queue_requests(self, n):
+        """n GET requests queued in one transaction (safe ones: the emitter
+        answers GET /v1.0/calls/<id> with 200 at once)."""
+        self.cluster.execute("SELECT voipbin_request('GET', '/calls/' || gen_random_uuid())"
+                             " FROM generate_series(1, %s)", (n,))
+
+    def requests_left(self):
+        return self.cluster.query_one("SELECT count(*) FROM voipbin_requests"
+                                      " WHERE state IN ('queued', 'sending')")[0]
+
+    def throughput_with_requests(self):
+        """Ingest while queued requests flow at the full rate: a backlog larger
+        than the run can drain, so they flow throughout."""
+        rate = 17
+        self.cluster.set_conf(voipbin__request_rate=rate, voipbin__repair=False)
+        self.cluster.execute("TRUNCATE voipbin_requests")
+        served0 = self.em.status()["rest_requests"]
+        self.queue_requests(int(rate * (30 + self.main.n / 2000)))
+        wait_until(lambda: self.em.status()["rest_requests"] > served0, 30, what="requests flowing")
+        self.throughput_extension("tp_extension_requests")
+        left = self.requests_left()
+        served = self.em.status()["rest_requests"] - served0
+        self.cluster.execute("TRUNCATE voipbin_requests")
+        if left == 0:
+            raise BenchError("the requests ran out before the ingest run ended")
+        self.add("requests_during_ingest", {"served": served})
+        self.cluster.set_conf(voipbin__request_rate=None, voipbin__repair=None)
+
+    def requests_drain(self, n):
+        """How fast a backlog of n queued requests drains at voipbin.request_rate = 17."""
+        self.cluster.set_conf(voipbin__request_rate=17, voipbin__repair=False)
+        self.point_worker()
+        self.cluster.execute("TRUNCATE voipbin_requests")
+        t0 = time.monotonic()
+        self.queue_requests(n)
+        wait_until(lambda: self.requests_left() == 0, 60 + n / 5.0, interval=0.1,
+                   what="%d requests sent" % n)
+        secs = time.monotonic() - t0
+        states = dict(self.cluster.query("SELECT state, count(*) FROM voipbin_requests GROUP BY 1"))
+        if states != {"done": n}:
+            raise BenchError("the drained requests ended %r" % states)
+        self.cluster.execute("TRUNCATE voipbin_requests")
+        self.add("requests_drain", {"n": n, "seconds": secs, "rate": n / secs})
+        self.cluster.set_conf(voipbin__request_rate=None, voipbin__repair=None)
+
     def memory_burst(self, limit):
         self.cluster.set_conf(voipbin__buffer_limit=limit)
         self.point_worker()             # with --only memory nothing else turned it on
@@ -889,6 +936,13 @@ class Bench:
                 self.throughput_python("tp_batched_burst", "batched_client.py", self.burst)
                 for mode in ("staging", "trigger"):
                     self.throughput_copy(mode, self.burst, "_burst")
+        if want("requests"):
+            for i in range(a.runs):
+                log("requests run %d/%d: ingest alone, then with requests at 17/s" % (i + 1, a.runs))
+                self.throughput_extension("tp_extension_quiet")
+                self.throughput_with_requests()
+            log("requests: a backlog of %d queued requests drains" % a.drain_requests)
+            self.requests_drain(a.drain_requests)
         if want("webhook"):
             for i in range(a.runs):
                 for conns in (1, 8):
@@ -983,7 +1037,9 @@ def report(b):
           ("tp_copy_staging", "COPY + 2 NOTIFY per row, (a): COPY to a staging table, INSERT … SELECT … ON CONFLICT + pg_notify ×2"),
           ("tp_copy_trigger", "COPY + 2 NOTIFY per row, (b): COPY into the table, statement trigger does pg_notify ×2 per new row"),
           ("tp_webhook_1", "webhook receiver: signed POSTs from a keep-alive client (test/webhook_sender.py's), one at a time, each answered 200 once durable"),
-          ("tp_webhook_8", "webhook receiver: the same over 8 keep-alive connections at once")]
+          ("tp_webhook_8", "webhook receiver: the same over 8 keep-alive connections at once"),
+          ("tp_extension_quiet", "**extension**, no requests queued (the requests runs' baseline)"),
+          ("tp_extension_requests", "**extension**, while queued requests are sent at 17/s")]
     for shape in events.SHAPES[1:]:
         sfx = shape_suffix(shape)
         tp += [("tp_extension" + sfx, "**extension**, %s frames" % shape),
@@ -1005,6 +1061,15 @@ def report(b):
                          if ", " in label else "Worker CPU, ms per 1,000 events, main thread (all threads)",
                          "%.1f (%.1f)" % (med(key, "cpu_main_ms_per_1k"), med(key, "cpu_all_ms_per_1k")),
                          all_runs(key, "cpu_main_ms_per_1k", lambda x: "%.1f" % x)))
+    if "tp_extension_quiet" in R and "tp_extension_requests" in R:
+        pairs = list(zip(runs_of(res, "tp_extension_requests", "rate"), runs_of(res, "tp_extension_quiet", "rate")))
+        rows.append(("Ingest with requests flowing ÷ ingest alone (same go, alternating; ≥ 0.95 aimed)",
+                     "%.3f" % median([x / y for x, y in pairs]),
+                     " / ".join("%.3f" % (x / y) for x, y in pairs) if len(pairs) > 1 else ""))
+    if "requests_drain" in R:
+        rows.append(("Queued requests drained at request_rate = 17: %d requests, requests/s (seconds)"
+                     % R["requests_drain"][0]["n"],
+                     "%.1f (%.1f s)" % (med("requests_drain", "rate"), med("requests_drain", "seconds")), ""))
     for key, label in (("lat_extension", "extension"),
                        ("lat_extension_baseline", "extension, baseline library without the journal"),
                        ("lat_batched", "batched Python")):
@@ -1344,8 +1409,9 @@ def parse_args(argv):
     p.add_argument("--copy-batch", type=int, help="rows per COPY batch and batched-client batch cap (default 2000)")
     p.add_argument("--ping-interval", type=float, help="emitter's ping interval in s (default 10, as VoIPBIN)")
     p.add_argument("--fsync", choices=["on", "off"], help="the cluster's fsync (default on)")
-    p.add_argument("--only", help="comma list of ceiling,throughput,throughput-extension,burst,webhook,latency,replay,idle,memory (default all)")
+    p.add_argument("--only", help="comma list of ceiling,throughput,throughput-extension,burst,requests,webhook,latency,replay,idle,memory (default all)")
     p.add_argument("--shapes", help="frame shapes of the throughput runs, comma list of raw,wrapped,quick-start (default all three)")
+    p.add_argument("--drain-requests", type=int, help="queued requests of the drain run (default 1000; quick 100)")
     p.add_argument("--webhook-events", type=int, help="events POSTed per webhook run (default 10000; quick 2000)")
     p.add_argument("--replay-events", type=int, help="frames in the journal replay run (default 500000; quick 20000)")
     p.add_argument("--baseline-so", help="a voipbin.so built from another commit: its throughput and latency "
@@ -1371,6 +1437,7 @@ def parse_args(argv):
         "small_buffer": ("BENCH_SMALL_BUFFER", "8MB", str),
         "copy_batch": ("BENCH_COPY_BATCH", 2000, int),
         "webhook_events": ("BENCH_WEBHOOK_EVENTS", 2000 if q else 10000, int),
+        "drain_requests": ("BENCH_DRAIN_REQUESTS", 100 if q else 1000, int),
         "ping_interval": ("BENCH_PING_INTERVAL", 10.0, float),
         "fsync": ("BENCH_FSYNC", "on", str),
         "only": ("BENCH_ONLY", None, str),
