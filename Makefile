@@ -16,7 +16,8 @@ NET_OBJS = src/net/journal/journal.o src/net/journal/spool_1_0.o \
 # One line per folder, lowest first: a file uses only its own folder and the
 # folders on the lines above its own (test_layout.py checks it).
 BASE_OBJS = src/base/settings.o src/base/status.o src/base/db.o src/base/time.o src/base/guard.o \
-            src/base/endpoint.o src/base/rest.o src/base/fault.o src/base/backoff.o
+            src/base/endpoint.o src/base/rest.o src/base/fault.o src/base/backoff.o \
+            src/base/loop_http.o
 INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
               src/ingest/store.o src/ingest/store_retry.o src/ingest/store_report.o src/ingest/position.o \
               src/ingest/boundaries.o src/ingest/before_triggers.o src/ingest/spool_import.o

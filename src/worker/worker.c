@@ -37,6 +37,7 @@
 
 #include "worker/worker.h"
 #include "base/guard.h"
+#include "base/loop_http.h"
 #include "base/settings.h"
 #include "base/status.h"
 #include "ingest/spool_import.h"
@@ -384,8 +385,9 @@ start_waiting_set(void)
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wake_fd, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, journal_wake_fd(), NULL, NULL);
-	if (repair_wait_fd() >= 0)
-		AddWaitEventToSet(wes, WL_SOCKET_READABLE, repair_wait_fd(), NULL, NULL);
+	/* one descriptor for every REST transfer of the loop: gap repair's and the requests' */
+	if (lh_wait_fd() >= 0)
+		AddWaitEventToSet(wes, WL_SOCKET_READABLE, lh_wait_fd(), NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, webhook_worker_start(), NULL, NULL);
 	return wes;
 }
