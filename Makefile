@@ -24,7 +24,9 @@ INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
 MAINTENANCE_OBJS = src/maintenance/partitions.o src/maintenance/prune.o
 REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src/repair/repair_job.o \
               src/repair/repair_http.o
-REQUESTS_OBJS = src/requests/request_rules.o
+REQUESTS_OBJS = src/requests/request_rules.o src/requests/request_queue.o src/requests/request_outcome.o \
+                src/requests/request_recover.o src/requests/request_retention.o src/requests/request_send.o \
+                src/requests/request_worker.o
 WORKER_OBJS = src/worker/worker.o src/worker/connection.o src/worker/connection_failure.o \
               src/worker/intake.o src/worker/timers.o src/worker/activity.o \
               src/worker/subscriptions.o src/worker/webhook_ctl.o \
@@ -72,7 +74,7 @@ endif
 # pg_buildext (debian/) builds in build-<version>/ with VPATH: the object
 # directories must exist there.
 ifneq ($(srcdir),.)
-$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/worker src/sql src/net/journal src/net/ws src/net/webhook src/net/http)
+$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/requests src/worker src/sql src/net/journal src/net/ws src/net/webhook src/net/http)
 endif
 
 NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)
