@@ -195,3 +195,41 @@ def test_the_worker_idles_after_sending(rq, fake):
     before = cpu()
     time.sleep(3)
     assert cpu() - before < 0.2, "the worker spins while idle"
+
+
+def test_finished_requests_are_deleted_after_the_retention(rq):
+    ids = rq.query("INSERT INTO voipbin_requests (created_by, method, path, state, finished_at)"
+                   " VALUES ('postgres', 'GET', '/calls', 'done', now() - interval '2 hours'),"
+                   "        ('postgres', 'GET', '/calls', 'failed', now() - interval '1 minute'),"
+                   "        ('postgres', 'GET', '/calls', 'canceled', now() - interval '3 hours')"
+                   " RETURNING id")
+    old, recent, canceled = [r[0] for r in ids]
+    rq.set_conf(voipbin__request_retention="1h")
+    try:
+        wait_until(lambda: row(rq, old) is None and row(rq, canceled) is None, timeout=10,
+                   what="the old finished rows deleted")
+        assert row(rq, recent) is not None
+    finally:
+        rq.set_conf(voipbin__request_retention=None)
+
+
+def test_requests_leave_at_the_request_rate_in_queue_order(rq, fake):
+    c = call(fake)
+    fake.control("objects", {"calls": [c]})
+    rq.set_conf(voipbin__request_rate="4")
+    try:
+        ids = [r[0] for r in rq.query("SELECT voipbin_request('GET', '/calls/%s?n=' || n)"
+                                      " FROM generate_series(1, 12) n" % c["id"])]
+        wait_until(lambda: all(row(rq, i)[0] == "done" for i in ids), timeout=20, what="all done")
+    finally:
+        rq.set_conf(voipbin__request_rate=None)
+    got = [e for e in fake.state()["rest_requests"] if e["path"] == "/v1.0/calls/" + c["id"]]
+    order = [int(e["query"]["n"]) for e in got]
+    # queue order, but up to 4 leave at once, on their own connections: they may arrive in any order
+    assert sorted(order) == list(range(1, 13)) and all(abs(n - (i + 1)) < 4 for i, n in enumerate(order)), order
+    times = [e["at"] for e in got]
+    # a burst of 4, then 4 a second: 12 take at least 2 s
+    assert times[-1] - times[0] >= 1.8, times
+    for i in range(len(times)):
+        within = [t for t in times if times[i] <= t < times[i] + 1.0]
+        assert len(within) <= 4 + 4, (i, times)

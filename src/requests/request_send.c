@@ -88,13 +88,17 @@ request_send_ready(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	/* never while a request is in flight: lh_configure() drops them */
-	if (lh_outstanding(request_lane()) == 0 &&
-		(stale || now >= TimestampTzPlusMilliseconds(configured_at, RECONFIGURE_EVERY_MS)))
+	if (stale || now >= TimestampTzPlusMilliseconds(configured_at, RECONFIGURE_EVERY_MS))
 	{
-		stale = false;
-		configured_at = now;
-		configure();
+		/* never while a request is in flight: lh_configure() drops them */
+		if (lh_outstanding(request_lane()) == 0)
+		{
+			stale = false;
+			configured_at = now;
+			configure();
+		}
+		else if (stale)
+			return false;		/* after a reload, nothing more to the old target: it drains */
 	}
 	return configured;
 }

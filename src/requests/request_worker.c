@@ -118,6 +118,16 @@ run_pass(void *arg)
 }
 
 static void
+request_row_free(RequestRow *row)
+{
+	pfree(row->method);
+	pfree(row->path);
+	if (row->body)
+		pfree(row->body);
+	pfree(row);
+}
+
+static void
 forget_finished(void)
 {
 	ListCell   *lc;
@@ -127,7 +137,7 @@ forget_finished(void)
 		Finished   *f = lfirst(lc);
 
 		lh_result_free(f->result);
-		pfree(f->row);
+		request_row_free(f->row);
 	}
 	list_free_deep(rw.finished);
 	rw.finished = NIL;
@@ -185,6 +195,9 @@ request_worker_step(void)
 		rw.cxt = AllocSetContextCreate(TopMemoryContext, "voipbin requests", ALLOCSET_SMALL_SIZES);
 		rw.next_due = DT_NOEND;
 	}
+	/* nothing of ours in it: whatever a failed pass left behind goes */
+	if (rw.in_flight == 0 && rw.finished == NIL)
+		MemoryContextReset(rw.cxt);
 	if (pg_atomic_exchange_u32(&voipbin_shared->requests_changed, 0))
 		rw.look = p.count = true;
 	if (now >= rw.next_due)
@@ -267,4 +280,6 @@ request_worker_reloaded(void)
 {
 	request_send_reloaded();
 	rw.look = true;
+	/* a new voipbin.request_retention applies at once */
+	rw.next_poll = 0;
 }
