@@ -16,14 +16,17 @@ NET_OBJS = src/net/journal/journal.o src/net/journal/spool_1_0.o \
 # One line per folder, lowest first: a file uses only its own folder and the
 # folders on the lines above its own (test_layout.py checks it).
 BASE_OBJS = src/base/settings.o src/base/status.o src/base/db.o src/base/time.o src/base/guard.o \
-            src/base/endpoint.o src/base/rest.o src/base/fault.o src/base/backoff.o
+            src/base/endpoint.o src/base/rest.o src/base/fault.o src/base/backoff.o \
+            src/base/loop_http.o
 INGEST_OBJS = src/ingest/frame.o src/ingest/frame_json.o src/ingest/dedupe.o \
               src/ingest/store.o src/ingest/store_retry.o src/ingest/store_report.o src/ingest/position.o \
               src/ingest/boundaries.o src/ingest/before_triggers.o src/ingest/spool_import.o
 MAINTENANCE_OBJS = src/maintenance/partitions.o src/maintenance/prune.o
 REPAIR_OBJS = src/repair/gaps.o src/repair/repair.o src/repair/repair_walk.o src/repair/repair_job.o \
               src/repair/repair_http.o
-REQUESTS_OBJS = src/requests/request_rules.o
+REQUESTS_OBJS = src/requests/request_rules.o src/requests/request_queue.o src/requests/request_outcome.o \
+                src/requests/request_recover.o src/requests/request_retention.o src/requests/request_send.o \
+                src/requests/request_worker.o
 WORKER_OBJS = src/worker/worker.o src/worker/connection.o src/worker/connection_failure.o \
               src/worker/intake.o src/worker/timers.o src/worker/activity.o \
               src/worker/subscriptions.o src/worker/webhook_ctl.o \
@@ -71,7 +74,7 @@ endif
 # pg_buildext (debian/) builds in build-<version>/ with VPATH: the object
 # directories must exist there.
 ifneq ($(srcdir),.)
-$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/worker src/sql src/net/journal src/net/ws src/net/webhook src/net/http)
+$(shell mkdir -p src/base src/ingest src/maintenance src/repair src/requests src/worker src/sql src/net/journal src/net/ws src/net/webhook src/net/http)
 endif
 
 NET_CFLAGS = $(CFLAGS) $(PG_CFLAGS) -fPIC -I$(srcdir)/src $(shell pkg-config --cflags libwebsockets)

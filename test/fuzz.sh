@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the code that reads what others send or type: each libFuzzer target
-# runs for FUZZ_SECONDS (45: seven targets, within .ci/run's half hour) under ASAN+UBSAN (and LSan where it can), from
+# runs for FUZZ_SECONDS (45: eight targets, within .ci/run's half hour) under ASAN+UBSAN (and LSan where it can), from
 # its corpus in test/fuzz/<target>/; regression inputs there (regress-*)
 # run first every time.  No crash, no leak, no undefined behaviour, or this
 # fails and leaves the input that did it in test/fuzz/artifacts/.

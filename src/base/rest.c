@@ -375,8 +375,8 @@ rest_sleep(long ms)
  * none.  Checked before jsonb_in, which would raise its own error, so that an
  * error answer that is not JSON (a proxy's HTML page) still reports its status.
  */
-static Jsonb *
-text_to_jsonb(const char *data, size_t len, char **why)
+Jsonb *
+rest_text_to_jsonb(const char *data, size_t len, char **why)
 {
 	char	   *s;
 	JsonLexContext *lex;
@@ -406,7 +406,7 @@ text_to_jsonb(const char *data, size_t len, char **why)
 static Jsonb *
 body_to_jsonb(const RestAttempt *a, char **why)
 {
-	return text_to_jsonb(a->body, a->len, why);
+	return rest_text_to_jsonb(a->body, a->len, why);
 }
 
 static char *
@@ -427,7 +427,7 @@ rest_error_detail(const char *body, size_t len, bool with_request_id,
 	char	   *message = NULL;
 	char	   *request_id = NULL;
 	char	   *why;
-	Jsonb	   *env = len > 0 ? text_to_jsonb(body, len, &why) : NULL;
+	Jsonb	   *env = len > 0 ? rest_text_to_jsonb(body, len, &why) : NULL;
 	StringInfoData detail;
 
 	/* VoIPBIN's envelope: {"error": {"reason", "message", "request_id", …}} */

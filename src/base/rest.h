@@ -47,6 +47,14 @@ extern char *rest_query_escape(const char *value);
 extern char *rest_error_detail(const char *body, size_t len, bool with_request_id,
 							   const char *header_request_id);
 
+/*
+ * An answer's body (UTF-8) as jsonb in the server encoding, or NULL with
+ * *why when it is not JSON.  Checked before jsonb_in, so that an answer that
+ * is not JSON (a proxy's HTML page) is no ERROR; jsonb_in may still raise
+ * on JSON it cannot hold (a number out of range).
+ */
+extern Jsonb *rest_text_to_jsonb(const char *data, size_t len, char **why);
+
 /* True for an absolute http:// or https:// URL with a host (no request). */
 extern bool rest_is_http_url(const char *url);
 

@@ -501,9 +501,3 @@ repair_step(void)
 	return drive();
 }
 
-int
-repair_wait_fd(void)
-{
-	return rh_wait_fd();
-}
-

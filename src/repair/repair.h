@@ -48,7 +48,4 @@ extern void repair_step_failed(void);
 extern const RepairOutcome *repair_outcome_next(void);
 extern void repair_outcome_done(void);
 
-/* A descriptor to wait on for readability (curl's sockets), or -1. */
-extern int	repair_wait_fd(void);
-
 #endif

@@ -94,6 +94,27 @@ names_credential(const char *path)
 	return false;
 }
 
+/*
+ * Whether a segment of the path before its query is "." or "..": libcurl
+ * removes them (RFC 3986's dot-segment removal), so "/calls/c1/hangup/..?x"
+ * would go out as another request than the one classified.
+ */
+static bool
+has_dot_segment(const char *path)
+{
+	for (const char *s = path; *s && *s != '?'; s++)
+	{
+		size_t		seg;
+
+		if (*s != '/')
+			continue;
+		seg = strcspn(s + 1, "/?");
+		if ((seg == 1 && s[1] == '.') || (seg == 2 && s[1] == '.' && s[2] == '.'))
+			return true;
+	}
+	return false;
+}
+
 const char *
 request_path_problem(const char *path)
 {
@@ -112,7 +133,7 @@ request_path_problem(const char *path)
 		return "The path is relative to voipbin.api_url, which ends in /v1.0 already: drop that prefix.";
 	if (strstr(path, "/../") != NULL || strstr(path, "/./") != NULL ||
 		(len >= 3 && strcmp(path + len - 3, "/..") == 0) ||
-		(len >= 2 && strcmp(path + len - 2, "/.") == 0))
+		(len >= 2 && strcmp(path + len - 2, "/.") == 0) || has_dot_segment(path))
 		return "A path has no \".\" or \"..\" segments.";
 	if (names_credential(path))
 		return "The worker adds the credential itself: a path never carries one (it would be stored in voipbin_requests).";

@@ -13,6 +13,7 @@
  *   connection_failure.c  how a failed attempt is worded and logged
  *   intake.c              journal -> batch -> voipbin_events
  *   timers.c              partitions, pruning, alive_at, statistics
+ *   requests/             voipbin_requests sent (request_worker.c)
  *   activity.c            what pg_stat_activity says the worker is doing
  *   database_wait.c       a voipbin.database that does not exist, waited for
  */
@@ -37,6 +38,7 @@
 
 #include "worker/worker.h"
 #include "base/guard.h"
+#include "base/loop_http.h"
 #include "base/settings.h"
 #include "base/status.h"
 #include "ingest/spool_import.h"
@@ -44,6 +46,7 @@
 #include "net/ws/ws_client.h"
 #include "repair/gaps.h"
 #include "repair/repair.h"
+#include "requests/request_worker.h"
 #include "worker/activity.h"
 #include "worker/connection.h"
 #include "worker/database_wait.h"
@@ -194,6 +197,19 @@ alive_wanted(void)
 	return connection_state() == VB_STATE_CONNECTED && intake_position_known() && journal_id() != NULL;
 }
 
+/*
+ * send_requests sends what voipbin_request() queued: after the frames are
+ * stored, and never waiting on VoIPBIN (the transfers run on the loop's REST
+ * engine, gap repair's lane beside).
+ */
+static void
+send_requests(Wake *wake)
+{
+	if (request_worker_busy())
+		activity_running("sending requests");
+	wake_in(wake, request_worker_step());
+}
+
 /* run_timers maintains partitions, prunes old events and writes alive_at, when due. */
 static void
 run_timers(Wake *wake)
@@ -260,6 +276,7 @@ reload_if_asked(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	MemoryContextSwitchTo(cxt);
 	timers_reloaded();
+	request_worker_reloaded();
 	webhook_worker_reload();
 	connection_reloaded();
 }
@@ -384,8 +401,9 @@ start_waiting_set(void)
 	AddWaitEventToSet(wes, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, wake_fd, NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, journal_wake_fd(), NULL, NULL);
-	if (repair_wait_fd() >= 0)
-		AddWaitEventToSet(wes, WL_SOCKET_READABLE, repair_wait_fd(), NULL, NULL);
+	/* one descriptor for every REST transfer of the loop: gap repair's and the requests' */
+	if (lh_wait_fd() >= 0)
+		AddWaitEventToSet(wes, WL_SOCKET_READABLE, lh_wait_fd(), NULL, NULL);
 	AddWaitEventToSet(wes, WL_SOCKET_READABLE, webhook_worker_start(), NULL, NULL);
 	return wes;
 }
@@ -448,6 +466,7 @@ voipbin_worker_main(Datum arg)
 			take_news(&wake);
 			store_pending(&wake);
 			sync_topics(&wake);
+			send_requests(&wake);
 			run_timers(&wake);
 			repair_gaps(&wake);
 			flush_statistics(&wake);
