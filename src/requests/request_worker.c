@@ -20,6 +20,7 @@
 #include "utils/timestamp.h"
 
 #include "requests/request_worker.h"
+#include "base/backoff.h"
 #include "base/db.h"
 #include "base/guard.h"
 #include "base/loop_http.h"
@@ -32,7 +33,8 @@
 
 #define POLL_EVERY_MS 60000
 #define RETENTION_AGAIN_MS 1000		/* a full batch was deleted: more are due */
-#define WRITE_AGAIN_MS 1000			/* the last transaction failed */
+#define FAILED_MIN_MS 1000			/* the last transaction failed: wait, doubling ... */
+#define FAILED_MAX_MS 60000			/* ... to a minute (a missing grant fails every time) */
 #define NOTHING_CLAIMED_MS 1000		/* due rows there, none claimable (locked by a backend) */
 
 /* A finished attempt, kept until its outcome is written. */
@@ -49,10 +51,11 @@ static struct
 	bool		look;			/* due rows may be waiting */
 	TimestampTz next_due;		/* the earliest queued row's next_attempt_at; DT_NOEND: none */
 	TimestampTz next_poll;		/* the once-a-minute look and retention */
-	TimestampTz write_again;	/* after a failed transaction */
+	TimestampTz failed_until;	/* no transaction before, after a failed one */
+	int			failures;		/* transactions failed in a row */
 	List	   *finished;		/* Finished *, not written yet */
 	int			in_flight;		/* rows handed to the engine, results not taken */
-} rw = {NULL, false, true, 0, 0, 0, NIL, 0};
+} rw = {NULL, false, true, 0, 0, 0, 0, NIL, 0};
 
 /* What one transaction does; filled before, read after. */
 typedef struct Pass
@@ -182,6 +185,15 @@ ms_until(TimestampTz now, TimestampTz t)
 	return (long) ((t - now + 999) / 1000);
 }
 
+/* A transaction failed (and said why in the log): the next one waits, longer each time. */
+static void
+note_failure(TimestampTz now)
+{
+	rw.failures++;
+	rw.failed_until = TimestampTzPlusMilliseconds(now, backoff_delay_ms(FAILED_MIN_MS, FAILED_MAX_MS,
+																		rw.failures, 0.0));
+}
+
 long
 request_worker_step(void)
 {
@@ -207,11 +219,21 @@ request_worker_step(void)
 		rw.look = true;
 		p.retention = true;
 	}
+	if (now < rw.failed_until)
+	{
+		/* transfers go on; their outcomes are written once a transaction may run */
+		timeout = request_send_step();
+		take_results();
+		return min_ms(timeout, ms_until(now, rw.failed_until));
+	}
 	if (!rw.recovered)
 	{
 		/* before any claim: a row claimed now must not be taken for one left behind */
 		if (!voipbin_guarded(recover, NULL, "recovering the requests left sending"))
-			return WRITE_AGAIN_MS;
+		{
+			note_failure(now);
+			return ms_until(now, rw.failed_until);
+		}
 		rw.recovered = true;
 	}
 
@@ -220,12 +242,13 @@ request_worker_step(void)
 
 	if (rw.look && request_send_ready())
 		p.claim = request_send_capacity();
-	if ((rw.finished != NIL && now >= rw.write_again) || p.claim > 0 || p.retention || p.count)
+	if (rw.finished != NIL || p.claim > 0 || p.retention || p.count)
 	{
 		if (p.claim > 0)
 			rw.look = false;	/* unless the claim below says more wait */
 		if (voipbin_guarded(run_pass, &p, "sending requests"))
 		{
+			rw.failures = 0;
 			forget_finished();
 			for (int v = 0; v < 4; v++)
 				for (int i = 0; i < p.counts[v]; i++)
@@ -252,14 +275,14 @@ request_worker_step(void)
 		{
 			/* rolled back: nothing claimed, the outcomes are written next time */
 			rw.look = true;
-			rw.write_again = TimestampTzPlusMilliseconds(now, WRITE_AGAIN_MS);
+			note_failure(now);
 			if (p.retention)
 				rw.next_poll = TimestampTzPlusMilliseconds(now, POLL_EVERY_MS);
 		}
 	}
 
 	if (rw.finished != NIL)
-		timeout = min_ms(timeout, ms_until(now, rw.write_again));
+		timeout = min_ms(timeout, ms_until(now, Max(now, rw.failed_until)));
 	if (rw.look && request_send_ready())
 		timeout = min_ms(timeout, request_send_next_ms());
 	/* one already due is rw.look's: the pace above says when */
