@@ -244,7 +244,7 @@ def test_burst_drains_at_the_rate_in_queue_order(rq, fake):
                timeout=60, what="40 requests done")
     at = sorted(w["at"] for w in writes(fake, "POST", path))
     assert len(at) == 40
-    worst = max(sum(1 for t in at if s <= t < s + 1.0) for s in at)
+    worst = busiest_second(at)
     assert worst <= 5 + 5, "%d requests within one second at request_rate = 5" % worst
     assert at[-1] - at[0] >= (40 - 10) / 5.0 - 0.5
     sent = [r[0] for r in rq.query("SELECT id FROM voipbin_requests WHERE id = ANY(%s)"
@@ -264,3 +264,44 @@ def test_finished_requests_are_deleted_after_retention(rq, fake):
     wait_until(lambda: rq.query_one("SELECT count(*) FROM voipbin_requests WHERE id = %s", (rid,))[0] == 0,
                timeout=90, what="the old request deleted")
     assert rq.query_one("SELECT count(*) FROM voipbin_requests WHERE id = %s", (keep,))[0] == 1
+
+
+def busiest_second(times):
+    times = sorted(times)
+    return max((sum(1 for t in times if s <= t < s + 1.0) for s in times), default=0)
+
+
+def test_never_more_than_17_a_second_with_gap_repair(rq, fake, topic):
+    """VoIPBIN allows a customer 17 requests a second: queued requests at the
+    full rate and gap repair's reads, together, stay within it."""
+    rq.set_conf(voipbin__request_rate=17, voipbin__repair_rate=17)
+    wait_until(lambda: rq.query_one("SELECT current_setting('voipbin.repair_rate')")[0] == "17",
+               what="settings reloaded")
+    stored = rq.query_one("SELECT voipbin_subscribe(%s)", (topic,))[0]
+    fake.wait_topics([stored])
+    wait_until(lambda: rq.query_one("SELECT status FROM voipbin_subscriptions WHERE topic = %s",
+                                    (stored,))[0] == "active", timeout=10, what="the topic active")
+    # an outage during which 30 calls come and go: repair reads them back after it
+    fake.config(ws_reject_status=503)
+    fake.drop()
+    rq.wait_status(lambda s: s["state"] != "connected", what="the outage noticed")
+    for _ in range(30):
+        c = fake.add_call(status="progressing")
+        fake.set_call(c["id"], event="call_progressing", status="progressing")
+    call_id = new_call(rq, fake)
+    path = "/calls/%s/hangup" % call_id
+    ids = rq.query_one("SELECT array_agg(voipbin_request('POST', %s, '{}', 'w' || i))"
+                       " FROM generate_series(1, 60) i", (path,))[0]
+    fake.config(ws_reject_status=None)
+    wait_until(lambda: rq.query_one("SELECT count(*) FROM voipbin_requests WHERE state = 'done'"
+                                    " AND id = ANY(%s)", (ids,))[0] == 60,
+               timeout=60, what="60 requests done")
+    wait_until(lambda: rq.query_one("SELECT count(*) FROM voipbin_gaps WHERE repaired_at IS NOT NULL")[0] >= 1,
+               timeout=60, what="the gap repaired")
+    rest = [r["at"] for r in fake.state()["rest_requests"] if r["path"] != "/v1.0/customer"]
+    repair = len(rest) - 60
+    assert repair > 0, "gap repair read nothing back"
+    if busiest_second(rest) > 17:
+        reqs = sorted((r["at"], r["method"], r["path"]) for r in fake.state()["rest_requests"])
+        print("\n".join("%.3f %s %s" % r for r in reqs))
+    assert busiest_second(rest) <= 17, "%d requests to VoIPBIN within one second" % busiest_second(rest)

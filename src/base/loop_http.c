@@ -13,9 +13,9 @@
  * VoIPBIN allows 17 requests/s per customer with a burst of 33, shared with
  * the customer's own users (docs/voipbin.md, "Rate limit: 17 requests a
  * second"): each lane's requests leave at its rate through a token bucket
- * holding at most that many per second, every start also takes a token of
- * the one customer bucket (17/s, at most 16 at once) all lanes share, and a
- * 429 on any lane stops every lane for its Retry-After.
+ * holding at most that many per second, all lanes' starts together never
+ * pass 17 in any second (one window over the last 17 starts, which every
+ * lane consults), and a 429 on any lane stops every lane for its Retry-After.
  */
 #include "voipbin.h"
 
@@ -40,7 +40,7 @@
 #define LH_CONNECT_TIMEOUT_MS 5000
 #define LH_MAX_429			8
 #define LH_MAX_WAIT_S		60
-#define CUSTOMER_BURST		16.0
+#define LANE_BURST_MAX		16.0
 #define FALLBACK_POLL_MS	10
 
 typedef struct LhRequest
@@ -55,6 +55,7 @@ typedef struct LhRequest
 	bool		fresh;
 	void	   *tag;
 	int			refused;		/* 429s so far */
+	int			slot;			/* its place in the customer's window; -1: none */
 	bool		set_up;			/* call holds a handle (or an answer) */
 	HttpCall	call;
 } LhRequest;
@@ -92,7 +93,7 @@ static CURLM *multi = NULL;
 static int	epfd = -1;
 static int64 timer_due_us = -1;	/* curl's timer; -1: none */
 static LhLane *lanes = NULL;
-static LhBucket customer = {-1, 0};
+static LhWindow customer;		/* zeroed: empty */
 static int64 customer_blocked_until_us = 0; /* any lane's 429 */
 
 static int64
@@ -104,13 +105,97 @@ now_us(void)
 	return (int64) tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
+/*
+ * libcurl calls this when the connection is up and the request is about to
+ * be written: the request counts in the customer's second from now.  Only
+ * a number is written (no PostgreSQL in a libcurl callback).
+ */
+static int
+lh_sending(void *clientp, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+	LhRequest  *q = clientp;
+
+	if (q->slot >= 0)
+		lh_window_stamp(&customer, q->slot, now_us());
+	return CURL_PREREQFUNC_OK;
+}
+
 /* ---- the pacer: pure ---- */
 
 /* At most rate requests in any second on top of the steady pace, and never past VoIPBIN's 33. */
 double
 lh_burst_for(double rate)
 {
-	return Max(1.0, Min(floor(rate), CUSTOMER_BURST));
+	return Max(1.0, Min(floor(rate), LANE_BURST_MAX));
+}
+
+/*
+ * A slot is held a tenth longer than a second after its request was sent:
+ * VoIPBIN counts requests as they arrive, a little later.
+ */
+#define WINDOW_US 1100000
+#define WINDOW_POLL_US 20000
+
+static bool
+slot_free(int64 at, int64 now)
+{
+	return at != LH_WINDOW_PENDING && at <= now - WINDOW_US;
+}
+
+int
+lh_window_free(const LhWindow *w, int64 now)
+{
+	int			n = 0;
+
+	for (int i = 0; i < LH_WINDOW_MAX; i++)
+		if (slot_free(w->at_us[i], now))
+			n++;
+	return n;
+}
+
+int
+lh_window_take(LhWindow *w, int64 now)
+{
+	for (int i = 0; i < LH_WINDOW_MAX; i++)
+		if (slot_free(w->at_us[i], now))
+		{
+			w->at_us[i] = LH_WINDOW_PENDING;
+			return i;
+		}
+	return -1;
+}
+
+void
+lh_window_stamp(LhWindow *w, int slot, int64 at)
+{
+	if (slot >= 0 && slot < LH_WINDOW_MAX)
+		w->at_us[slot] = at;
+}
+
+int64
+lh_window_next_us(const LhWindow *w, int64 now)
+{
+	int64		next = -1;
+
+	for (int i = 0; i < LH_WINDOW_MAX; i++)
+	{
+		int64		at = w->at_us[i];
+
+		if (slot_free(at, now))
+			return now;
+		if (at != LH_WINDOW_PENDING && (next < 0 || at + WINDOW_US < next))
+			next = at + WINDOW_US;
+	}
+	return next;
+}
+
+void
+lh_window_block(LhWindow *w, int64 until)
+{
+	/* as if each was sent a window before until: the first may go at until */
+	for (int i = 0; i < LH_WINDOW_MAX; i++)
+		if (w->at_us[i] != LH_WINDOW_PENDING)
+			w->at_us[i] = Max(w->at_us[i], until - WINDOW_US);
 }
 
 double
@@ -214,9 +299,19 @@ request_release(LhRequest *q)
 	q->set_up = false;
 }
 
+/* The request is done with its slot: one never sent (still pending) frees it at once. */
+static void
+release_slot(LhRequest *q)
+{
+	if (q->slot >= 0 && customer.at_us[q->slot] == LH_WINDOW_PENDING)
+		lh_window_stamp(&customer, q->slot, 0);
+	q->slot = -1;
+}
+
 static void
 request_free(LhRequest *q)
 {
+	release_slot(q);
 	request_release(q);
 	free(q->method);
 	free(q->path);
@@ -416,6 +511,7 @@ lh_submit(LhLane *lane, const LhSend *s)
 
 	if (q == NULL)
 		return;					/* as if lost: the caller's request stays unanswered */
+	q->slot = -1;
 	q->lane = lane;
 	q->tag = s->tag;
 	q->method = strdup_or_null(s->method, &failed);
@@ -483,6 +579,8 @@ start_request(LhRequest *q)
 		 (curl_easy_setopt(q->call.easy, CURLOPT_FRESH_CONNECT, 1L) != CURLE_OK ||
 		  curl_easy_setopt(q->call.easy, CURLOPT_FORBID_REUSE, 1L) != CURLE_OK)) ||
 		curl_easy_setopt(q->call.easy, CURLOPT_PRIVATE, q) != CURLE_OK ||
+		curl_easy_setopt(q->call.easy, CURLOPT_PREREQFUNCTION, lh_sending) != CURLE_OK ||
+		curl_easy_setopt(q->call.easy, CURLOPT_PREREQDATA, q) != CURLE_OK ||
 		curl_multi_add_handle(multi, q->call.easy) != CURLM_OK)
 	{
 		finish(q, 0, "libcurl refused the request's options", false);
@@ -493,6 +591,7 @@ start_request(LhRequest *q)
 	lane->n_running++;
 	return true;
 }
+
 
 static void
 unlink_running(LhRequest *q)
@@ -520,8 +619,7 @@ block_for_429(const LhRequest *q)
 		wait_s = Min((int64) q->call.retry_after_s, LH_MAX_WAIT_S);
 	until = now_us() + wait_s * 1000000;
 	customer_blocked_until_us = Max(customer_blocked_until_us, until);
-	customer.tokens = 0;
-	customer.at_us = customer_blocked_until_us;
+	lh_window_block(&customer, customer_blocked_until_us);
 	return until;
 }
 
@@ -536,6 +634,7 @@ transfer_done(LhRequest *q, CURLcode code)
 
 	unlink_running(q);
 	curl_multi_remove_handle(multi, q->call.easy);
+	release_slot(q);
 	if (code == CURLE_OK)
 		curl_easy_getinfo(q->call.easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(q->call.easy, CURLINFO_REQUEST_SIZE, &request_size);
@@ -593,7 +692,7 @@ collect(void)
 	}
 }
 
-/* Whether lane may start one more request now; takes the tokens if so. */
+/* Whether lane may start one more request now; takes its lane's token if so (the window's slot is the caller's to take). */
 static bool
 may_start(LhLane *lane, int64 now)
 {
@@ -603,10 +702,9 @@ may_start(LhLane *lane, int64 now)
 	if (lane->n_running >= lane->max_running || now < lane->blocked_until_us ||
 		now < customer_blocked_until_us ||
 		lh_bucket_tokens(&lane->bucket, rate, burst, now) < 1.0 ||
-		lh_bucket_tokens(&customer, VOIPBIN_CUSTOMER_RATE, CUSTOMER_BURST, now) < 1.0)
+		lh_window_free(&customer, now) < 1)
 		return false;
 	lh_bucket_take(&lane->bucket, rate, burst, now);
-	lh_bucket_take(&customer, VOIPBIN_CUSTOMER_RATE, CUSTOMER_BURST, now);
 	return true;
 }
 
@@ -625,6 +723,7 @@ start_lane(LhLane *lane)
 			lane->queued_tail = NULL;
 		q->next = NULL;
 		lane->n_queued--;
+		q->slot = lh_window_take(&customer, now);
 		if (start_request(q))
 		{
 #ifdef __linux__
@@ -645,7 +744,7 @@ lh_capacity(LhLane *lane)
 	if (multi == NULL || now < lane->blocked_until_us || now < customer_blocked_until_us)
 		return 0;
 	n = Min(lh_bucket_tokens(&lane->bucket, rate, lh_burst_for(rate), now),
-			lh_bucket_tokens(&customer, VOIPBIN_CUSTOMER_RATE, CUSTOMER_BURST, now));
+			(double) lh_window_free(&customer, now));
 	n = Min(floor(n), (double) (lane->max_running - lane->n_running - lane->n_queued));
 	return n > 0 ? (int) n : 0;
 }
@@ -658,7 +757,12 @@ lh_next_start_ms(LhLane *lane)
 
 	next = Max(lane->blocked_until_us, customer_blocked_until_us);
 	next = Max(next, lh_bucket_next_us(&lane->bucket, lane_rate(lane), now));
-	next = Max(next, lh_bucket_next_us(&customer, VOIPBIN_CUSTOMER_RATE, now));
+	{
+		int64		slot_at = lh_window_next_us(&customer, now);
+
+		/* every slot waits on a request not sent yet: its transfer wakes the loop, and so does this */
+		next = Max(next, slot_at < 0 ? now + WINDOW_POLL_US : slot_at);
+	}
 	return (long) Max(0, (next - now + 999) / 1000);
 }
 

@@ -5,10 +5,10 @@
  * Gap repair and the requests of voipbin_requests each have a lane: its own
  * queue, pace (a token bucket at a rate setting) and limit of transfers in
  * flight, its own target (api_url, credential).  All lanes share one multi
- * handle, one descriptor for the loop's WaitEventSet, and one more token
- * bucket at VoIPBIN's per-customer limit (VOIPBIN_CUSTOMER_RATE): every
- * start takes a token from both, so the lanes together never send more than
- * VoIPBIN allows one customer.
+ * handle, one descriptor for the loop's WaitEventSet, and one window over
+ * their last starts at VoIPBIN's per-customer limit (LH_WINDOW_MAX, 17):
+ * a start needs its lane's token and a place in that window, so the lanes
+ * together never send more than 17 requests in any second.
  *
  * Unlike rest.c, which serves a backend's SQL call and raises ERRORs, nothing
  * here raises: every outcome is a result the caller reads.  libcurl's
@@ -119,6 +119,33 @@ typedef struct LhBucket
 } LhBucket;
 
 extern double lh_burst_for(double rate);
+
+/*
+ * Pure: the customer's limit, every lane's requests together: at most
+ * LH_WINDOW_MAX sent in any second.  A slot per request: taken when the
+ * request starts (it counts from then, "pending"), stamped when its bytes
+ * leave (after the connection's set-up, which can take long), free again a
+ * window after that.  A token bucket would let a full bucket's burst through
+ * on top of the rate; counting from the start would let a request that
+ * waited on its TLS handshake land in the same second as later ones.
+ */
+#define LH_WINDOW_MAX 17
+#define LH_WINDOW_PENDING PG_INT64_MAX
+typedef struct LhWindow
+{
+	int64		at_us[LH_WINDOW_MAX];	/* when each slot's request was sent; 0: never */
+} LhWindow;
+
+/* Slots free at now (0 .. LH_WINDOW_MAX). */
+extern int	lh_window_free(const LhWindow *w, int64 now_us);
+/* Takes a free slot (pending until stamped): its index, or -1 when none is free. */
+extern int	lh_window_take(LhWindow *w, int64 now_us);
+/* The request of slot was sent at at_us (or, never sent, is done with at at_us). */
+extern void lh_window_stamp(LhWindow *w, int slot, int64 at_us);
+/* When a slot frees (now when one is); -1 when all wait on requests not sent yet. */
+extern int64 lh_window_next_us(const LhWindow *w, int64 now_us);
+/* Nothing may be sent before until (a 429's Retry-After): every stamped slot is held until then. */
+extern void lh_window_block(LhWindow *w, int64 until_us);
 extern double lh_bucket_tokens(const LhBucket *b, double rate, double burst, int64 now_us);
 extern bool lh_bucket_take(LhBucket *b, double rate, double burst, int64 now_us);
 extern int64 lh_bucket_next_us(const LhBucket *b, double rate, int64 now_us);
