@@ -439,11 +439,13 @@ handle_http(Conn *c, size_t head_len)
 	}
 	else if (strcmp(method, "GET") == 0 && strncmp(c->path, "/v1.0/calls/", 12) == 0)
 	{
-		/* the bench's queued requests (voipbin_request): answered at once, counted */
+		/*
+		 * the bench's queued requests (voipbin_request): answered at once,
+		 * counted, and the connection kept for the next, as VoIPBIN does
+		 */
 		rest_requests++;
 		buf_printf(&c->ctrl, "HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
-				   "Content-Length: 2\r\nConnection: close\r\n\r\n{}");
-		c->close_after_write = true;
+				   "Content-Length: 2\r\n\r\n{}");
 	}
 	else
 	{

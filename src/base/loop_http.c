@@ -735,16 +735,17 @@ start_lane(LhLane *lane)
 }
 
 int
-lh_capacity(LhLane *lane)
+lh_capacity(LhLane *lane, long ahead_ms)
 {
 	int64		now = now_us();
+	int64		then = now + (int64) ahead_ms * 1000;
 	double		rate = lane_rate(lane);
 	double		n;
 
 	if (multi == NULL || now < lane->blocked_until_us || now < customer_blocked_until_us)
 		return 0;
-	n = Min(lh_bucket_tokens(&lane->bucket, rate, lh_burst_for(rate), now),
-			(double) lh_window_free(&customer, now));
+	n = Min(lh_bucket_tokens(&lane->bucket, rate, lh_burst_for(rate), then),
+			(double) lh_window_free(&customer, then));
 	n = Min(floor(n), (double) (lane->max_running - lane->n_running - lane->n_queued));
 	return n > 0 ? (int) n : 0;
 }

@@ -85,8 +85,11 @@ extern void lh_submit(LhLane *lane, const LhSend *s);
  */
 extern long lh_step(LhLane *lane);
 
-/* How many requests lane could start right now (its pace, the customer's, its limit). */
-extern int	lh_capacity(LhLane *lane);
+/*
+ * How many requests lane could start within ahead_ms from now (its pace, the
+ * customer's, its limit): what a caller may hand it now, to leave at the pace.
+ */
+extern int	lh_capacity(LhLane *lane, long ahead_ms);
 
 /* When lane could start its next request, in ms from now (0: now). */
 extern long lh_next_start_ms(LhLane *lane);

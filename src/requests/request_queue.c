@@ -90,8 +90,9 @@ request_queue_next_due(const char *schema)
 	Datum		d;
 	int			rc;
 
+	/* not read_only: that would keep the snapshot from before this transaction's own updates */
 	rc = SPI_execute(psprintf("SELECT min(next_attempt_at) FROM %s.voipbin_requests WHERE state = 'queued'",
-							  schema), true, 1);
+							  schema), false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "voipbin: reading when the next request is due: %s", SPI_result_code_string(rc));
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -105,7 +106,7 @@ request_queue_count(const char *schema)
 	int			rc;
 
 	rc = SPI_execute(psprintf("SELECT count(*) FROM %s.voipbin_requests WHERE state = 'queued'",
-							  schema), true, 1);
+							  schema), false, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "voipbin: counting queued requests: %s", SPI_result_code_string(rc));
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -110,9 +110,9 @@ request_send_reloaded(void)
 }
 
 int
-request_send_capacity(void)
+request_send_capacity(long ahead_ms)
 {
-	return configured ? lh_capacity(request_lane()) : 0;
+	return configured ? lh_capacity(request_lane(), ahead_ms) : 0;
 }
 
 void

@@ -26,8 +26,11 @@ extern bool request_send_ready(void);
 /* A reload: the credential and api_url are read again once nothing is in flight. */
 extern void request_send_reloaded(void);
 
-/* How many rows may be claimed now: what may leave at once, by the pace and the limit. */
-extern int	request_send_capacity(void);
+/*
+ * How many rows may be claimed now: what may leave within ahead_ms, by the
+ * pace and the limit (the engine holds them until their turn).
+ */
+extern int	request_send_capacity(long ahead_ms);
 
 /* Sends row (claimed and committed); row stays the caller's until its result is taken. */
 extern void request_send_submit(RequestRow *row);
