@@ -55,6 +55,7 @@ WHAT_WAS_TRIED = "## What was tried"
 SCALE_SECTION = "## Scale: "    # bench/scale.py's rows (issue 14): kept as they are
 JOURNAL_COST = "## The journal's cost"  # a hand-written record of a --baseline-so run: kept too
 REDESIGN_COST = "## The redesign's cost"  # the same, for the tree's redesign: kept too
+REQUESTS_COST = "## The requests' cost"  # a hand-written record of --only requests runs: kept too
 
 # "COPY + 2 NOTIFY", second way: a statement trigger over the COPYed rows
 # (payload built from the stored jsonb, as nothing else is left of the frame)
@@ -1322,6 +1323,7 @@ def write_results(b, table, targets, verdicts, path):
     kept_scale = section(SCALE_SECTION) and "\n" + section(SCALE_SECTION)
     journal_cost = section(JOURNAL_COST) and "\n" + section(JOURNAL_COST)
     journal_cost += section(REDESIGN_COST) and "\n" + section(REDESIGN_COST)
+    journal_cost += section(REQUESTS_COST) and "\n" + section(REQUESTS_COST)
     if kept is None:
         kept = (WHAT_WAS_TRIED + "\n\n_For the engineer who optimises `src/`: what was changed, in which order, and what\n"
                 "each step did to the numbers above (bench/run keeps this section when it rewrites this file)._\n\n"

@@ -409,8 +409,8 @@ body_to_jsonb(const RestAttempt *a, char **why)
 	return rest_text_to_jsonb(a->body, a->len, why);
 }
 
-static char *
-jsonb_string_field(JsonbContainer *obj, const char *key)
+char *
+rest_string_field(JsonbContainer *obj, const char *key)
 {
 	JsonbValue	v;
 
@@ -438,9 +438,9 @@ rest_error_detail(const char *body, size_t len, bool with_request_id,
 		if (getKeyJsonValueFromContainer(&env->root, "error", 5, &e) &&
 			e.type == jbvBinary && JsonContainerIsObject(e.val.binary.data))
 		{
-			reason = jsonb_string_field(e.val.binary.data, "reason");
-			message = jsonb_string_field(e.val.binary.data, "message");
-			request_id = jsonb_string_field(e.val.binary.data, "request_id");
+			reason = rest_string_field(e.val.binary.data, "reason");
+			message = rest_string_field(e.val.binary.data, "message");
+			request_id = rest_string_field(e.val.binary.data, "request_id");
 		}
 	}
 	if (request_id == NULL && header_request_id && header_request_id[0])

@@ -55,6 +55,9 @@ extern char *rest_error_detail(const char *body, size_t len, bool with_request_i
  */
 extern Jsonb *rest_text_to_jsonb(const char *data, size_t len, char **why);
 
+/* The string value of key in a JSON object (palloc'd), or NULL when absent or not a string. */
+extern char *rest_string_field(JsonbContainer *obj, const char *key);
+
 /* True for an absolute http:// or https:// URL with a host (no request). */
 extern bool rest_is_http_url(const char *url);
 

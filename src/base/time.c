@@ -34,3 +34,13 @@ seconds_interval(int64 s)
 	i->time = s * USECS_PER_SEC;
 	return IntervalPGetDatum(i);
 }
+
+long
+time_shorter_ms(long a, long b)
+{
+	if (a < 0)
+		return b;
+	if (b < 0)
+		return a;
+	return Min(a, b);
+}

@@ -11,6 +11,9 @@
 extern TimestampTz time_from_unix_us(int64 us);
 extern int64 time_unix_us(TimestampTz t);
 
+/* The shorter of two waits in ms, -1 meaning "as long as it likes". */
+extern long time_shorter_ms(long a, long b);
+
 /* An interval Datum of s seconds. */
 extern Datum seconds_interval(int64 s);
 

@@ -29,6 +29,7 @@
 #include "base/db.h"
 #include "base/guard.h"
 #include "base/settings.h"
+#include "base/time.h"
 #include "base/status.h"
 #include "repair/repair.h"
 
@@ -275,17 +276,6 @@ write_outcome_step(void *arg)
 	write_outcome(o->gap_id, o->repaired, o->events_repaired, o->error);
 }
 
-/* The shorter of two waits, -1 meaning "as long as it likes". */
-static long
-shorter(long a, long b)
-{
-	if (a < 0)
-		return b;
-	if (b < 0)
-		return a;
-	return Min(a, b);
-}
-
 long
 gaps_step(void)
 {
@@ -305,10 +295,10 @@ gaps_step(void)
 		/* an outcome not written stays first in line */
 		if (!voipbin_guarded(write_outcome_step, (void *) o, "recording a gap's repair"))
 		{
-			repair = shorter(repair, RETRY_MS);
+			repair = time_shorter_ms(repair, RETRY_MS);
 			break;
 		}
 		repair_outcome_done();
 	}
-	return shorter(rows, repair);
+	return time_shorter_ms(rows, repair);
 }

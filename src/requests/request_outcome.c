@@ -39,16 +39,6 @@ typedef struct Answer
 	char	   *message;
 } Answer;
 
-static char *
-string_field(JsonbContainer *obj, const char *key)
-{
-	JsonbValue	v;
-
-	if (getKeyJsonValueFromContainer(obj, key, strlen(key), &v) && v.type == jbvString)
-		return pnstrdup(v.val.string.val, v.val.string.len);
-	return NULL;
-}
-
 /* Run in a subtransaction: jsonb_in can still refuse what the JSON parser passed (a huge number). */
 static void
 parse_answer(void *arg)
@@ -64,8 +54,8 @@ parse_answer(void *arg)
 		e.type == jbvBinary && JsonContainerIsObject(e.val.binary.data))
 	{
 		a->enveloped = true;
-		a->reason = string_field(e.val.binary.data, "reason");
-		a->message = string_field(e.val.binary.data, "message");
+		a->reason = rest_string_field(e.val.binary.data, "reason");
+		a->message = rest_string_field(e.val.binary.data, "message");
 	}
 }
 

@@ -25,6 +25,7 @@
 #include "base/guard.h"
 #include "base/loop_http.h"
 #include "base/status.h"
+#include "base/time.h"
 #include "requests/request_outcome.h"
 #include "requests/request_queue.h"
 #include "requests/request_recover.h"
@@ -173,16 +174,6 @@ take_results(void)
 }
 
 static long
-min_ms(long a, long b)
-{
-	if (a < 0)
-		return b;
-	if (b < 0)
-		return a;
-	return Min(a, b);
-}
-
-static long
 ms_until(TimestampTz now, TimestampTz t)
 {
 	if (t == DT_NOEND)
@@ -223,7 +214,7 @@ request_worker_step(void)
 		/* the engine goes on; the next transaction comes at its time */
 		timeout = request_send_step();
 		take_results();
-		return min_ms(timeout, ms_until(now, TimestampTzPlusMilliseconds(rw.last_pass, PASS_EVERY_MS)));
+		return time_shorter_ms(timeout, ms_until(now, TimestampTzPlusMilliseconds(rw.last_pass, PASS_EVERY_MS)));
 	}
 	if (pg_atomic_exchange_u32(&voipbin_shared->requests_changed, 0))
 		rw.look = p.count = true;
@@ -239,7 +230,7 @@ request_worker_step(void)
 		/* transfers go on; their outcomes are written once a transaction may run */
 		timeout = request_send_step();
 		take_results();
-		return min_ms(timeout, ms_until(now, rw.failed_until));
+		return time_shorter_ms(timeout, ms_until(now, rw.failed_until));
 	}
 	if (!rw.recovered)
 	{
@@ -298,13 +289,13 @@ request_worker_step(void)
 	}
 
 	if (rw.finished != NIL)
-		timeout = min_ms(timeout, ms_until(now, Max(now, rw.failed_until)));
+		timeout = time_shorter_ms(timeout, ms_until(now, Max(now, rw.failed_until)));
 	if (rw.look && request_send_ready())
-		timeout = min_ms(timeout, request_send_next_ms());
+		timeout = time_shorter_ms(timeout, request_send_next_ms());
 	/* one already due is rw.look's: the pace above says when */
 	if (rw.next_due > now)
-		timeout = min_ms(timeout, ms_until(now, rw.next_due));
-	timeout = min_ms(timeout, ms_until(now, rw.next_poll));
+		timeout = time_shorter_ms(timeout, ms_until(now, rw.next_due));
+	timeout = time_shorter_ms(timeout, ms_until(now, rw.next_poll));
 	return timeout;
 }
 
