@@ -563,6 +563,19 @@ def test_api_404_is_42704_with_voipbins_reason(api, fake):
     assert ACCESSKEY not in texts(err)
     assert fake_requests(fake) == [("GET", "/v1.0/calls/" + missing, 404)]
     assert count(api) == 0
+    # an unknown id, not a wrong URL: the hint says so
+    assert "check the id" in err.diag.message_hint
+
+
+def test_api_409_is_55000(api, fake):
+    call_id = fake.add_call(status="progressing")["id"]
+    body = json.dumps({"reference_type": "call", "reference_id": call_id, "language": "en-US"})
+    started = api.query_one("SELECT voipbin_api('POST', '/transcribes', %s)", (body,))[0]
+    assert started["status"] == "progressing"
+    # a second live transcription of the call: VoIPBIN's 409
+    err = error_of(api, "SELECT voipbin_api('POST', '/transcribes', %s)", (body,))
+    assert err.pgcode == "55000", texts(err)
+    assert "TRANSCRIBE_ALREADY_PROGRESSING" in err.diag.message_detail
 
 
 @pytest.mark.parametrize("args,sqlstate", [

@@ -490,7 +490,16 @@ report_status(const RestTarget *t, const char *method, const char *url,
 	{
 		code = ERRCODE_UNDEFINED_OBJECT;
 		msg = psprintf("VoIPBIN has no %s %s (HTTP 404)", method, url);
-		hint = "Check voipbin.api_url: VoIPBIN's is https://api.voipbin.net/v1.0.";
+		/* no such route, or (a reason naming the resource) no such id */
+		if (strstr(detail, "ROUTE_NOT_FOUND") != NULL || strstr(detail, "reason") == NULL)
+			hint = "Check voipbin.api_url and the path: VoIPBIN's API is https://api.voipbin.net/v1.0.";
+		else
+			hint = "VoIPBIN knows no such resource of this customer: check the id.";
+	}
+	else if (a->status == 409)
+	{
+		code = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		msg = psprintf("VoIPBIN refused %s %s in the resource's present state (HTTP 409)", method, url);
 	}
 	else if (a->status == 429)
 	{
