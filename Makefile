@@ -66,9 +66,18 @@ regress-prep:
 	    echo "make installcheck: run it as an ordinary user (initdb refuses root); test/run does that for root" >&2; \
 	    exit 1; \
 	fi
+# The files in DESTDIR: through Debian's extension_destdir up to 17; 18 has
+# no such patch but extension_control_path (each directory gets /extension
+# appended), and strips module_pathname's $libdir/ to search
+# dynamic_library_path.
 ifdef DESTDIR
+ifeq ($(filter 15 16 17,$(MAJORVERSION)),)
+	printf "extension_control_path = '%s:\$$system'\ndynamic_library_path = '%s:\$$libdir'\n" \
+	    '$(abspath $(DESTDIR))$(datadir)' '$(abspath $(DESTDIR))$(pkglibdir)' > tmp_check_destdir.conf
+else
 	printf "extension_destdir = '%s'\ndynamic_library_path = '%s:\$$libdir'\n" \
 	    '$(abspath $(DESTDIR))' '$(abspath $(DESTDIR))$(pkglibdir)' > tmp_check_destdir.conf
+endif
 endif
 
 # pg_buildext (debian/) builds in build-<version>/ with VPATH: the object

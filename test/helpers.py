@@ -38,6 +38,10 @@ def reset_cluster(cluster):
     cluster.set_conf(voipbin__token=None, voipbin__token_file=None, voipbin__api_url=None,
                      voipbin__ca_file=None, voipbin__idle_timeout=None,
                      voipbin__event_retention=None)
+    # a test that failed while the extension was dropped must not take the
+    # session's cluster, and every later test, with it
+    cluster.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension"
+                    " WHERE extname = 'voipbin') THEN CREATE EXTENSION voipbin; END IF; END $$")
     cluster.execute("DELETE FROM voipbin_subscriptions")
     cluster.execute("TRUNCATE voipbin_events, voipbin_dead_letters")
     # 1.2: the own customer id learnt per api_url (a database at 1.0 or 1.1 has none)

@@ -102,6 +102,25 @@ def major_of(bindir):
     return int(out.split()[1].split(".")[0])
 
 
+def version_of(bindir):
+    return subprocess.check_output([os.path.join(bindir, "pg_config"), "--version"], text=True).strip()
+
+
+# Debian's security releases of November 2026 (15.20, 17.12) keep an option
+# pg_attver on every column of every table (pg_attribute.attoptions, set by
+# the server, not to be changed); 17.12's pg_dump knows it.  An 18 released
+# before them (sid's 18.6) does not: its pg_dump --binary-upgrade writes
+# ALTER COLUMN … SET (pg_attver=…) and its server refuses it, so pg_upgrade
+# from such a 15 fails for any table at all, with or without voipbin
+# (`CREATE TABLE t (a int)` alone is enough).  Nothing the extension or this
+# test can change: the test skips then, and runs in full again once the new
+# major takes the option.
+ATTVER_REJECTED = 'unrecognized parameter "pg_attver"'
+ATTVER_SKIP = ("pg_upgrade cannot upgrade this PostgreSQL 15 (%s) to %s: the old one keeps an option "
+               "pg_attver on every column, which the new one's restore refuses (unrecognized parameter "
+               "\"pg_attver\"), for any table, voipbin's or not")
+
+
 def major(c):
     return int(c.query_one("SHOW server_version_num", dbname="postgres")[0]) // 10000
 
@@ -122,10 +141,15 @@ def pg_upgrade(old, new, mode="--link"):
                        timeout=600)
     if r.returncode != 0:
         logs = []
+        attver_rejected = False
         for d, _, files in os.walk(os.path.join(new.data, "pg_upgrade_output.d")):
             for f in files:
                 with open(os.path.join(d, f), errors="replace") as fh:
-                    logs.append("---- %s\n%s" % (f, fh.read()[-3000:]))
+                    text = fh.read()
+                attver_rejected = attver_rejected or ATTVER_REJECTED in text
+                logs.append("---- %s\n%s" % (f, text[-3000:]))
+        if attver_rejected:
+            pytest.skip(ATTVER_SKIP % (version_of(old.bindir), version_of(PG_BIN)))
         raise AssertionError("pg_upgrade failed:\n%s\n%s" % (r.stdout[-5000:], "\n".join(logs)))
     return r.stdout
 

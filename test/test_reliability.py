@@ -182,9 +182,11 @@ def test_drop_and_create_extension_while_running(vb, fake, topic):
     subscribe(vb, fake, topic + "call:call_")
     pid = vb.worker_pid()
     vb.execute("DROP EXTENSION voipbin")
-    fake.wait_state(lambda s: s["connections"] and not s["connections"][0]["topics"],
-                    what="unsubscribed when the extension went away")
-    vb.execute("CREATE EXTENSION voipbin")
+    try:
+        fake.wait_state(lambda s: s["connections"] and not s["connections"][0]["topics"],
+                        what="unsubscribed when the extension went away")
+    finally:
+        vb.execute("CREATE EXTENSION voipbin")
     assert vb.worker_pid() == pid
     subscribe(vb, fake, topic + "call:call_")
     fake.publish("call_ringing", call(fake))

@@ -11,7 +11,6 @@
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
@@ -66,6 +65,36 @@ db_free_plans(SPIPlanPtr **plans, int n)
 }
 
 /*
+ * The oid of the voipbin extension in this database, InvalidOid when it is
+ * not installed, read from pg_extension itself with the catalog snapshot,
+ * never from a cache.  The worker is woken at the commit of CREATE and DROP
+ * EXTENSION (src/sql/status.c), and the committing backend sends its cache
+ * invalidations only after that: a cache (PostgreSQL 18's get_extension_oid
+ * reads the EXTENSIONNAME syscache) could then still name a dropped
+ * extension, and the worker would read its tables instead of unsubscribing.
+ * The catalog snapshot, taken after the commit became visible, cannot.
+ */
+Oid
+db_extension_oid(void)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			ext = InvalidOid;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("voipbin"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		ext = ((Form_pg_extension) GETSTRUCT(tuple))->oid;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return ext;
+}
+
+/*
  * The schema and owner of extension ext, from its pg_extension row (PostgreSQL
  * 15 exports no function for either); false when there is none.
  */
@@ -105,7 +134,7 @@ db_extension_row(Oid ext, Oid *nsp, Oid *owner)
 const char *
 db_extension_schema(Oid *ext_out)
 {
-	Oid			ext = get_extension_oid("voipbin", true);
+	Oid			ext = db_extension_oid();
 	static Oid	schema_ext = InvalidOid;
 	static char *schema = NULL;
 

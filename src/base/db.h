@@ -27,6 +27,13 @@ extern const char *db_extension_schema(Oid *ext);
 extern SPIPlanPtr db_keep_plan(const char *sql, int nargs, Oid *types);
 extern void db_free_plans(SPIPlanPtr **plans, int n);
 
+/*
+ * The voipbin extension's pg_extension oid, InvalidOid when not installed:
+ * read from the catalog, never a cache, so right as soon as a CREATE or DROP
+ * EXTENSION has committed (the worker is woken then).  Needs a transaction.
+ */
+extern Oid	db_extension_oid(void);
+
 /* The schema and owner of extension ext (either may be NULL); false: no such extension. */
 extern bool db_extension_row(Oid ext, Oid *nsp, Oid *owner);
 

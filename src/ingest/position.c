@@ -10,7 +10,6 @@
 #include "voipbin.h"
 
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -40,7 +39,7 @@ forget(void)
 static PositionState
 prepare(void)
 {
-	Oid			ext = get_extension_oid("voipbin", true);
+	Oid			ext = db_extension_oid();
 	const char *schema;
 	int			rc;
 

@@ -23,7 +23,6 @@
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
-#include "commands/extension.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -198,7 +197,7 @@ dead_letters_have_keys(const char *schema)
 bool
 store_plans_ready(void)
 {
-	Oid			ext = get_extension_oid("voipbin", true);
+	Oid			ext = db_extension_oid();
 	const char *schema;
 
 	if (ext == plans_ext_oid && OidIsValid(ext) && plans_window_s == dedupe_window_s())

@@ -14,7 +14,6 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
-#include "commands/extension.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -165,7 +164,7 @@ may_see_errors(void)
 
 	if (has_privs_of_role(user, ROLE_PG_MONITOR))
 		return true;
-	ext = get_extension_oid("voipbin", true);
+	ext = db_extension_oid();
 	if (!OidIsValid(ext))
 		return false;
 	owner = InvalidOid;
