@@ -115,6 +115,16 @@ has_dot_segment(const char *path)
 	return false;
 }
 
+/* Whether the path before its query holds %2e (a dot, encoded): no id or name of VoIPBIN's has one. */
+static bool
+encodes_a_dot(const char *path)
+{
+	for (const char *s = path; *s && *s != '?'; s++)
+		if (s[0] == '%' && s[1] == '2' && (s[2] == 'e' || s[2] == 'E'))
+			return true;
+	return false;
+}
+
 const char *
 request_path_problem(const char *path)
 {
@@ -135,6 +145,8 @@ request_path_problem(const char *path)
 		(len >= 3 && strcmp(path + len - 3, "/..") == 0) ||
 		(len >= 2 && strcmp(path + len - 2, "/.") == 0) || has_dot_segment(path))
 		return "A path has no \".\" or \"..\" segments.";
+	if (encodes_a_dot(path))
+		return "A path has no percent-encoded \".\" (%2e) before its query: a server may read it as a dot segment.";
 	if (names_credential(path))
 		return "The worker adds the credential itself: a path never carries one (it would be stored in voipbin_requests).";
 	return NULL;

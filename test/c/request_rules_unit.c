@@ -304,6 +304,9 @@ test_paths(void)
 	path_refused("/..", "segments");
 	/* before a query too: libcurl would remove them, sending another request than the one classified */
 	path_refused("/calls/c1/hangup/..?x=1", "segments");
+	path_refused("/calls/%2e%2e/customer", "%2e");
+	path_refused("/calls/c1/%2E", "%2e");
+	path_ok("/calls?page_token=a%2eb");
 	path_refused("/calls/.?x=1", "segments");
 	path_refused("/calls?accesskey=vb_x", "credential");
 	path_refused("/calls?a=1&AccessKey=vb_x", "credential");
