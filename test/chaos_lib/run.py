@@ -28,6 +28,8 @@ def parse(argv):
                     % ",".join(sorted(schedule.LANES)))
     ap.add_argument("--plant", help="start the server with VOIPBIN_FAULT=PLANT (test/test_chaos.py)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's directory for a look")
+    ap.add_argument("--discard", action="store_true",
+                    help="remove the cluster's directory even when the account fails (test/test_chaos.py)")
     return ap.parse_args(argv)
 
 
@@ -88,8 +90,9 @@ def main(argv=None):
                 f.write(account.to_json(seed, args.minutes, args.plant) + "\n")
         log("done")
     finally:
-        rig.stop(keep=args.keep or not ok)
-        if ok and not args.keep:
+        keep = args.keep or (not ok and not args.discard)
+        rig.stop(keep=keep)
+        if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print("chaos: files kept in %s" % workdir, flush=True)
