@@ -13,6 +13,8 @@ and recording."""
 import json
 import re
 
+from helpers import credential_lines
+
 from .ledger import event_key
 from .faults import INJECTED_DATA_ERROR
 from .memory import SLACK_MB
@@ -131,6 +133,11 @@ class Account:
                        if re.search(r'background worker "voipbin" \(PID \d+\) exited with exit code [^01]', l)]
         if unexpected:
             self.fail("crashes nobody injected", unexpected)
+        # the credential never in a log, whatever the faults made the worker say
+        leaked = credential_lines(log)
+        if leaked:
+            self.fail("the credential in the server log", ["line %d" % (log.splitlines().index(l) + 1)
+                                                           for l in leaked])
         self.figures.update(crash_restarts=len(re.findall(r"all server processes terminated; reinitializing", log)))
 
     def check_memory(self):

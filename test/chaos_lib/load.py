@@ -67,7 +67,7 @@ class Call:
                  "reference_type": "call", "reference_id": cid, "language": "en-US",
                  "direction": "both", "provider": "gcp", "tm_create": made, "tm_delete": None}
         self.add(0.2, "transcribe_created", "transcribe", dict(tbase, status="progressing"), stamp=None)
-        for n in range(rng.randint(2, 8)):
+        for n in range(rng.randint(2, 12)):
             line = {"id": str(uuid.UUID(int=rng.getrandbits(128), version=4)), "customer_id": customer_id,
                     "transcribe_id": tr, "direction": "in" if n % 2 else "out",
                     "message": "call %d line %d" % (seq, n),
@@ -171,7 +171,9 @@ class Load:
     def step(self, now, new_calls=None):
         """Publishes every event due by now; starts a call now and then."""
         if new_calls is None:
-            new_calls = 1 if not self.stop_new.is_set() and self.rng.random() < 0.25 else 0
+            # about a call a second (each some 15 events): what a repair of a
+            # minute's outage reads back at VoIPBIN's 17 requests a second
+            new_calls = 1 if not self.stop_new.is_set() and self.rng.random() < 0.05 else 0
         for _ in range(new_calls):
             self.seq += 1
             self.calls.append([now, Call(self.rng, self.fake.customer_id, self.clock, self.seq), 0])

@@ -6,7 +6,7 @@ import random
 
 # lane -> (kinds with their weights, shortest and longest pause before each)
 LANES = {
-    "server": ({"kill_worker": 3, "kill_backend": 2, "stop_immediate": 2, "restart_fast": 2}, 6, 16),
+    "server": ({"kill_worker": 3, "kill_backend": 2, "stop_immediate": 2, "restart_fast": 2}, 8, 20),
     "ws": ({"ws_drop": 2, "ws_freeze": 2, "ws_close": 2, "ws_outage": 3}, 3, 10),
     "rest": ({"rest_5xx": 2, "rest_429": 2, "rest_hang": 1}, 3, 10),
     "db": ({"lock": 3, "transient": 2, "data_error": 2}, 3, 10),

@@ -20,7 +20,7 @@ def gaps_settled(cluster):
                for ended, repaired, err in rows)
 
 
-def settle(rig, load, ctx, log, timeout=180):
+def settle(rig, load, ctx, log, timeout=240):
     """Returns what did not settle in time (empty when everything did)."""
     deadline = time.monotonic() + timeout
     left = lambda: max(1.0, deadline - time.monotonic())    # noqa: E731
