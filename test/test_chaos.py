@@ -40,6 +40,7 @@ def test_a_run_accounts_for_every_event(tmp_path):
     # a batch's position saved though it was not stored: its events lost outside
     # any gap, whether or not a later repair happens to read them back
     ("lose-batch-once", ("events lost outside any recorded gap",
+                         "webhook deliveries answered 200 but never stored",
                          "events delivered live outside any gap but stored only by repair",
                          "lost events REST can give back, not repaired")),
 ])

@@ -195,14 +195,26 @@ class Load:
         if due:
             self.publish(due)
 
+    def opening(self):
+        """A busy moment to begin with: several calls at once while
+        voipbin_events is locked for a second, so that the worker's next
+        batch holds many frames, both copies of several events among them."""
+        conn = self.rig.cluster.connect(autocommit=False)
+        try:
+            conn.cursor().execute("LOCK TABLE voipbin_events IN ACCESS EXCLUSIVE MODE")
+            self.step(time.monotonic(), new_calls=5)
+            time.sleep(1)       # the lock's length, not a wait for anything
+        finally:
+            conn.rollback()
+            conn.close()
+
     def run(self, until):
         """Publishes until `until` (monotonic), then ends every call under way."""
         threads = [threading.Thread(target=self.webhook_worker, daemon=True) for _ in range(3)]
         for t in threads:
             t.start()
         try:
-            # a busy moment to begin with: several calls at once, their frames back to back
-            self.step(time.monotonic(), new_calls=5)
+            self.opening()
             while time.monotonic() < until:
                 self.step(time.monotonic())
                 # the pace of the load, not a wait for anything
