@@ -448,3 +448,33 @@ def test_only_what_the_topics_carry_comes_back(clean_gaps, fake, topic):
     assert g[4] == 1
     # the transcription was read (it hangs off the call), not stored: no topic carries it
     assert [r for r in repair_requests(fake) if r["path"] == "/v1.0/transcripts"]
+
+
+def test_a_repair_cut_short_by_a_crash_is_taken_over(clean_gaps, fake, topic):
+    """Found by test/chaos --seed 1 --minutes 0.5: a repair waiting to be
+    tried again lived only in the worker's memory, so a worker killed then
+    left its gap "next in 5 s" for ever, and what was lost before the next
+    worker's own gap began never came back.  The next worker takes it over."""
+    import signal
+    from helpers import try_query
+    vb = clean_gaps
+    subscribe_active(vb, fake, topic + "call:")
+    c = str(uuid.uuid4())
+    t = utcnow() - timedelta(seconds=5)
+    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    fake.config(rest_status=503)
+    outage(fake, vb, 0.5, during=lambda: happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow()))))
+    [first] = wait_until(lambda: [r for r in gaps(vb) if r[5] and "repair failed" in r[5]] or None,
+                         timeout=15, what="the repair failed once, to be tried again")
+    fake.config(rest_status=None)
+    pid = vb.worker_pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: try_query(lambda: vb.worker_pid() not in (None, pid)), timeout=60,
+               what="a new worker after the crash")
+    done = wait_until(lambda: try_query(lambda: (lambda rows: rows if len(rows) == 2 and all(r[3] for r in rows)
+                                                 else None)(gaps(vb))),
+                      timeout=30, what="both gaps repaired")
+    assert done[0][0] == first[0] and "repaired together with gap %d" % done[1][0] in done[0][5]
+    assert vb.query_one("SELECT status FROM voipbin_calls WHERE call_id = %s", (c,))[0] == "hangup"
+    assert "left unrepaired by an earlier worker" in vb.read_log()

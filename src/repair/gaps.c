@@ -52,6 +52,7 @@ static bool outage_config_changed = false;
 static WaitingGap waiting[MAX_WAITING];
 static int	n_waiting = 0;
 static TimestampTz retry_at = 0;
+static bool adopted = false;	/* the gaps an earlier worker left: taken over */
 
 static void
 wait_for_row(TimestampTz started_at, TimestampTz ended_at, const char *cause, int64 lost,
@@ -186,6 +187,63 @@ write_row(const WaitingGap *g, int64 *id)
 	return ok;
 }
 
+/*
+ * The gaps an earlier worker recorded but did not finish repairing (it
+ * crashed, was killed or stopped while a repair ran or waited to be tried
+ * again): the repair's state lived only in its memory.  Left alone, their rows
+ * would say "next in 5 s" for ever, and what they lost before this worker's
+ * own gap began would never come back (found by test/chaos, seed 1).  They
+ * are taken over by this worker's first repair, which then reaches back to
+ * the oldest of them; their rows end "repaired together with gap N".
+ */
+static void
+adopt_unfinished(void)
+{
+	const char *schema;
+	int64	   *ids = NULL;
+	TimestampTz *starts = NULL;
+	int			n = 0;
+
+	db_begin_work();
+	schema = db_extension_schema(NULL);
+	if (schema)
+	{
+		if (SPI_execute(psprintf("SELECT id, started_at FROM %s.voipbin_gaps"
+								 " WHERE repaired_at IS NULL"
+								 " AND (error IS NULL OR (error NOT LIKE 'not repaired%%'"
+								 "  AND error NOT LIKE 'repair failed, gave up%%'))"
+								 " ORDER BY started_at, id", schema), true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "voipbin: reading the gaps left unrepaired failed");
+		n = (int) SPI_processed;
+		if (n > 0)
+		{
+			ids = MemoryContextAlloc(TopMemoryContext, sizeof(int64) * n);
+			starts = MemoryContextAlloc(TopMemoryContext, sizeof(TimestampTz) * n);
+		}
+		for (int i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+			starts[i] = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2,
+														  &isnull));
+		}
+	}
+	db_end_work();
+	for (int i = 0; i < n; i++)
+	{
+		ereport(LOG,
+				(errmsg("voipbin: gap %lld, left unrepaired by an earlier worker, is repaired with this worker's first gap",
+						(long long) ids[i])));
+		repair_start(ids[i], starts[i]);
+	}
+	if (n > 0)
+	{
+		pfree(ids);
+		pfree(starts);
+	}
+}
+
 /* Writes the gap rows that wait, and starts their repair; errors propagate. */
 static long
 write_waiting(void)
@@ -205,6 +263,12 @@ write_waiting(void)
 
 		/* a failure propagates; the row stays first in line */
 		retry_at = TimestampTzPlusMilliseconds(now, RETRY_MS);
+		/* once per worker, before its first repair: what an earlier one left */
+		if (!adopted && voipbin_repair && g.not_repaired == NULL)
+		{
+			adopt_unfinished();
+			adopted = true;
+		}
 		if (!write_row(&g, &id))
 			return RETRY_MS;
 		memmove(&waiting[0], &waiting[1], sizeof(WaitingGap) * (n_waiting - 1));
