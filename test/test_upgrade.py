@@ -586,9 +586,15 @@ def test_an_import_of_1_0_s_spool_cut_by_a_crash_imports_nothing_twice(release_1
         log = c.read_log()[log_from:]
         n = spooled_frames(log, r"its (\d+) frames already in the journal are not imported again", taken)
         assert not os.path.exists(spool) and not os.path.exists(marker)
-        s = c.wait_status(lambda s: s["frames_received"] >= n, what="the %d frames taken" % n)
-        assert (s["events_stored"], s["duplicates"], s["dead_letters"]) == (20, n - 20, 0), s
-        assert c.query_one("SELECT count(*) FROM voipbin_events", dbname=db) == (20,)
+        # each of the n frames handled once (not 60 frames); which of them is the
+        # stored copy depends on what 1.0 did with the batch it held as it stopped
+        # (lost inside its INSERT, or stored just as the locker's session ended)
+        s = c.wait_status(lambda s: s["events_stored"] + s["duplicates"] + s["dead_letters"] >= n,
+                          what="the %d frames handled" % n)
+        assert s["events_stored"] + s["duplicates"] == n and s["dead_letters"] == 0, s
+        assert s["frames_received"] == n and s["events_stored"] <= 20, s
+        assert c.query_one("SELECT count(*), count(DISTINCT resource_id) FROM voipbin_events",
+                           dbname=db) == (20, 20)
     except BaseException:
         print("---- server log (tail)\n" + c.read_log()[-6000:])
         raise
