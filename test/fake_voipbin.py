@@ -1014,14 +1014,7 @@ class Fake:
         uid = go_uuid(raw_id)
         if uid is None or uid.int == 0:
             return None, self.error_response(request, 400, "INVALID_ID")
-        obj = self.objects["calls"].get(str(uid))
-        if obj is None:
-            return None, self.error_response(request, 404, "CALL_NOT_FOUND")
-        if str(uid) in self.deleted["calls"]:
-            return None, self.error_response(request, 409, "STATE_INVALID")
-        if not self.own(obj):
-            return None, self.error_response(request, 403, "PERMISSION_DENIED")
-        return obj, None
+        return self.call_lookup(request, uid)
 
     async def get_calls(self, request):
         _, resp = await self.rest_gate(request)

@@ -20,6 +20,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fakeserver_fixture import FakeServerError, make_certs, start_fake  # noqa: E402
+from pgcluster import wait_until  # noqa: E402
 
 NIL = "00000000-0000-0000-0000-000000000000"
 # What a dropped connection looks like to http.client over TLS.
@@ -84,18 +85,6 @@ def assert_error(reply, status, env_status, reason, message=None):
 
 def get_call(fake, call_id):
     return api(fake, "GET", "/calls/" + call_id, body=None).json()
-
-
-def wait_for(predicate, timeout=5.0, what="condition"):
-    """Poll until predicate() is truthy (the fake works concurrently)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise TimeoutError("%s not reached within %.1fs" % (what, timeout))
-        time.sleep(0.02)
 
 
 TEL = {"type": "tel", "target": "+15551230002"}
@@ -447,7 +436,7 @@ def test_plan_hold_then_the_client_goes(fake, hold):
     fake.plan_writes("POST", r"/calls/.*/talk", [{"hold": hold, "perform": True}])
     with pytest.raises(TimeoutError):
         api(fake, "POST", "/calls/%s/talk" % call["id"], {"text": "hi"}, timeout=0.3)
-    [w] = wait_for(lambda: [w for w in fake.writes() if w.get("client_gone")],
+    [w] = wait_until(lambda: [w for w in fake.writes() if w.get("client_gone")],
                    what="the server noticing the client left")
     assert (w["status"], w["performed"]) == (None, True)
     assert len(fake.spoken()) == 1
@@ -458,7 +447,7 @@ def test_plan_hold_before_acting_acts_only_if_the_client_stays(fake):
     fake.plan_writes("POST", r"/calls/.*/talk", [{"hold": 30, "perform": False}])
     with pytest.raises(TimeoutError):
         api(fake, "POST", "/calls/%s/talk" % call["id"], {"text": "hi"}, timeout=0.3)
-    wait_for(lambda: fake.writes()[0].get("client_gone"), what="client gone")
+    wait_until(lambda: fake.writes()[0].get("client_gone"), what="client gone")
     assert fake.spoken() == [] and fake.writes()[0]["performed"] is False
 
 
@@ -470,7 +459,7 @@ def test_reset_releases_a_held_answer(fake):
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(None, lambda: api(fake, "POST", "/calls/%s/talk" % call["id"],
                                                      {"text": "hi"}, timeout=5))
-        await loop.run_in_executor(None, lambda: wait_for(fake.writes, what="the request"))
+        await loop.run_in_executor(None, lambda: wait_until(fake.writes, what="the request"))
         await loop.run_in_executor(None, fake.reset)
         with pytest.raises(GONE):
             await fut
