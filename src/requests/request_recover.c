@@ -38,7 +38,9 @@ request_recover(const char *schema)
 		char	   *method = SPI_getvalue(rows->vals[i], rows->tupdesc, 2);
 		char	   *path = SPI_getvalue(rows->vals[i], rows->tupdesc, 3);
 
-		if (request_kind(method, path) != REQ_UNSAFE)
+		/* the rules' own reading of "sent, and no answer came" */
+		if (request_verdict(request_kind(method, path), method, path, ATTEMPT_NO_ANSWER,
+							0, NULL, false) == VERDICT_RETRY)
 		{
 			Oid			types[1] = {INT8OID};
 			Datum		values[1] = {Int64GetDatum(id)};
