@@ -155,12 +155,6 @@ request_send_take(void)
 	return lh_take(request_lane());
 }
 
-int
-request_send_outstanding(void)
-{
-	return lh_outstanding(request_lane());
-}
-
 long
 request_send_next_ms(void)
 {

@@ -41,9 +41,6 @@ extern long request_send_step(void);
 /* The next finished attempt (its tag: the RequestRow), or NULL; free with lh_result_free(). */
 extern LhResult *request_send_take(void);
 
-/* Requests queued in the lane, in flight, or finished and not taken. */
-extern int	request_send_outstanding(void);
-
 /* In how many ms another request could leave; -1 while the lane is full (a result will wake the loop). */
 extern long request_send_next_ms(void);
 
