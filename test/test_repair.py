@@ -7,8 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from helpers import FAST, point_at, subscribe
-from pgcluster import wait_until
+from helpers import FAST, call, point_at, subscribe
+from pgcluster import free_port, wait_until
+from webhook_sender import Sender, envelope
 
 
 def subscribe_active(cluster, fake, topic):
@@ -70,6 +71,54 @@ def test_an_outage_is_recorded(clean_gaps, fake, topic):
     g = wait_until(lambda: [r for r in gaps(vb) if r[3] is not None] or None, timeout=15,
                    what="the gap repaired")[0]
     assert g[4] == 0 and g[5] is None
+
+
+@pytest.mark.parametrize("webhook", [False, True], ids=["quiet", "webhook_meanwhile"])
+def test_a_frozen_connection_is_a_gap_from_its_last_sign_of_life(clean_gaps, fake, topic, webhook):
+    """A half-open connection says nothing: the worker learns of it
+    idle_timeout (3 s here) after its last frame or pong, and what VoIPBIN
+    published in those seconds is lost too, so the gap starts there, not at
+    the close, nor at a webhook that arrived meanwhile (it went through the
+    journal, not the socket).  Found by test/chaos --seed 323828945: the gap
+    began at the close once the close's words were reworded, and at a
+    webhook's arrival when one came during the freeze."""
+    vb = clean_gaps
+    sub = subscribe_active(vb, fake, topic + "call:")
+    sender = None
+    if webhook:
+        port = free_port()
+        vb.set_conf(voipbin__webhook_port=port)
+        vb.wait_status(lambda s: s["webhook_state"].startswith("listening on") and "secret" not in s["webhook_state"],
+                       what="the webhook receiver listening with a secret")
+        sender = Sender("127.0.0.1", port, "/voipbin/events", fake.control("customer", {})["customer"]["webhook_secret"])
+    try:
+        froze = db_now(vb)
+        fake.freeze(True)
+        if sender:
+            # late in the freeze, just before the worker gives up on the socket
+            late = time.monotonic() + 2
+            wait_until(lambda: time.monotonic() >= late or None, timeout=3, interval=0.05,
+                       what="two seconds into the freeze")
+            c = call(fake)
+            assert sender.deliver(envelope("call_ringing", c)) == 200
+            wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events WHERE resource_id = %s",
+                                            (c["id"],))[0] or None, timeout=5, what="the webhook's event stored")
+        vb.wait_status(lambda s: s["state"] != "connected", timeout=15, what="the frozen connection noticed")
+        noticed = db_now(vb)
+        fake.freeze(False)
+        fake.wait_topics([sub], timeout=15)
+        [g] = wait_until(lambda: gaps(vb) or None, timeout=10, what="a gap row")
+    finally:
+        if sender:
+            sender.close()
+            vb.set_conf(voipbin__webhook_port=None)
+    _, started, ended, _, _, _, cause = g
+    assert cause == "outage"
+    # the last frame or pong came before the freeze; the close idle_timeout after it
+    assert (noticed - froze).total_seconds() >= 2.5, (froze, noticed)
+    assert started <= froze + timedelta(milliseconds=500), (started, froze, noticed)
+    assert started >= froze - timedelta(seconds=4), (started, froze)
+    assert ended >= noticed
 
 
 def test_repair_off_still_records_the_outage(clean_gaps, fake, topic):

@@ -78,26 +78,25 @@ wait_for_row(TimestampTz started_at, TimestampTz ended_at, const char *cause, in
 
 /*
  * The connection's last sign of life: the close itself, unless the close is
- * the idle timeout, which fires idle_timeout after the last frame or ping.
+ * the idle timeout, which fires idle_timeout after the last frame or pong
+ * (quiet_since, from the WebSocket thread, which saw them).  The cause comes
+ * as a flag, not read from the words of the close, and the time from the
+ * socket, not from the last frame taken from the journal, which may be a
+ * webhook's: both were once so, and a frozen connection's gap began at its
+ * close or at a webhook's arrival, the seconds before it lost unrecorded.
  */
 void
-gaps_connection_lost(TimestampTz closed_at, const char *why)
+gaps_connection_lost(TimestampTz closed_at, bool idle_timeout, TimestampTz quiet_since)
 {
 	TimestampTz started = closed_at;
 
 	if (outage_started != 0)
 		return;					/* still the same outage */
-	if (why && strstr(why, "idle timeout"))
+	if (idle_timeout)
 	{
-		TimestampTz last_frame,
-					connected;
-
-		SpinLockAcquire(&voipbin_shared->mutex);
-		last_frame = voipbin_shared->last_frame_at;
-		connected = voipbin_shared->connected_since;
-		SpinLockRelease(&voipbin_shared->mutex);
 		started = TimestampTzPlusMilliseconds(closed_at, -(int64) voipbin_idle_timeout_s * 1000);
-		started = Max(started, Max(last_frame, connected));
+		if (quiet_since != 0)
+			started = quiet_since;
 		started = Min(started, closed_at);
 	}
 	outage_started = started;

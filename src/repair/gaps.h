@@ -7,8 +7,11 @@
 #include "postgres.h"
 #include "datatype/timestamp.h"
 
-/* The live connection is gone (closed_at: when the close was seen). */
-extern void gaps_connection_lost(TimestampTz closed_at, const char *why);
+/*
+ * The live connection is gone (closed_at: when the close was seen); after an
+ * idle timeout, quiet since its last frame or pong (0: not known).
+ */
+extern void gaps_connection_lost(TimestampTz closed_at, bool idle_timeout, TimestampTz quiet_since);
 
 /*
  * This worker starts where an earlier one, connected until about alive_at,

@@ -140,7 +140,7 @@ static void
 drop_connection(void)
 {
 	if (c.state == VB_STATE_CONNECTED)
-		gaps_connection_lost(GetCurrentTimestamp(), "the worker reconnected");
+		gaps_connection_lost(GetCurrentTimestamp(), false, 0);
 	if (c.conn != 0)
 		ws_disconnect();
 	c.conn = 0;
@@ -269,7 +269,8 @@ on_news(WsNews *ev)
 		case WS_NEWS_CLOSED:
 			if (c.state == VB_STATE_CONNECTED)
 			{
-				gaps_connection_lost(time_from_unix_us(ev->at_us), ev->data);
+				gaps_connection_lost(time_from_unix_us(ev->at_us), ev->cause == WS_CAUSE_IDLE,
+									 ev->quiet_since_us ? time_from_unix_us(ev->quiet_since_us) : 0);
 				topics_dropped(time_from_unix_us(ev->at_us), ev->data);
 			}
 			connection_failed(ev, NULL);

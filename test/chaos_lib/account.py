@@ -9,9 +9,16 @@ socket when it broke, to SLACK_AFTER after its end: topics not yet applied by
 the fake).  What REST gives back (docs/failures.md, "Gaps and their repair"):
 every call event (the call and its timeline), every transcript line (fewer
 than 100 per transcription here), and the last state of each transcription
-and recording."""
+and recording.
+
+The handler's requests (rig.SQL): a hangup, safe to repeat, for each stored
+call_hangup, which must end done; a talk, which VoIPBIN must not get twice,
+for each stored call_progressing, which VoIPBIN may have acted on at most
+once and which is never sent again after an answer that may have acted (no
+answer, or a 5xx: docs/requests.md)."""
 import json
 import re
+from datetime import datetime, timezone
 
 from helpers import credential_lines
 
@@ -23,6 +30,10 @@ from .rig import BUFFER_LIMIT_MB, crash_lines
 SLACK_BEFORE = 2.0
 SLACK_AFTER = 1.0
 SHOW = 10       # event ids named per discrepancy
+
+
+def clock(t):
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S.%f")[:-3] if t else "?"
 
 
 def repairable(entry):
@@ -77,7 +88,8 @@ class Account:
                     if live and not [w for w in wins if w[0] <= e.t1 and e.t0 <= w[2]]:
                         live_lost.append("%s %s" % (e.event_type, e.resource_id))
                 continue
-            name = "%s %s" % (e.event_type, e.resource_id)
+            name = "%s %s (published %s, %d frame(s) delivered, webhooks %s)" % (
+                e.event_type, e.resource_id, clock(e.t0), e.ws_delivered, e.webhook_statuses or "none")
             if 200 in e.webhook_statuses:
                 acked_lost.append(name)         # answered 200 only once on disk
             elif repairable(e):
@@ -124,6 +136,63 @@ class Account:
             self.fail("handler runs are not one per stored event", twice + missing + stray)
         self.figures.update(runs=sum(runs.values()))
 
+    def check_requests(self):
+        rows = self.snap["requests"]
+        writes = self.snap["writes"]
+        by_type = {}
+        for _, event_type, *_ in self.snap["events"]:
+            by_type[event_type] = by_type.get(event_type, 0) + 1
+        talks = [r for r in rows if r[1].endswith("/talk")]
+        hangups = [r for r in rows if r[1].endswith("/hangup")]
+        problems = []
+        if len(talks) != by_type.get("call_progressing", 0) or len(hangups) != by_type.get("call_hangup", 0):
+            problems.append("%d talks for %d call_progressing events stored, %d hangups for %d call_hangup"
+                            % (len(talks), by_type.get("call_progressing", 0), len(hangups),
+                               by_type.get("call_hangup", 0)))
+        if len(talks) + len(hangups) != len(rows):
+            problems.append("%d requests nobody queued" % (len(rows) - len(talks) - len(hangups)))
+
+        def short(path):
+            return path[len("/v1.0"):] if path.startswith("/v1.0/") else path
+        sent = {}
+        for w in writes:
+            if short(w["path"]).endswith("/talk"):
+                key = ("talk", (w.get("body") or {}).get("text"))
+            else:
+                key = ("path", short(w["path"]))
+            sent.setdefault(key, []).append(w)
+        known = set()
+        for rid, path, text, state, attempts, status in hangups:
+            known.add(("path", path))
+            got = sent.get(("path", path), [])
+            if state != "done" or not any(w["performed"] for w in got):
+                problems.append("hangup %d (safe) ended %s after %d attempt(s), %d received, %d acted on"
+                                % (rid, state, attempts, len(got), sum(w["performed"] for w in got)))
+        for rid, path, text, state, attempts, status in talks:
+            known.add(("talk", text))
+            got = sent.get(("talk", text), [])
+            acted = sum(1 for w in got if w["performed"])
+            after_maybe = [i for i, w in enumerate(got[:-1]) if w["status"] is None or w["status"] >= 500]
+            # done: the last answer said it acted; failed: nothing acted;
+            # unknown: it may have (a 5xx, no answer, a worker gone meanwhile)
+            consistent = {"done": bool(got) and acted == 1 and got[-1]["performed"],
+                          "failed": acted == 0, "unknown": acted <= 1}.get(state, False)
+            if acted > 1 or after_maybe or not consistent:
+                problems.append("talk %d (unsafe) ended %s after %d attempt(s): received %d time(s) %s"
+                                % (rid, state, attempts, len(got), [w["status"] for w in got]))
+        stray = [k for k in sent if k not in known]
+        if stray:
+            problems.append("%d write(s) the fake received for no request: %s" % (len(stray), stray[:3]))
+        if problems:
+            self.fail("requests not as their rules say", problems)
+        states = {}
+        for r in talks:
+            states[r[3]] = states.get(r[3], 0) + 1
+        self.figures.update(
+            requests=len(rows), hangups=len(hangups),
+            hangups_done=sum(1 for r in hangups if r[3] == "done"), talks=len(talks), talk_states=states,
+            writes=len(writes), acted=sum(1 for w in writes if w["performed"]))
+
     def check_crashes(self):
         log = self.snap["log"]
         unexpected = ["PID %d died of signal %d" % (p, s) for p, s in crash_lines(log)
@@ -157,6 +226,7 @@ class Account:
         self.check_events()
         self.check_dead_letters()
         self.check_handler()
+        self.check_requests()
         self.check_crashes()
         self.check_memory()
         return not self.failures
@@ -196,7 +266,12 @@ class Account:
             ("worker RssAnon peak / bound (MB)", "%.1f / %d" % (self.sampler.peak_kb / 1024.0, BUFFER_LIMIT_MB + SLACK_MB)),
             ("frames_lost (last worker)", st["frames_lost"]),
             ("topic (un)subscriptions by sessions", "%d / %d" % (noise["subscribe"], noise["unsubscribe"])),
-            ("requests queued by a handler", "(the outbox is not exercised yet)"),
+            ("requests queued by the handler", f.get("requests")),
+            ("  hangups (safe): done / queued", "%s / %s" % (f.get("hangups_done"), f.get("hangups"))),
+            ("  talks (unsafe): %s" % " / ".join(sorted(f.get("talk_states") or {})) or "-",
+             "%s of %s" % (" / ".join(str(v) for _, v in sorted((f.get("talk_states") or {}).items())),
+                           f.get("talks"))),
+            ("  sent to the fake (acted on)", "%s (%s)" % (f.get("writes"), f.get("acted"))),
         ]
         for name, v in rows:
             lines.append("%-48s %s" % (name, v))

@@ -9,7 +9,8 @@ import time
 
 import psycopg2
 
-from pgcluster import wait_until
+from helpers import try_query
+from pgcluster import free_port, wait_until
 
 INJECTED_DATA_ERROR = "chaos: injected data error"
 
@@ -221,6 +222,55 @@ def reload(rig, f, ctx):
     retry_sql(rig.cluster, fn, what="a reload")
 
 
+# ---- the journal's disk ---------------------------------------------------
+
+def filler_path(rig):
+    return os.path.join(rig.spool_dir, "chaos-filler")
+
+
+def journal_full(rig, f, ctx):
+    """Every free byte of the journal's filesystem taken: the journal's
+    writes fail (ENOSPC) while WebSocket frames and webhooks keep coming."""
+    if not rig.spool_dir:
+        f.note = rig.spool_note
+        return
+    st = os.statvfs(rig.spool_dir)
+    fd = os.open(filler_path(rig), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
+        except OSError:
+            pass        # what fitted is taken; the rest was taken by the journal meanwhile
+    finally:
+        os.close(fd)
+
+
+def journal_full_clear(rig, f, ctx):
+    try:
+        os.unlink(filler_path(rig))
+    except FileNotFoundError:
+        pass
+
+
+# ---- the webhook receiver's port ------------------------------------------
+
+def port_change(rig, f, ctx):
+    """voipbin.webhook_port changed by a reload, as an operator moves the
+    receiver; VoIPBIN's deliveries follow once it listens there (the load's
+    senders read rig.webhook_port at each attempt)."""
+    new = free_port()
+
+    def fn(conn):
+        with conn.cursor() as cur:
+            cur.execute("ALTER SYSTEM SET voipbin.webhook_port = %s", (str(new),))
+            cur.execute("SELECT pg_reload_conf()")
+    retry_sql(rig.cluster, fn, what="the receiver's port changed")
+    wait_until(lambda: try_query(lambda: (":%d" % new) in (rig.cluster.status()["webhook_state"] or "")),
+               timeout=60, interval=0.05, what="the receiver listening on its new port")
+    f.params = {"port": new}
+    rig.webhook_port = new
+
+
 # kind -> (inject, clear or None)
 def actions():
     lock = Lock()
@@ -234,6 +284,7 @@ def actions():
         "lock": (lock.inject, lock.clear), "transient": (transient, transient_clear),
         "data_error": (data_error, data_error_clear),
         "reload": (reload, None),
+        "journal_full": (journal_full, journal_full_clear), "port_change": (port_change, None),
     }
 
 

@@ -83,6 +83,22 @@ class Call:
         self.steps.append((delay, event_type, kind, data, stamp, end))
 
 
+class FollowingSender(Sender):
+    """VoIPBIN's webhook sender, to wherever the receiver listens now: each
+    attempt (a retry too) reads the rig's port, which the port_change fault
+    moves."""
+
+    def __init__(self, rig, path, secret):
+        super().__init__("127.0.0.1", rig.webhook_port, path, secret, timeout=10)
+        self.rig = rig
+
+    def _connection(self):
+        if self.port != self.rig.webhook_port:
+            self.close()
+            self.port = self.rig.webhook_port
+        return super()._connection()
+
+
 class Load:
     def __init__(self, rig, ledger, rng, stats):
         self.rig, self.fake, self.ledger, self.rng = rig, rig.fake, ledger, rng
@@ -97,7 +113,7 @@ class Load:
 
     # ---- webhooks, on threads of their own: VoIPBIN's retries take seconds
     def webhook_worker(self):
-        s = Sender("127.0.0.1", self.rig.webhook_port, WEBHOOK_PATH, self.fake_secret(), timeout=10)
+        s = FollowingSender(self.rig, WEBHOOK_PATH, self.fake_secret())
         while True:
             item = self.hooks.get()
             if item is None:

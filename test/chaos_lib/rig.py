@@ -1,6 +1,7 @@
 """The system under test: a cluster with the worker, its webhook receiver and
 gap repair on, pointed at a fake VoIPBIN of its own; and the SQL the run
-relies on (a handler counting its runs, a trigger the faults switch)."""
+relies on (a handler counting its runs and queuing requests, a trigger the
+faults switch)."""
 import os
 import re
 import shutil
@@ -19,6 +20,9 @@ EVENT_TYPES = ("call_created", "call_ringing", "call_progressing", "call_hangup"
 
 BUFFER_LIMIT_MB = 32
 WEBHOOK_PATH = "/voipbin/events"
+# The journal's own small filesystem, which the journal_full fault fills
+# (docs/failures.md: the disk full); far more than a run's journal needs.
+SPOOL_FS_MB = 64
 
 CONF = {
     # short timers, so that outages end and are repaired within a short run
@@ -30,6 +34,9 @@ CONF = {
     # VoIPBIN's whole allowance (the default is 10): the outages of a run
     # chain, and their repair reads back every call since the first
     "voipbin.repair_rate": "17",
+    # the handler's requests (two a call) drain faster than they come, even
+    # after an outage of the REST API
+    "voipbin.request_rate": "8",
 }
 
 # The trigger the faults switch through chaos_ctl: an error of the moment
@@ -39,8 +46,18 @@ CONF = {
 SQL = """
 CREATE TABLE chaos_ctl (k text PRIMARY KEY, v text NOT NULL);
 CREATE TABLE chaos_runs (event_id bigint NOT NULL, ran_at timestamptz NOT NULL DEFAULT clock_timestamp());
-CREATE FUNCTION chaos_handler(e voipbin_events) RETURNS void LANGUAGE sql
-    AS $$ INSERT INTO chaos_runs (event_id) VALUES (e.id) $$;
+CREATE FUNCTION chaos_handler(e voipbin_events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO chaos_runs (event_id) VALUES (e.id);
+    -- requests in the handler's transaction (docs/requests.md): a talk, which
+    -- VoIPBIN must not get twice, once a call progresses; a hangup, safe to
+    -- repeat (an ended call answers 200 unchanged), once it hung up
+    IF e.event_type = 'call_progressing' THEN
+        PERFORM voipbin_talk(e.resource_id, 'chaos event ' || e.id);
+    ELSIF e.event_type = 'call_hangup' THEN
+        PERFORM voipbin_hangup(e.resource_id);
+    END IF;
+END $$;
 CREATE FUNCTION chaos_fault() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE code text;
 BEGIN
@@ -77,7 +94,10 @@ class Rig:
         os.chmod(secret, 0o755)
         self.secret_dir = secret
         self.webhook_port = free_port()
+        self.spool_dir = self.mount_spool()
         conf = dict(CONF)
+        if self.spool_dir:
+            conf["voipbin.spool_directory"] = "'%s'" % self.spool_dir
         conf.update({
             "voipbin.api_url": "'%s'" % self.fake.api_url,
             "voipbin.ca_file": "'%s'" % self.fake.ca_file,
@@ -94,6 +114,28 @@ class Rig:
         self.topic = "customer_id:%s:" % self.fake.customer_id
         self.cluster.execute("SELECT voipbin_subscribe(%s)", (self.topic,))
         self.wait_ready(30)
+
+    def mount_spool(self):
+        """A size-limited tmpfs for voipbin.spool_directory, or None where
+        this process may not mount (the journal_full fault is then skipped,
+        with a note)."""
+        path = os.path.join(self.workdir, "spool")
+        os.makedirs(path)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm,mode=0700" % SPOOL_FS_MB,
+                            "voipbin-chaos-spool", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            self.spool_note = "the journal's filesystem could not be mounted: %s" % r.stdout.decode().strip()
+            os.rmdir(path)
+            return None
+        self.spool_mounted = path
+        subprocess.run(["chown", "postgres:postgres", path], check=True)
+        return path
+
+    def umount_spool(self):
+        if getattr(self, "spool_mounted", None):
+            # lazily: a server process may still be going away
+            subprocess.run(["umount", "-l", self.spool_mounted], check=False)
+            self.spool_mounted = None
 
     def start_server(self):
         """pg_ctl start, with the planted fault's variable in the server's
@@ -133,6 +175,8 @@ class Rig:
             self.cluster.stop("fast")
         if self.fake is not None:
             self.fake.stop()
+        # never left mounted, even for a kept run: the journal is stored by then
+        self.umount_spool()
         shutil.rmtree(getattr(self, "secret_dir", "/nonexistent"), ignore_errors=True)
 
 

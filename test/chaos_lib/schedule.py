@@ -11,12 +11,17 @@ LANES = {
     "rest": ({"rest_5xx": 2, "rest_429": 2, "rest_hang": 1}, 3, 10),
     "db": ({"lock": 3, "transient": 2, "data_error": 2}, 3, 10),
     "reload": ({"reload": 1}, 4, 12),
+    # lanes added later come last in no order but their own: each lane draws
+    # from its own generator, so an older seed's other lanes replay unchanged
+    "disk": ({"journal_full": 1}, 10, 25),
+    "port": ({"port_change": 1}, 15, 35),
 }
 # How long a fault with a length lasts (s); the others are one act.
 LENGTHS = {
     "ws_freeze": (1, 6), "ws_outage": (1, 6),
     "rest_5xx": (2, 8), "rest_429": (2, 8), "rest_hang": (2, 6),
     "lock": (1, 20), "transient": (2, 5), "data_error": (2, 6),
+    "journal_full": (2, 8),
 }
 # No fault starts before this (s): the first worker's first events are then
 # out of reach of any gap (a restart's gap reaches back to the last alive_at,

@@ -1,7 +1,8 @@
 """After the last fault: wait, with deadlines, until everything the run sent
 has arrived — the worker connected, a fence event stored behind every earlier
 frame, every gap closed and repaired, nothing buffered, the dead letters of
-injected data errors retried."""
+injected data errors retried, every request of the handler in a final
+state."""
 import time
 
 from helpers import try_query
@@ -51,6 +52,13 @@ def settle(rig, load, ctx, log, timeout=240):
                                 what="nothing buffered")
     except AssertionError as e:
         problems.append(str(e))
+    # the handler's requests: each sent and answered, or given up on
+    try:
+        wait_until(lambda: try_query(lambda: rig.cluster.query_one(
+            "SELECT count(*) = 0 FROM voipbin_requests WHERE state IN ('queued', 'sending')")[0]),
+            timeout=left(), interval=0.25, what="every request in a final state")
+    except AssertionError as e:
+        problems.append(str(e))
     # dead letters an injected error made after its fault's own retry
     if retry_dead_letters(rig, ctx):
         log("retried the dead letters left")
@@ -68,6 +76,9 @@ def snapshot(rig):
         "gaps": sql(c, "SELECT id, extract(epoch FROM started_at)::float8, extract(epoch FROM ended_at)::float8,"
                        " extract(epoch FROM repaired_at)::float8, events_repaired, error, cause, frames_lost"
                        " FROM voipbin_gaps ORDER BY id", fetch=True),
+        "requests": sql(c, "SELECT id, path, body->>'text', state, attempts, status"
+                           " FROM voipbin_requests ORDER BY id", fetch=True),
+        "writes": rig.fake.writes(),
         "status": c.status(),
         "log": c.read_log(),
     }

@@ -254,6 +254,7 @@ report_closed(WsCause cause, int http_status, const char *why)
 	if (!ev)
 		return;					/* out of memory: nothing better to do here */
 	ev->cause = cause;
+	ev->quiet_since_us = cur.established ? cur.last_valid_us : 0;
 	ev->answer = cur.answer;
 	cur.answer = NULL;
 	emit(ev);

@@ -73,6 +73,7 @@ typedef struct WsNews
 	size_t		len;
 	char	   *data;			/* CLOSED: reason text */
 	uint8_t		cause;			/* CLOSED: a WsCause */
+	int64_t		quiet_since_us;	/* CLOSED after it was open: its last frame or pong from the server */
 	WsHttpAnswer *answer;		/* CLOSED after an HTTP answer other than 101, else NULL */
 } WsNews;
 
