@@ -64,6 +64,7 @@ newest_gap(void)
  * first, in their own context: a job's context is reset by the next job.
  */
 static MemoryContext outcome_cxt = NULL;
+static MemoryContext answer_cxt = NULL;	/* one answer of VoIPBIN's and what it made, reset after it */
 static List *outcomes = NIL;
 
 static void
@@ -379,12 +380,24 @@ journaled_is_stored(void)
 	return stored;
 }
 
-/* One answer, freed whatever happens. */
+/*
+ * One answer, freed whatever happens, with all it allocated: its parsed body
+ * and the text of each object journaled.  What outlives it (the requests it
+ * asks, the ids it remembers, a note, the fatal error) is put in the
+ * attempt's context by the function that keeps it.  Before, the answer's
+ * scraps lived in the attempt's context to its end, and a repair reading
+ * back some hundreds of calls held tens of megabytes past
+ * voipbin.buffer_limit (a long chaos run under a heavier load found it).
+ */
 static void
 handle(RhResult *r)
 {
-	MemoryContext old = MemoryContextSwitchTo(attempt_cxt);
+	MemoryContext old;
 
+	if (answer_cxt == NULL)
+		answer_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin repair answer",
+										   ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(answer_cxt);
 	PG_TRY();
 	{
 		repair_walk_answer(r);
@@ -392,11 +405,14 @@ handle(RhResult *r)
 	PG_CATCH();
 	{
 		rh_result_free(r);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(answer_cxt);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	rh_result_free(r);
 	MemoryContextSwitchTo(old);
+	MemoryContextReset(answer_cxt);
 }
 
 static long
