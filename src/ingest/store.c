@@ -975,8 +975,8 @@ attempt(StoreBatch *b, StoreStep step, ErrorData *failure, const char *journal_i
 			 * (a webhook's frame between two events' copies).  Off unless that
 			 * variable is set.
 			 */
-			if (step == STEP_PLAIN && b->n >= 4 && voipbin_fault("lose-batch-once") && planted_pairs(b) >= 2 &&
-				voipbin_fault_once("lose-batch-once"))
+			if (step == STEP_PLAIN && b->n >= 4 && voipbin_fault("lose-batch-once") &&
+				planted_pairs(b) >= 2 && voipbin_fault_once("lose-batch-once"))
 				;
 			else if (step == STEP_PLAIN)
 				insert_plain(b);
