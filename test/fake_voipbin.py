@@ -672,6 +672,14 @@ class Fake:
             hs["hung"] = True
             log("ws handshake hangs (auth=%s)" % auth)
             return await self.hang(request)
+        if self.frozen:
+            # A partition: no handshake completes before it heals.  A
+            # connection opened then, its subscribe unread, would miss what is
+            # published meanwhile with nothing to tell the client so (test/chaos
+            # met it: a worker restarted during a freeze lost 2.6 s of events).
+            hs["frozen"] = True
+            log("ws handshake waits for the thaw (auth=%s)" % auth)
+            await self.not_frozen.wait()
         if cfg["ws_reject_status"]:
             status = int(cfg["ws_reject_status"])
             retry = cfg["ws_retry_after"] if cfg["ws_retry_after"] is not None else cfg["rest_retry_after"]

@@ -178,6 +178,46 @@ def test_spool_limit_counts_what_does_not_fit(vb, fake, topic):
         vb.set_conf(voipbin__spool_limit=None, voipbin__buffer_limit=None)
 
 
+def test_a_crash_during_an_overflow_is_a_gap_from_before_it(vb, fake, topic):
+    """A restart's gap starts at voipbin_journal.alive_at, written every 15 s
+    while connected: not while the journal is losing frames, or a worker
+    killed during an overflow (reported only once it ends) would leave a gap
+    that starts after the frames it lost.  Found by a 30-minute test/chaos run
+    (seed 2061462869)."""
+    vb.execute("TRUNCATE voipbin_gaps")
+    vb.set_conf(voipbin__spool_limit="2MB", voipbin__buffer_limit="1MB")
+    try:
+        subscribe(vb, fake, topic + "transcript:transcript_")
+        wait_until(lambda: vb.query_one("SHOW voipbin.spool_limit")[0] == "2MB", what="reload")
+        pid = vb.worker_pid()
+        before = vb.query_one("SELECT clock_timestamp()")[0]
+        # the store fails at once and is retried (the worker's loop runs on,
+        # its timers too), while the journal fills and then loses frames
+        vb.execute("""CREATE FUNCTION refuse_for_now() RETURNS trigger LANGUAGE plpgsql AS $$
+                      BEGIN RAISE EXCEPTION 'not now' USING ERRCODE = '55P03'; END $$;
+                      CREATE TRIGGER refuse_for_now BEFORE INSERT ON voipbin_events
+                      FOR EACH ROW EXECUTE FUNCTION refuse_for_now()""")
+        try:
+            burst(fake, 3000, pad=" " + "p" * 900)
+            vb.wait_status(lambda s: s["frames_lost"] > 0, timeout=60, what="the journal losing frames")
+            # past a tick of alive_at (15 s) with the overflow still open
+            until = time.monotonic() + 17
+            wait_until(lambda: time.monotonic() >= until or None, timeout=20, interval=0.2,
+                       what="an alive_at tick during the overflow")
+            assert vb.status()["frames_lost"] > 0 and vb.worker_pid() == pid
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            wait_until(lambda: try_query(lambda: vb.execute(
+                "DROP TRIGGER refuse_for_now ON voipbin_events; DROP FUNCTION refuse_for_now()") or True),
+                timeout=60, what="the trigger dropped")
+        rows = wait_until(lambda: try_query(lambda: vb.query(
+            "SELECT started_at FROM voipbin_gaps WHERE cause = 'restart'")) or None,
+            timeout=60, what="the restart's gap")
+        assert rows[0][0] <= before, "the gap starts before the lost frames: %s > %s" % (rows[0][0], before)
+    finally:
+        vb.set_conf(voipbin__spool_limit=None, voipbin__buffer_limit=None)
+
+
 def test_max_frame_size_dead_letters_a_huge_message(vb, fake, topic):
     subscribe(vb, fake, topic + "transcript:transcript_")
     # the fake takes seconds to build a big message: no idle hang-up meanwhile

@@ -387,8 +387,9 @@ def test_a_failed_repair_is_said_and_retried(clean_gaps, fake, topic):
     wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
     fake.config(rest_status=503)
     outage(fake, vb, 0.5)
+    # each read is asked 5 times (1, 2, 4, 8 s apart) before the attempt fails
     g = wait_until(lambda: [r for r in gaps(vb) if r[5] and "repair failed" in r[5]] or None,
-                   timeout=15, what="the failure said")[0]
+                   timeout=40, what="the failure said")[0]
     assert g[3] is None and "HTTP 503" in g[5] and "attempt 1" in g[5]
     # a second outage takes the repair over; the call ends meanwhile
     fake.config(rest_status=None)
@@ -397,6 +398,34 @@ def test_a_failed_repair_is_said_and_retried(clean_gaps, fake, topic):
                       timeout=20, what="both gaps repaired")
     assert "repaired together with gap %d" % done[1][0] in done[0][5]
     assert vb.query_one("SELECT status FROM voipbin_calls WHERE call_id = %s", (c,))[0] == "hangup"
+    assert vb.query_one("SELECT source FROM voipbin_events WHERE event_type = 'call_hangup'")[0] == "rest"
+
+
+def test_a_read_failing_for_a_moment_is_asked_again(clean_gaps, fake, topic):
+    """A read answered 503 for a few seconds is asked again (1, 2, 4, 8 s
+    later) within the same attempt, which then completes: under a REST API
+    failing now and then, an attempt that started its walk again at each
+    failure might never end (a 30-minute test/chaos run, seed 2061462869)."""
+    vb = clean_gaps
+    subscribe_active(vb, fake, topic)
+    c = str(uuid.uuid4())
+    t = utcnow() - timedelta(seconds=5)
+    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    log_from = len(vb.read_log())
+    fake.config(rest_status=503)
+    outage(fake, vb, 0.5, during=lambda: happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow()))))
+    wait_until(lambda: [r for r in fake.state()["rest_requests"]
+                        if r["path"] != "/v1.0/customer" and r["status"] == 503] or None,
+               timeout=15, what="a read of the repair answered 503")
+    # the fault lasts a few seconds more, as VoIPBIN's hiccups do
+    until = time.monotonic() + 2.5
+    wait_until(lambda: time.monotonic() >= until or None, timeout=5, interval=0.1, what="the 503s' length")
+    fake.config(rest_status=None)
+    [g] = wait_until(lambda: [r for r in gaps(vb) if r[3] is not None] or None, timeout=40,
+                     what="the gap repaired")
+    assert g[5] is None, "repaired whole, in its first attempt: %r" % (g,)
+    assert "repair failed" not in vb.read_log()[log_from:]
     assert vb.query_one("SELECT source FROM voipbin_events WHERE event_type = 'call_hangup'")[0] == "rest"
 
 
@@ -562,7 +591,7 @@ def test_a_repair_cut_short_by_a_crash_is_taken_over(clean_gaps, fake, topic):
     fake.config(rest_status=503)
     outage(fake, vb, 0.5, during=lambda: happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow()))))
     [first] = wait_until(lambda: [r for r in gaps(vb) if r[5] and "repair failed" in r[5]] or None,
-                         timeout=15, what="the repair failed once, to be tried again")
+                         timeout=40, what="the repair failed once, to be tried again")
     fake.config(rest_status=None)
     pid = vb.worker_pid()
     os.kill(pid, signal.SIGKILL)

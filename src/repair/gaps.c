@@ -114,6 +114,12 @@ gaps_worker_restarted(TimestampTz alive_at)
 	outage_config_changed = false;
 }
 
+bool
+gaps_unrecorded(void)
+{
+	return outage_started != 0 || n_waiting > 0;
+}
+
 void
 gaps_config_changed(void)
 {

@@ -20,6 +20,12 @@ extern void gaps_connection_lost(TimestampTz closed_at, bool idle_timeout, Times
 extern void gaps_worker_restarted(TimestampTz alive_at);
 
 /*
+ * True while an outage is under way or a gap waits to be written: a worker
+ * that died now would leave it unrecorded, so alive_at must not move past it.
+ */
+extern bool gaps_unrecorded(void);
+
+/*
  * The credential, URL or CA file changed: the outage under way, if any, is
  * recorded but not repaired (the new connection may be another account).
  */

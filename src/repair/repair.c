@@ -67,6 +67,60 @@ static MemoryContext outcome_cxt = NULL;
 static MemoryContext answer_cxt = NULL;	/* one answer of VoIPBIN's and what it made, reset after it */
 static List *outcomes = NIL;
 
+/*
+ * Gaps recorded while an attempt runs wait here for the next job, which
+ * reaches back to the earliest of them.  The running attempt goes on: were
+ * each new gap to start the walk again, outages closer together than a
+ * repair takes would never see one finish (a 30-minute chaos run saw none
+ * finish, its repair reaching back ever further).  What the new gaps cost
+ * may postdate what the running attempt read, hence a job of their own.
+ */
+static int64 *next_ids = NULL;
+static TimestampTz *next_starts = NULL;
+static int	n_next = 0,
+			max_next = 0;
+
+static void
+queue_next(int64 gap_id, TimestampTz started_at)
+{
+	if (n_next == max_next)
+	{
+		max_next = max_next ? max_next * 2 : 16;
+		next_ids = next_ids ? repalloc(next_ids, sizeof(int64) * max_next) :
+			MemoryContextAlloc(TopMemoryContext, sizeof(int64) * max_next);
+		next_starts = next_starts ? repalloc(next_starts, sizeof(TimestampTz) * max_next) :
+			MemoryContextAlloc(TopMemoryContext, sizeof(TimestampTz) * max_next);
+	}
+	next_ids[n_next] = gap_id;
+	next_starts[n_next] = started_at;
+	n_next++;
+}
+
+static void add_outcome(int64 gap_id, bool repaired, int64 events, const char *error);
+
+/*
+ * The gaps queued while the last attempt ran join the job: the next attempt
+ * (after a failure) or the next job (after the last one ended).
+ */
+static void
+take_queued(void)
+{
+	int			n = n_next;
+
+	n_next = 0;
+	for (int i = 0; i < n; i++)
+		repair_start(next_ids[i], next_starts[i]);
+}
+
+/* The queued gaps will not be repaired either (the job was given up for why). */
+static void
+drop_queued(const char *why)
+{
+	for (int i = 0; i < n_next; i++)
+		add_outcome(next_ids[i], false, 0, why);
+	n_next = 0;
+}
+
 static void
 add_outcome(int64 gap_id, bool repaired, int64 events, const char *error)
 {
@@ -138,7 +192,7 @@ begin_attempt(void)
 	Endpoint	ep;
 
 	MemoryContextReset(attempt_cxt);
-	repair_job.walked = repair_job.open_calls = repair_job.changed = NIL;
+	repair_job.walked = repair_job.open_calls = repair_job.changed = repair_job.again = NIL;
 	repair_job.pages = 0;
 	repair_job.list_done = false;
 	repair_job.fatal = NULL;
@@ -227,6 +281,7 @@ attempt_failed(void)
 	}
 	ereport(LOG, (errmsg("voipbin: gap %lld: %s", (long long) newest_gap(), error)));
 	record_outcome(false, 0, error);
+	take_queued();
 }
 
 static void
@@ -279,6 +334,7 @@ finish_job(void)
 						   list_length(repair_job.changed) == 1 ? "call" : "calls",
 						   error ? "; " : "", error ? error : "")));
 	repair_job.phase = JOB_IDLE;
+	take_queued();
 }
 
 void
@@ -300,6 +356,7 @@ abandon_if_asked(void)
 	rh_close_idle();
 	repair_job.phase = JOB_IDLE;
 	record_outcome(false, 0, why);
+	drop_queued(why);
 }
 
 void
@@ -310,6 +367,11 @@ repair_start(int64 gap_id, TimestampTz started_at)
 	int64	   *idp;
 
 	abandon_if_asked();
+	if (repair_cxt != NULL && (repair_job.phase == JOB_RUNNING || repair_job.phase == JOB_DRAINING))
+	{
+		queue_next(gap_id, started_at);
+		return;
+	}
 	if (repair_cxt == NULL)
 	{
 		repair_cxt = AllocSetContextCreate(TopMemoryContext, "voipbin repair", ALLOCSET_DEFAULT_SIZES);
@@ -328,8 +390,7 @@ repair_start(int64 gap_id, TimestampTz started_at)
 	}
 	else
 	{
-		/* a newer outage takes the running repair over, and reaches back as far */
-		rh_cancel_all();
+		/* a newer outage joins the job waiting for its next attempt, and reaches back as far */
 		repair_job.since = Min(repair_job.since, since);
 		repair_job.attempt = 0;
 	}
@@ -420,6 +481,7 @@ drive(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	long		timeout;
+	long		again_ms;
 	RhResult   *r;
 
 	abandon_if_asked();
@@ -431,6 +493,7 @@ drive(void)
 		rh_close_idle();
 		repair_job.fatal = NULL;
 		record_outcome(false, 0, "not repaired: voipbin.repair was turned off");
+		drop_queued("not repaired: voipbin.repair was turned off");
 		repair_job.phase = JOB_IDLE;
 		return -1;
 	}
@@ -451,11 +514,12 @@ drive(void)
 		if (journaled_is_stored() || now >= repair_job.drain_until)
 		{
 			finish_job();
-			return -1;
+			return repair_job.phase == JOB_BEGIN ? 0 : -1;
 		}
 		return 20;
 	}
 
+	again_ms = repair_walk_ask_again();
 	/* answers queue new requests, which the next round may start at once */
 	for (int round = 0; round < 8; round++)
 	{
@@ -475,6 +539,8 @@ drive(void)
 		attempt_failed();
 		return -1;
 	}
+	if (rh_outstanding() == 0 && repair_job.again != NIL)
+		return again_ms >= 0 ? again_ms : 0;
 	if (rh_outstanding() == 0)
 	{
 		if (!repair_job.list_done)
@@ -487,6 +553,8 @@ drive(void)
 		repair_job.drain_until = TimestampTzPlusMilliseconds(now, REPAIR_DRAIN_MS);
 		return 0;
 	}
+	if (again_ms >= 0 && (timeout < 0 || again_ms < timeout))
+		return again_ms;
 	return timeout;
 }
 
@@ -500,6 +568,7 @@ repair_step_failed(void)
 		repair_job.fatal = NULL;
 		repair_job.retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), retry_delay_ms(repair_job.attempt));
 		repair_job.phase = repair_job.attempt >= REPAIR_MAX_ATTEMPTS ? JOB_IDLE : JOB_BEGIN;
+		take_queued();
 	}
 }
 

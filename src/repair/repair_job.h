@@ -50,6 +50,7 @@ typedef struct Job
 	List	   *open_calls;		/* call ids not settled locally (char *) */
 	List	   *changed;		/* call ids whose details were asked for */
 	List	   *topics;			/* the subscribed topics (char *): what to store */
+	List	   *again;			/* requests to ask again when due (repair_walk.c) */
 	StringInfoData notes;		/* what made it partial */
 	int			deleted,
 				gone,

@@ -27,6 +27,7 @@
 #include "ingest/frame.h"
 #include "net/journal/journal.h"
 #include "repair/repair_http.h"
+#include "base/backoff.h"
 #include "repair/repair_job.h"
 
 typedef enum ReqKind
@@ -43,7 +44,21 @@ typedef struct ReqTag
 {
 	ReqKind		kind;
 	char		id[40];
+	char	   *path;			/* to ask it again */
+	int			tries;			/* answers of the moment so far (no answer, 429, 5xx) */
+	TimestampTz due;			/* while waiting to be asked again */
 } ReqTag;
+
+/*
+ * A read VoIPBIN could not answer just now (no answer, its limiter, a 5xx)
+ * is asked again, 1 s, 2 s, 4 s, 8 s later, before the attempt fails: a
+ * read is safe to repeat, and an attempt that failed starts its walk again
+ * from the first page, which under a REST API failing now and then may
+ * never end.
+ */
+#define REQUEST_TRIES		5
+#define REQUEST_RETRY_MS	1000
+#define REQUEST_RETRY_MAX_MS 8000
 
 /* ---- pure helpers ---- */
 
@@ -317,9 +332,55 @@ ask(ReqKind kind, const char *id, const char *fmt,...)
 			break;
 		enlargeStringInfo(&path, needed);
 	}
-	rh_submit(path.data, tag);
-	pfree(path.data);
+	tag->path = path.data;
+	rh_submit(tag->path, tag);
 	MemoryContextSwitchTo(old);
+}
+
+/* Whether tag waits to be asked again (then it is kept, in the attempt's context). */
+static bool
+ask_again_later(ReqTag *tag, const RhResult *r)
+{
+	long		ms;
+	MemoryContext old;
+
+	if (++tag->tries >= REQUEST_TRIES)
+		return false;
+	ms = (long) backoff_delay_ms(REQUEST_RETRY_MS, REQUEST_RETRY_MAX_MS, tag->tries, 0);
+	if (r->has_retry_after && r->retry_after_s * 1000 > ms)
+		ms = Min(r->retry_after_s * 1000, REQUEST_RETRY_MAX_MS);
+	tag->due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+	old = MemoryContextSwitchTo(attempt_cxt);
+	repair_job.again = lappend(repair_job.again, tag);
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+long
+repair_walk_ask_again(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next = DT_NOEND;
+	List	   *waiting = NIL;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(attempt_cxt);
+
+	foreach(lc, repair_job.again)
+	{
+		ReqTag	   *tag = lfirst(lc);
+
+		if (tag->due <= now)
+			rh_submit(tag->path, tag);
+		else
+		{
+			waiting = lappend(waiting, tag);
+			next = Min(next, tag->due);
+		}
+	}
+	list_free(repair_job.again);
+	repair_job.again = waiting;
+	MemoryContextSwitchTo(old);
+	return next == DT_NOEND ? -1 : TimestampDifferenceMilliseconds(now, next) + 1;
 }
 
 static bool
@@ -596,6 +657,8 @@ repair_walk_answer(RhResult *r)
 	ReqTag	   *tag = (ReqTag *) r->tag;
 	Jsonb	   *j = NULL;
 
+	if ((r->status == 0 || r->status == 429 || r->status >= 500) && ask_again_later(tag, r))
+		return;
 	if (r->status == 0)
 	{
 		repair_set_fatal(psprintf("no answer from VoIPBIN for %s: %s", what_of(tag), r->error));

@@ -19,4 +19,10 @@ extern void repair_walk_begin(void);
 /* Takes one answer: its objects into the journal, the requests it leads to queued. */
 extern void repair_walk_answer(RhResult *r);
 
+/*
+ * Asks again the reads that are due (an answer of the moment put them
+ * aside); ms until the next one is, or -1 when none waits.
+ */
+extern long repair_walk_ask_again(void);
+
 #endif

@@ -190,11 +190,16 @@ sync_topics(Wake *wake)
  * alive_at is written while connected, once the position is read (a 1.0
  * extension has no voipbin_journal; a memory-only journal has no row): the
  * same test decides whether it is due and whether the loop waits for it.
+ * It says "up to here, every frame is in the journal or in a recorded gap",
+ * since a restart's gap starts there: so not while the journal is losing
+ * frames, nor while a gap waits to be written.  (test/chaos found a worker
+ * killed during an overflow whose successor's gap began after it.)
  */
 static bool
 alive_wanted(void)
 {
-	return connection_state() == VB_STATE_CONNECTED && intake_position_known() && journal_id() != NULL;
+	return connection_state() == VB_STATE_CONNECTED && intake_position_known() && journal_id() != NULL &&
+		!journal_overflowing() && !gaps_unrecorded();
 }
 
 /*

@@ -6,7 +6,9 @@ no crash but the injected ones; the worker's memory within its bound.
 Lost is judged by time: an event is excused when it was published within a
 gap of voipbin_gaps (from SLACK_BEFORE before its start: frames still in the
 socket when it broke, to SLACK_AFTER after its end: topics not yet applied by
-the fake).  What REST gives back (docs/failures.md, "Gaps and their repair"):
+the fake); or, sent by webhook alone, when every delivery was refused (5xx,
+or no listener) and VoIPBIN gave up: the receiver said so ("refused").  What
+REST gives back (docs/failures.md, "Gaps and their repair"):
 every call event (the call and its timeline), every transcript line (fewer
 than 100 per transcription here), and the last state of each transcription
 and recording.
@@ -34,6 +36,13 @@ SHOW = 10       # event ids named per discrepancy
 
 def clock(t):
     return datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S.%f")[:-3] if t else "?"
+
+
+def refused(entry):
+    """Sent by webhook only, and never taken: each delivery answered 5xx or
+    not at all."""
+    return (entry.ws_delivered == 0 and entry.webhook_statuses
+            and all(st == 0 or st >= 500 for st in entry.webhook_statuses))
 
 
 def repairable(entry):
@@ -92,6 +101,11 @@ class Account:
                 e.event_type, e.resource_id, clock(e.t0), e.ws_delivered, e.webhook_statuses or "none")
             if 200 in e.webhook_statuses:
                 acked_lost.append(name)         # answered 200 only once on disk
+            elif refused(e) and not in_gap:
+                # every delivery refused (503: no secret yet, the journal full;
+                # or no listener) and VoIPBIN's retries gave up: the receiver
+                # said so, and no WebSocket frame carried it
+                self.lost["refused"] = self.lost.get("refused", 0) + 1
             elif repairable(e):
                 not_repaired.append(name + (" (in a %s gap)" % in_gap[0][3] if in_gap else " (in no gap)"))
             elif in_gap:

@@ -1514,6 +1514,17 @@ journal_take_overflow(uint64_t *count, int64_t *first_us, int64_t *last_us,
 }
 
 bool
+journal_overflowing(void)
+{
+	bool		open;
+
+	pthread_mutex_lock(&mu);
+	open = ov_open;
+	pthread_mutex_unlock(&mu);
+	return open;
+}
+
+bool
 journal_take_report(char *buf, size_t len, bool *is_warning)
 {
 	bool		got = false;

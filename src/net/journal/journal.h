@@ -143,6 +143,12 @@ extern uint64_t journal_frames_lost(void);
 extern bool journal_take_overflow(uint64_t *count, int64_t *first_us, int64_t *last_us,
 								  uint64_t *ongoing_count, int64_t *ongoing_first_us);
 
+/*
+ * True while messages are being lost (an overflow not ended yet): what
+ * arrives now is in no journal and in no recorded gap.
+ */
+extern bool journal_overflowing(void);
+
 /* One line of what recovery or the flusher had to say (copied into buf); false when none. */
 extern bool journal_take_report(char *buf, size_t len, bool *is_warning);
 
