@@ -73,7 +73,9 @@ def main(argv=None):
             t.join(180)
         noise_stop.set()
         noise_thread.join(30)
-        problems = settle(rig, load, ctx, log)
+        # a long run's last repair reaches back to its first unrepaired gap (a
+        # worker restarted takes over every gap left unrepaired): time to match
+        problems = settle(rig, load, ctx, log, timeout=max(240, seconds / 3))
         snap = snapshot(rig)
         stop.set()
         account = Account(ledger, snap, ctx, sampler, problems)
