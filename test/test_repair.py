@@ -219,6 +219,15 @@ def happen(fake, *evs):
     return fake.publish(events=[{"event_type": t, "data": d, "store": True} for t, d in evs])
 
 
+def a_ringing_call_stored(vb, fake):
+    """A call ringing since 5 s ago, stored live (the only event): its id and creation time."""
+    c = str(uuid.uuid4())
+    t = utcnow() - timedelta(seconds=5)
+    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
+    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    return c, t
+
+
 def repair_requests(fake):
     return [r for r in fake.state()["rest_requests"] if r["path"] != "/v1.0/customer"]
 
@@ -381,10 +390,7 @@ def test_a_big_repair_holds_little_memory(clean_gaps, fake, topic):
 def test_a_failed_repair_is_said_and_retried(clean_gaps, fake, topic):
     vb = clean_gaps
     subscribe_active(vb, fake, topic)
-    c = str(uuid.uuid4())
-    t = utcnow() - timedelta(seconds=5)
-    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
-    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    c, t = a_ringing_call_stored(vb, fake)
     fake.config(rest_status=503)
     outage(fake, vb, 0.5)
     # each read is asked 5 times (1, 2, 4, 8 s apart) before the attempt fails
@@ -408,10 +414,7 @@ def test_a_read_failing_for_a_moment_is_asked_again(clean_gaps, fake, topic):
     failure might never end (a 30-minute test/chaos run, seed 2061462869)."""
     vb = clean_gaps
     subscribe_active(vb, fake, topic)
-    c = str(uuid.uuid4())
-    t = utcnow() - timedelta(seconds=5)
-    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
-    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    c, t = a_ringing_call_stored(vb, fake)
     log_from = len(vb.read_log())
     fake.config(rest_status=503)
     outage(fake, vb, 0.5, during=lambda: happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow()))))
@@ -584,10 +587,7 @@ def test_a_repair_cut_short_by_a_crash_is_taken_over(clean_gaps, fake, topic):
     from helpers import try_query
     vb = clean_gaps
     subscribe_active(vb, fake, topic + "call:")
-    c = str(uuid.uuid4())
-    t = utcnow() - timedelta(seconds=5)
-    happen(fake, ("call_created", a_call(fake, c, "ringing", t)))
-    wait_until(lambda: vb.query_one("SELECT count(*) FROM voipbin_events")[0] == 1, what="stored")
+    c, t = a_ringing_call_stored(vb, fake)
     fake.config(rest_status=503)
     outage(fake, vb, 0.5, during=lambda: happen(fake, ("call_hangup", a_call(fake, c, "hangup", t, utcnow()))))
     [first] = wait_until(lambda: [r for r in gaps(vb) if r[5] and "repair failed" in r[5]] or None,
